@@ -1,0 +1,37 @@
+"""Suite-wide setup: the loopback-only network guard, and a private WARPFORGE_HOME."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests import netguard
+
+netguard.install()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if netguard.blocked:
+        print(f"\nnetwork guard blocked {len(netguard.blocked)} attempt(s): {netguard.blocked[:5]}")
+
+
+@pytest.fixture(autouse=True)
+def _private_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own job store and state dir; the user's real one is never touched."""
+    home = tmp_path_factory.mktemp("wfhome")
+    monkeypatch.setenv("WARPFORGE_HOME", str(home))
+    monkeypatch.delenv("WARPFORGE_INVENTORY", raising=False)
+    yield home
+
+
+def require_lab() -> bool:
+    """In CI (.ci/run sets WARPFORGE_REQUIRE_LAB=1) a missing lab component fails, never skips."""
+    return os.environ.get("WARPFORGE_REQUIRE_LAB") == "1"
+
+
+def lab_unavailable(reason: str):
+    """Skip loudly on a developer machine, fail in CI."""
+    if require_lab():
+        pytest.fail(f"lab component unavailable in CI: {reason}")
+    pytest.skip(f"LAB COMPONENT UNAVAILABLE: {reason}")
