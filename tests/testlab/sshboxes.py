@@ -77,7 +77,8 @@ BOX_SETS: dict[str, tuple[BoxSpec, ...]] = {
         BoxSpec("intel", "127.0.0.23", 2223, _mac(3)),
     ),
     "bench": tuple(
-        BoxSpec(f"b{i:02d}", f"127.0.0.{29 + i}", 2229 + i, _mac(0x10 + i)) for i in range(1, 11)
+        BoxSpec(f"b{i:02d}", f"127.0.0.{29 + i}", 2229 + i, _mac(0x10 + i), user=FORGE_USER)
+        for i in range(1, 11)
     ),
 }
 
@@ -177,6 +178,14 @@ class SshLab:
         """Where a path under /opt on the box can be read from the host."""
         rel = Path(remote_path).relative_to("/opt")
         return self.upper(name) / rel
+
+    def ssh(self, name: str, *argv: str, timeout: float = 60, check: bool = True
+            ) -> subprocess.CompletedProcess:
+        """Run argv on the box through OpenSSH (changes under /opt must go through the box:
+        writing the upper dir behind a mounted overlay's back is undefined behaviour)."""
+        return subprocess.run(["ssh", "-F", str(self.ssh_config), name, shlex.join(argv)],
+                              capture_output=True, text=True, timeout=timeout, check=check,
+                              stdin=subprocess.DEVNULL)
 
     def host_key_line(self, name: str) -> str:
         """The known_hosts line for a box (OpenSSH's `[addr]:port keytype key`)."""

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
 from warpforge_launch.lab import manifest as manifests
 from warpforge_launch.lab.manifest import RELEASE_FILE, Entry, Manifest
-from warpforge_launch.lab.remote import BoxLike, BoxSession, HoldFailed, Timeouts, open_session
+from warpforge_launch.lab.remote import BoxLike, BoxSession, HoldFailed, Sessions, Timeouts
 
 LOCKED = b"@@warpforge-locked@@"
 LOCK_BUSY_EXIT = 75
@@ -144,6 +144,7 @@ class Options:
     verify_all: bool = False
     timeouts: Timeouts = Timeouts()
     host_key_policy: str | None = None
+    bulk: str = "auto"  # the stream's transport: auto (OpenSSH if present), openssh, paramiko
 
     def __post_init__(self) -> None:
         if self.keep < 2:
@@ -443,15 +444,17 @@ def _install_dir(box: BoxLike) -> str:
     return d.rstrip("/")
 
 
-def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress
-              ) -> list[BoxResult]:
+def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress,
+              sessions: Sessions | None) -> list[BoxResult]:
+    own = sessions is None
+    if own:
+        sessions = Sessions(timeouts=opts.timeouts, host_key_policy=opts.host_key_policy,
+                            bulk=opts.bulk)
+
     def one(box: BoxLike) -> BoxResult:
         t0 = time.monotonic()
         try:
-            install_dir = _install_dir(box)
-            with open_session(box, timeouts=opts.timeouts,
-                              host_key_policy=opts.host_key_policy) as session:
-                r = work(session, install_dir)
+            r = work(sessions.get(box), _install_dir(box))
         except HoldFailed as e:
             r = BoxResult(box.name, error=str(e), exit_code=e.exit_code, hint=e.hint)
             if e.exit_status == LOCK_BUSY_EXIT:
@@ -464,26 +467,34 @@ def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress
         progress.done(r)
         return r
 
-    workers = max(1, min(opts.parallel, len(boxes)))
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="box") as ex:
-        return list(ex.map(one, boxes))
+    try:
+        workers = max(1, min(opts.parallel, len(boxes)))
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="box") as ex:
+            return list(ex.map(one, boxes))
+    finally:
+        if own:
+            sessions.close()
 
 
 def distribute(boxes: Sequence[BoxLike], dist: Path, *, opts: Options = Options(),
-               progress: Progress | None = None) -> list[BoxResult]:
-    """Push the dist to every box, in parallel across boxes; one result per box, in order."""
+               progress: Progress | None = None, sessions: Sessions | None = None
+               ) -> list[BoxResult]:
+    """Push the dist to every box, in parallel across boxes; one result per box, in order.
+
+    Pass `sessions` to reuse the connections of an enclosing task (smoke does)."""
     dist = manifests.check_dist(dist)
     m = manifests.scan(dist, cache=manifests.default_cache(dist))
-    return _on_boxes(boxes, opts, lambda s, d: push_box(s, d, dist, m, opts,
-                                                        progress or Progress()),
-                     progress or Progress())
+    progress = progress or Progress()
+    return _on_boxes(boxes, opts, lambda s, d: push_box(s, d, dist, m, opts, progress),
+                     progress, sessions)
 
 
 def rollback(boxes: Sequence[BoxLike], *, opts: Options = Options(), to: str | None = None,
-             progress: Progress | None = None) -> list[BoxResult]:
+             progress: Progress | None = None, sessions: Sessions | None = None
+             ) -> list[BoxResult]:
     """Switch every box back to its previous release (or to the release named `to`)."""
     return _on_boxes(boxes, opts, lambda s, d: rollback_box(s, d, opts, to),
-                     progress or Progress())
+                     progress or Progress(), sessions)
 
 
 def exit_code(results: Sequence[BoxResult]) -> int:

@@ -1,0 +1,162 @@
+"""Distribute vs parallel rsync on loopback sshd boxes, with a ~200 MB generated dist.
+
+Measures, alternating A/B over several rounds and printing medians and ratios:
+  1. first push to 2 boxes: `distribute` vs parallel `rsync -a -e ssh` (fresh connections);
+  2. unchanged re-push to 2 boxes: `distribute` (fresh connection, as a new task run has) vs
+     rsync's no-op re-push over already open (reused) SSH connections; both must send no file;
+  3. parallelism: first push and unchanged re-push to 10 boxes vs to 1 box.
+
+Needs root, sshd and rsync (.ci/setup.d/30-ssh.sh). Uses the "bench" box set (127.0.0.30-39,
+ports 2230-2239) and stops the boxes it started.  Run:  .venv/bin/python benchmarks/distribute.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.lab.fakedist import make_dist  # noqa: E402
+from tests.testlab import sshboxes  # noqa: E402
+from warpforge_launch.lab import distribute as dist_mod  # noqa: E402
+from warpforge_launch.lab.remote import Timeouts  # noqa: E402
+
+
+def lab_boxes(lab: sshboxes.SshLab, names, install_dir: str):
+    from tests.integration.lab.boxes import lab_box
+
+    return [lab_box(lab, n, install_dir=install_dir) for n in names]
+
+
+def ours(lab, names, dist, install_dir, parallel) -> tuple[float, list]:
+    opts = dist_mod.Options(parallel=parallel, timeouts=Timeouts(command=600))
+    boxes = lab_boxes(lab, names, install_dir)
+    t0 = time.perf_counter()
+    results = dist_mod.distribute(boxes, dist, opts=opts)
+    elapsed = time.perf_counter() - t0
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise SystemExit(f"distribute failed: {bad[0].error}")
+    return elapsed, results
+
+
+def rsync_argv(lab, name, dist, dest, extra=()):
+    return ["rsync", "-a", "--delete", "--stats", "-e",
+            f"ssh -F {lab.ssh_config} {' '.join(extra)}".strip(), f"{dist}/", f"{name}:{dest}/"]
+
+
+def rsync_parallel(lab, names, dist, dest, extra=()) -> tuple[float, list[str]]:
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(rsync_argv(lab, n, dist, dest, extra), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for n in names]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        if p.returncode:
+            raise SystemExit(f"rsync failed: {err.strip()}")
+        outs.append(out)
+    return time.perf_counter() - t0, outs
+
+
+def files_transferred(stats: str) -> int:
+    for line in stats.splitlines():
+        if line.startswith("Number of regular files transferred:"):
+            return int(line.split(":")[1].replace(",", ""))
+    raise ValueError("no rsync stats")
+
+
+def wipe(lab, names, install_dir):
+    for n in names:
+        lab.ssh(n, "rm", "-rf", "--", install_dir)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size-mb", type=float, default=190)
+    ap.add_argument("--files", type=int, default=3000)
+    a = ap.parse_args()
+    why = sshboxes.available()
+    if why:
+        print(f"cannot run: {why}")
+        return 2
+    lab = sshboxes.SshLab(sshboxes.default_root("bench"), sshboxes.BOX_SETS["bench"])
+    lab.setup()
+    started = lab.start_all()
+    masters: list[subprocess.Popen] = []
+    try:
+        dist = make_dist(lab.root / "dist", size_mb=a.size_mb, files=a.files)
+        total = sum(f.stat().st_size for f in dist.rglob("*") if f.is_file())
+        nfiles = sum(1 for f in dist.rglob("*") if f.is_file())
+        print(f"dist: {total / 1e6:.0f} MB in {nfiles} files; boxes: {len(lab.boxes)}")
+        two, all10 = ["b01", "b02"], list(lab.boxes)
+        cm = ["-o", "ControlMaster=auto", "-o", f"ControlPath={lab.control_dir}/%C"]
+        for n in two:  # reused connections for rsync's no-op re-push
+            masters.append(subprocess.Popen(["ssh", "-F", str(lab.ssh_config), "-o",
+                                             "ControlMaster=yes", "-o",
+                                             f"ControlPath={lab.control_dir}/%C", "-N", n],
+                                            stdin=subprocess.DEVNULL))
+        time.sleep(1.0)
+        fig: dict[str, list[float]] = {k: [] for k in (
+            "ours_first2", "rsync_first2", "ours_noop2", "rsync_noop2_reused",
+            "ours_first1", "ours_first10", "ours_noop1", "ours_noop10")}
+        for rnd in range(a.rounds):
+            d_ours, d_rsync = f"/opt/wf-bench-{rnd}-ours", f"/opt/wf-bench-{rnd}-rsync"
+            order = ["ours", "rsync"] if rnd % 2 == 0 else ["rsync", "ours"]
+            for who in order:
+                if who == "ours":
+                    t, _ = ours(lab, two, dist, d_ours, parallel=2)
+                    fig["ours_first2"].append(t)
+                    t, res = ours(lab, two, dist, d_ours, parallel=2)
+                    assert all(r.action == "unchanged" and r.files_sent == 0 for r in res), res
+                    fig["ours_noop2"].append(t)
+                else:
+                    t, _ = rsync_parallel(lab, two, dist, d_rsync)
+                    fig["rsync_first2"].append(t)
+                    t, outs = rsync_parallel(lab, two, dist, d_rsync, extra=cm)
+                    assert all(files_transferred(o) == 0 for o in outs), outs
+                    fig["rsync_noop2_reused"].append(t)
+            wipe(lab, two, d_ours)
+            wipe(lab, two, d_rsync)
+            d1, d10 = f"/opt/wf-bench-{rnd}-one", f"/opt/wf-bench-{rnd}-ten"
+            for who in (["one", "ten"] if rnd % 2 == 0 else ["ten", "one"]):
+                names, d = (all10[:1], d1) if who == "one" else (all10, d10)
+                key = "1" if who == "one" else "10"
+                t, _ = ours(lab, names, dist, d, parallel=len(names))
+                fig[f"ours_first{key}"].append(t)
+                t, res = ours(lab, names, dist, d, parallel=len(names))
+                assert all(r.files_sent == 0 for r in res)
+                fig[f"ours_noop{key}"].append(t)
+            wipe(lab, all10[:1], d1)
+            wipe(lab, all10, d10)
+            print(f"round {rnd + 1}: " + ", ".join(f"{k}={v[-1]:.3f}" for k, v in fig.items()))
+        med = {k: statistics.median(v) for k, v in fig.items()}
+        print("\nmedians (s):")
+        for k, v in med.items():
+            print(f"  {k:22s} {v:7.3f}")
+        print("\nratios (target):")
+        print(f"  first push, 2 boxes, ours/rsync:           "
+              f"{med['ours_first2'] / med['rsync_first2']:.2f}  (<= 1.0)")
+        print(f"  unchanged re-push, ours/rsync (reused):    "
+              f"{med['ours_noop2'] / med['rsync_noop2_reused']:.2f}  (<= 1.0; no file sent)")
+        print(f"  first push, 10 boxes / 1 box:              "
+              f"{med['ours_first10'] / med['ours_first1']:.2f}  (<= 3.0)")
+        print(f"  unchanged re-push, 10 boxes / 1 box:       "
+              f"{med['ours_noop10'] / med['ours_noop1']:.2f}  (<= 3.0)")
+    finally:
+        for p in masters:
+            p.terminate()
+            p.wait(timeout=10)
+        lab.close_control_masters()
+        lab.stop_all(started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
