@@ -66,7 +66,7 @@ def from_jsonable(tp: Any, data: Any) -> Any:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_jsonable(args[0], v) for v in data)
-        return tuple(from_jsonable(a, v) for a, v in zip(args, data))
+        return tuple(from_jsonable(a, v) for a, v in zip(args, data, strict=False))
     if origin in (frozenset, set):
         (arg,) = typing.get_args(tp)
         return frozenset(from_jsonable(arg, v) for v in data)

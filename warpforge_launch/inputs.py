@@ -13,7 +13,9 @@ import re
 from warpforge_launch.errors import UsageError
 from warpforge_launch.jobs import DTYPES, InputSpec
 
-_TOKEN = re.compile(r"""\s*(?:(?P<num>[+-]?\d+)|(?P<str>'[^']*'|"[^"]*")|(?P<word>[A-Za-z_]\w*)|(?P<op>[\[\](),:])|(?P<bad>\S))""")
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<num>[+-]?\d+)|(?P<str>'[^']*'|"[^"]*")|(?P<word>[A-Za-z_]\w*)"""
+    r"""|(?P<op>[\[\](),:])|(?P<bad>\S))""")
 
 
 class _Parser:

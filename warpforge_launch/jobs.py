@@ -24,20 +24,20 @@ DEFAULT_TIMEOUT = timedelta(minutes=30)
 DEFAULT_SEED = 42
 
 
-class GpuType(str, enum.Enum):
+class GpuType(enum.StrEnum):
     NONE = "NONE"
     NVIDIA = "NVIDIA"
     AMD = "AMD"
     ANY = "ANY"
 
 
-class JobType(str, enum.Enum):
+class JobType(enum.StrEnum):
     FULL_PIPELINE = "FULL_PIPELINE"
     STABLEHLO_ONLY = "STABLEHLO_ONLY"
     PYTORCH_NATIVE = "PYTORCH_NATIVE"
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -91,7 +91,8 @@ class InputSpec(_Json):
             raise UsageError("input shape is empty: give at least one dimension, e.g. (1, 8)")
         for d in self.shape:
             if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
-                raise UsageError(f"input dimension {d!r} in {self.shape} must be a positive integer")
+                raise UsageError(f"input dimension {d!r} in {self.shape} must be a positive "
+                                 "integer")
         if self.dtype not in DTYPES:
             raise UsageError(f"unknown dtype {self.dtype!r}; expected one of {', '.join(DTYPES)}")
 

@@ -104,7 +104,8 @@ class JobStore:
                 db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise LaunchError(f"job store {self.path} is unreadable: {exc}",
-                              hint="move it aside; a new one is created on the next command") from exc
+                              hint="move it aside; a new one is created on the next "
+                              "command") from exc
         return db
 
     def close(self) -> None:
