@@ -29,5 +29,6 @@ def report(title: str, medians: dict[str, float], baseline: str | None = None) -
     for name, m in medians.items():
         extra = ""
         if baseline and name != baseline:
-            extra = f"  ratio {m / medians[baseline]:.2f}  (+{(m - medians[baseline]) * 1000:.0f} ms)"
+            base = medians[baseline]
+            extra = f"  ratio {m / base:.2f}  (+{(m - base) * 1000:.0f} ms)"
         print(f"  {name:<40} median {m * 1000:8.1f} ms{extra}")
