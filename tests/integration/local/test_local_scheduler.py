@@ -237,3 +237,13 @@ def test_fake_payload_rejects_unknown_options(tmp_path):
     import subprocess
     proc = subprocess.run([str(FAKE_SNAKEGRINDER), "--version"], capture_output=True, text=True)
     assert proc.returncode == 2
+
+
+def test_logs_through_the_cli(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    job = run_cli("--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+                  "--inputs", "[(1,8)]", "--env", "FAKE_SG_SLEEP=0.5").stdout.strip()
+    followed = run_cli("--inventory", inv, "logs", "--follow", job)
+    assert followed.returncode == 0 and "SUCCESS: traced" in followed.stdout
+    as_json = run_cli("--inventory", inv, "logs", "--json", job, check_json=True).json
+    assert as_json["job_id"] == job and "tracing" in as_json["logs"]
