@@ -422,6 +422,7 @@ class SshLab:
         boxes = {}
         for n in names or self.boxes:
             b = self.boxes[n]
+            gpu = {"nvidia": "NVIDIA", "amd": "AMD"}.get(n, "NONE")
             boxes[n] = {
                 "transport": "ssh",
                 "address": b.address,
@@ -430,16 +431,19 @@ class SshLab:
                 "identity_file": str(self.client_key),
                 "known_hosts_file": str(self.known_hosts),
                 "host_key_policy": "strict",
+                "aliases": [f"mark1{n}"],
                 "mac": b.mac,
                 "wol_host": WOL_HOST,
                 "wol_port": self.wol_port,
+                "gpu_type": gpu,
+                "gpu_count": 0 if gpu == "NONE" else 1,
                 "install_dir": install_dir,
-                "groups": ["gpu-boxes", "lab"],
+                "groups": ["lab", *(["gpu-boxes", "ray-workers"] if gpu != "NONE" else [])],
             }
         boxes.update(extra_boxes or {})
-        inv = {"boxes": boxes}
-        if lab:
-            inv["lab"] = lab
+        inv = {"version": 1, "schedulers": {"local": {"type": "local"}}, "boxes": boxes,
+               "lab": {"wake_timeout": 10, "wake_interval": 0.2, "connect_timeout": 5,
+                       **(lab or {})}}
         _assert_loopback_only(inv)
         return inv
 

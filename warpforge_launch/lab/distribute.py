@@ -88,7 +88,8 @@ for line in src:
 sys.exit(1 if bad else 0)
 """
 _VERIFY = r"""
-if [ "$verifier" = python3 ]; then python3 -c "$vpy" "$1"; else sha256sum -c --quiet --strict "$1"; fi
+if [ "$verifier" = python3 ]; then python3 -c "$vpy" "$1"
+else sha256sum -c --quiet --strict "$1"; fi
 """
 _SWITCH = r"""
 ln -sfn -- "releases/$rel" "$d/.current.new"
@@ -112,7 +113,9 @@ rm -rf -- "$stage"
 mkdir -- "$stage"
 tar -x -p --no-same-owner -f - -C "$stage"
 cd -- "$stage"
-if [ ! -f .warpforge-verify.sha256 ]; then echo "transfer incomplete: the checksum list never arrived" >&2; exit 65; fi
+if [ ! -f .warpforge-verify.sha256 ]; then
+  echo "transfer incomplete: the checksum list never arrived" >&2; exit 65
+fi
 if [ -s .warpforge-links ]; then
   (cd -- "../$old" && xargs -0 -r cp -P -l --parents -t "../$stage" --) < .warpforge-links
 fi
@@ -477,13 +480,14 @@ def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress,
 
 
 def distribute(boxes: Sequence[BoxLike], dist: Path, *, opts: Options = Options(),
-               progress: Progress | None = None, sessions: Sessions | None = None
-               ) -> list[BoxResult]:
+               progress: Progress | None = None, sessions: Sessions | None = None,
+               manifest: Manifest | None = None) -> list[BoxResult]:
     """Push the dist to every box, in parallel across boxes; one result per box, in order.
 
-    Pass `sessions` to reuse the connections of an enclosing task (smoke does)."""
+    Pass `sessions` to reuse the connections of an enclosing task (smoke does), and
+    `manifest` when the caller has already scanned the dist."""
     dist = manifests.check_dist(dist)
-    m = manifests.scan(dist, cache=manifests.default_cache(dist))
+    m = manifest or manifests.scan(dist, cache=manifests.default_cache(dist))
     progress = progress or Progress()
     return _on_boxes(boxes, opts, lambda s, d: push_box(s, d, dist, m, opts, progress),
                      progress, sessions)

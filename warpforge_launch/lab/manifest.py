@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def _load_cache(cache: Path | None) -> dict:
 def _save_cache(cache: Path, data: dict) -> None:
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp = cache.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, separators=(",", ":")))
     os.replace(tmp, cache)
 

@@ -49,9 +49,11 @@ class HostKeyError(UsageError):
 
 
 class BoxLike(Protocol):
+    """What a session needs of a box (warpforge_launch.inventory.Box has it)."""
+
     name: str
     transport: str
-    address: str | None
+    host: str
     port: int
     user: str | None
     identity_file: Any
@@ -204,8 +206,6 @@ class SshSession(BoxSession):
         if self.policy not in ("strict", "accept-new"):
             raise UsageError(f"box {box.name}: unknown host_key_policy {self.policy!r}",
                              hint="use 'strict' or 'accept-new'")
-        if not box.address:
-            raise UsageError(f"box {box.name}: transport ssh needs an address")
         self.known_hosts = Path(os.path.expanduser(str(box.known_hosts_file or
                                                       "~/.ssh/known_hosts")))
         self.conn = None
@@ -213,7 +213,7 @@ class SshSession(BoxSession):
 
     @property
     def where(self) -> str:
-        return f"{self.box.address}:{self.box.port}"
+        return f"{self.box.host}:{self.box.port}"
 
     def _open(self) -> None:
         import paramiko
@@ -230,7 +230,7 @@ class SshSession(BoxSession):
             kwargs.update(key_filename=os.path.expanduser(str(box.identity_file)),
                           look_for_keys=False, allow_agent=False)
         config = Config(overrides={"load_ssh_configs": False})
-        conn = Connection(host=box.address, port=box.port, user=box.user or None,
+        conn = Connection(host=box.host, port=box.port, user=box.user or None,
                           connect_timeout=max(1, round(t.connect)), connect_kwargs=kwargs,
                           config=config)
         client = conn.client
@@ -247,7 +247,7 @@ class SshSession(BoxSession):
             raise
         except paramiko.BadHostKeyException as e:
             conn.close()
-            name = host_key_name(box.address, box.port)
+            name = host_key_name(box.host, box.port)
             raise HostKeyError(
                 f"box {box.name}: host key for {name} does not match {self.known_hosts} "
                 f"(got {fingerprint(e.key)}): refusing to connect, the box may be an impostor",
@@ -330,7 +330,7 @@ class SshSession(BoxSession):
             argv += ["-l", b.user]
         if b.identity_file:
             argv += ["-i", os.path.expanduser(str(b.identity_file)), "-o", "IdentitiesOnly=yes"]
-        return [*argv, "--", b.address, command]
+        return [*argv, "--", b.host, command]
 
     def _run_openssh(self, argv, input, timeout) -> RunResult:
         r = _run_process(self.name, self.openssh_argv(shlex.join(argv)), argv, input, timeout)
@@ -376,7 +376,7 @@ class _RejectUnknown:
             f"box {s.name}: host key for {hostname} ({key.get_name()} {fingerprint(key)}) is "
             f"not in {s.known_hosts}: refusing to connect",
             hint=f"verify that fingerprint on the box (ssh-keygen -lf on its host key), then "
-                 f"trust it: {shlex.join(['ssh-keyscan', '-p', str(s.box.port), s.box.address])}"
+                 f"trust it: {shlex.join(['ssh-keyscan', '-p', str(s.box.port), s.box.host])}"
                  f" >> {shlex.quote(str(s.known_hosts))}, or run once with host key policy "
                  f"accept-new (--accept-new) to record it")
 

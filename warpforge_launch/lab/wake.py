@@ -60,7 +60,7 @@ def ssh_banner(address: str, port: int, timeout: float) -> str | None:
             return "no SSH banner"
     except ConnectionRefusedError:
         return "connection refused"
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return "timed out"
     except OSError as e:
         return e.strerror or str(e)
@@ -80,7 +80,7 @@ def wait_for_ssh(box: BoxLike, *, timeout: float = 60.0, poll: float = 10.0,
     while True:
         tick = time.monotonic()
         r.attempts += 1
-        why = ssh_banner(box.address, box.port,
+        why = ssh_banner(box.host, box.port,
                          max(0.1, min(probe_timeout, deadline - tick)))
         r.seconds = time.monotonic() - t0
         if on_attempt:

@@ -1,18 +1,24 @@
-"""Box objects for the loopback lab boxes (as the inventory would give them)."""
+"""Inventory boxes for the loopback lab boxes, loaded through the real inventory loader."""
 
 from __future__ import annotations
 
-import types
+import tempfile
+from pathlib import Path
 
-from tests.testlab.sshboxes import WOL_HOST, SshLab
+from tests.testlab.sshboxes import SshLab
+from warpforge_launch import inventory
+
+
+def lab_inventory(lab: SshLab, path: Path | None = None, *, env: dict | None = None, **kw):
+    """Write a loopback lab inventory (YAML) and load it as a user's command would."""
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="wf-inv-")) / "inventory.yaml"
+    lab.write_inventory(path, **kw)
+    return inventory.load(path, env=env or {})
 
 
 def lab_box(lab: SshLab, name: str, *, install_dir: str = "/opt/warpforge", **over):
-    b = lab.boxes[name]
-    fields = dict(name=name, aliases=(), transport="ssh", address=b.address, port=b.port,
-                  user=b.user, identity_file=str(lab.client_key),
-                  known_hosts_file=str(lab.known_hosts), host_key_policy="strict", mac=b.mac,
-                  wol_host=WOL_HOST, wol_port=lab.wol_port, gpu_type="nvidia", gpu_count=1,
-                  install_dir=install_dir, groups=("gpu-boxes",))
-    fields.update(over)
-    return types.SimpleNamespace(**fields)
+    import dataclasses
+
+    box = lab_inventory(lab, install_dir=install_dir, names=[name]).boxes[name]
+    return dataclasses.replace(box, **over) if over else box

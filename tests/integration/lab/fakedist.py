@@ -25,7 +25,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 root=$(dirname "$here")
 export WARPFORGE_VENV="$root/venv"
-export LD_LIBRARY_PATH="$root/venv/lib/python3.12/site-packages/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+libs="$root/venv/lib/python3.12/site-packages/torch/lib"
+export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 exec "$here/snakegrinder-bin" "$@"
 """
 
@@ -33,9 +34,16 @@ PROGRAM = r"""#!/bin/sh
 # Stand-in for the native snakegrinder program (mode: @MODE@).
 mode=@MODE@
 torch="$WARPFORGE_VENV/lib/python3.12/site-packages/torch/__init__.py"
-if [ ! -f "$torch" ]; then echo "FAILED: bundled torch not found at $torch" >&2; exit 1; fi
-if [ "$mode" = crash ]; then echo "FAILED: simulated crash (libtorch_cpu.so: bad ELF)" >&2; exit 1; fi
-usage() { echo "usage: snakegrinder [--trace-example|--trace|--trace-with-values] [--source F] [--class C] [--inputs SPEC] [--seed N] [--out DIR]"; }
+if [ ! -f "$torch" ]; then
+  echo "FAILED: bundled torch not found at $torch" >&2; exit 1
+fi
+if [ "$mode" = crash ]; then
+  echo "FAILED: simulated crash (libtorch_cpu.so: bad ELF)" >&2; exit 1
+fi
+usage() {
+  echo "usage: snakegrinder [--trace-example|--trace|--trace-with-values] [--source F]"
+  echo "                    [--class C] [--inputs SPEC] [--seed N] [--out DIR]"
+}
 out=""; action=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,14 +60,19 @@ done
 mkdir -p "$out"
 case "$mode" in
   tiny) echo 'module @main {}' >"$out/model.mlir" ;;
-  no-markers) { echo 'module @main {'; i=0; while [ $i -lt 20 ]; do echo "  // placeholder line $i without the dialect"; i=$((i+1)); done; echo '}'; } >"$out/model.mlir" ;;
+  no-markers)
+    { echo 'module @main {'
+      i=0; while [ $i -lt 20 ]; do echo "  // placeholder line $i"; i=$((i+1)); done
+      echo '}'; } >"$out/model.mlir" ;;
   *) cat >"$out/model.mlir" <<'MLIR'
 module @main {
   func.func public @forward(%arg0: tensor<1x8xf32>) -> tensor<1x4xf32> {
     %0 = stablehlo.constant dense<0.5> : tensor<8x16xf32>
-    %1 = stablehlo.dot_general %arg0, %0, contracting_dims = [1] x [0] : (tensor<1x8xf32>, tensor<8x16xf32>) -> tensor<1x16xf32>
+    %1 = stablehlo.dot_general %arg0, %0, contracting_dims = [1] x [0]
+      : (tensor<1x8xf32>, tensor<8x16xf32>) -> tensor<1x16xf32>
     %2 = stablehlo.constant dense<0.25> : tensor<16x4xf32>
-    %3 = stablehlo.dot_general %1, %2, contracting_dims = [1] x [0] : (tensor<1x16xf32>, tensor<16x4xf32>) -> tensor<1x4xf32>
+    %3 = stablehlo.dot_general %1, %2, contracting_dims = [1] x [0]
+      : (tensor<1x16xf32>, tensor<16x4xf32>) -> tensor<1x4xf32>
     stablehlo.return %3 : tensor<1x4xf32>
   }
 }
