@@ -331,6 +331,20 @@ class SshLab:
         for n in names or list(self.boxes):
             self.stop(n)
 
+    def kill_connections(self, name: str) -> int:
+        """Cut every SSH connection to the box (as a network failure would): SIGKILL every
+        process under its listener, the per-connection monitors, their session children and
+        whatever those run. The listener itself stays up. Returns how many were killed."""
+        pid = self.pid(name)
+        victims, todo = [], _children(pid) if pid else []
+        while todo:
+            p = todo.pop()
+            victims.append(p)
+            todo += _children(p)
+        for p in victims:
+            _kill(p, signal.SIGKILL)
+        return len(victims)
+
     def close_control_masters(self) -> None:
         """End the OpenSSH ControlMaster processes (testinfra's) that live in this lab."""
         for sock in self.control_dir.glob("*"):

@@ -59,6 +59,7 @@ for r in * .partial-*; do
 done
 if [ -f .history ]; then sed 's/^/history /' .history; fi
 if command -v python3 >/dev/null 2>&1; then echo "python3 yes"; fi
+echo "holder $$"
 if [ -n "$cur" ] && [ -d "$d/$cur" ]; then
   if [ -f "$d/$cur/.warpforge-release.json" ]; then
     printf 'manifest '; cat -- "$d/$cur/.warpforge-release.json"; echo
@@ -92,6 +93,9 @@ if [ "$verifier" = python3 ]; then python3 -c "$vpy" "$1"
 else sha256sum -c --quiet --strict "$1"; fi
 """
 _SWITCH = r"""
+if ! kill -0 "$holder" 2>/dev/null; then
+  echo "lost the box lock (its connection dropped): not switching" >&2; exit 75
+fi
 ln -sfn -- "releases/$rel" "$d/.current.new"
 mv -T -- "$d/.current.new" "$d/current"
 if [ ! -L "$d/bin" ]; then
@@ -107,7 +111,7 @@ for p in "$@"; do rm -rf -- "$p"; done
 # release, verify what arrived, rename staging to the release, switch, prune.
 _PUSH_SCRIPT = r"""
 set -eu
-d=$1; stage=$2; rel=$3; old=$4; verifier=$5; vpy=$6; shift 6
+d=$1; stage=$2; rel=$3; old=$4; verifier=$5; vpy=$6; holder=$7; shift 7
 cd -- "$d/releases"
 rm -rf -- "$stage"
 mkdir -- "$stage"
@@ -129,7 +133,7 @@ mv -T -- "$stage" "$rel"
 # switch: verify an existing release against the list on stdin, then switch to it.
 _SWITCH_SCRIPT = r"""
 set -eu
-d=$1; rel=$2; verifier=$3; vpy=$4; shift 4
+d=$1; rel=$2; verifier=$3; vpy=$4; holder=$5; shift 5
 cd -- "$d/releases/$rel"
 set -- - "$@"
 """ + _VERIFY + r"""
@@ -193,6 +197,7 @@ class BoxState:
     partials: list[str] = dataclasses.field(default_factory=list)
     history: list[str] = dataclasses.field(default_factory=list)
     python3: bool = False
+    holder: str = ""  # PID of the process holding the box lock (checked before a switch)
     manifest: Manifest | None = None
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)
 
@@ -211,6 +216,8 @@ def parse_state(text: str) -> BoxState:
             s.history.append(name)
         elif word == "python3":
             s.python3 = True
+        elif word == "holder":
+            s.holder = rest.strip()
         elif word == "manifest":
             try:
                 s.manifest = Manifest.from_json(rest)
@@ -336,7 +343,7 @@ def _push_locked(session, install_dir, dist, m, opts, progress, state, r) -> Non
         r.action, r.release = "unchanged", state.current
         if opts.verify_all:
             _run_switch(session, install_dir, state.current, verifier, m.sha256sums(),
-                        state.partials, opts)
+                        state.partials, opts, state.holder)
         elif state.partials:
             session.run(["sh", "-c", 'cd -- "$1/releases" && shift && rm -rf -- "$@"', "wf",
                          install_dir, *state.partials], what="cleanup")
@@ -344,7 +351,7 @@ def _push_locked(session, install_dir, dist, m, opts, progress, state, r) -> Non
     if target in state.releases and target != state.current:
         # a complete earlier release of the same tree (e.g. after a rollback): verify, switch
         _run_switch(session, install_dir, target, verifier, m.sha256sums(),
-                    plan_prune(state, target, opts.keep), opts)
+                    plan_prune(state, target, opts.keep), opts, state.holder)
         r.action, r.release = "reactivated", target
         return
     # the current release with this hash is damaged: re-push it beside it under a new name
@@ -361,7 +368,7 @@ def _push_locked(session, install_dir, dist, m, opts, progress, state, r) -> Non
     progress.start(session.name, total)
     stage = f".partial-{target}-{secrets.token_hex(4)}"
     argv = ["sh", "-c", _PUSH_SCRIPT, "wf-push", install_dir, stage, rel, old or "", verifier,
-            _VERIFY_PY, *plan_prune(state, rel, opts.keep)]
+            _VERIFY_PY, state.holder, *plan_prune(state, rel, opts.keep)]
     sent = [0]
 
     def on_bytes(n: int) -> None:
@@ -392,9 +399,9 @@ def _split(m: Manifest, state: BoxState | None) -> tuple[list[Entry], list[Entry
     return link, send
 
 
-def _run_switch(session, install_dir, rel, verifier, sums: str, prune, opts) -> None:
+def _run_switch(session, install_dir, rel, verifier, sums: str, prune, opts, holder) -> None:
     argv = ["sh", "-c", _SWITCH_SCRIPT, "wf-switch", install_dir, rel, verifier, _VERIFY_PY,
-            *prune]
+            holder, *prune]
     result = session.run(argv, input=sums.encode(), check=False,
                          timeout=opts.timeouts.command)
     if not result.ok:
@@ -418,7 +425,7 @@ def rollback_box(session: BoxSession, install_dir: str, opts: Options,
             m = Manifest.from_json(text)
             verifier = "python3" if state.python3 else "sha256sum"
             _run_switch(session, install_dir, target, verifier, m.sha256sums(), state.partials,
-                        opts)
+                        opts, state.holder)
             r.action, r.release = "rolled-back", target
         finally:
             r.locked = (locked_at, time.time())

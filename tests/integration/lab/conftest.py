@@ -74,3 +74,31 @@ def _no_traffic_left_loopback():
     before = len(netguard.blocked)
     yield
     assert netguard.blocked[before:] == [], "lab test tried to reach a non-loopback address"
+
+
+@pytest.fixture
+def write_inventory(ssh_lab, install_dir, tmp_path):
+    """Factory: a loopback lab inventory file (never the production inventory.yaml)."""
+    def write(**kw) -> Path:
+        kw.setdefault("install_dir", install_dir)
+        return ssh_lab.write_inventory(tmp_path / f"inventory-{uuid.uuid4().hex[:6]}.yaml", **kw)
+    return write
+
+
+@pytest.fixture
+def box(ssh_lab, install_dir):
+    """Factory: the inventory Box for a lab box, with this test's install dir."""
+    from tests.integration.lab.boxes import lab_box
+
+    def make(name: str, **over):
+        over.setdefault("install_dir", install_dir)
+        return lab_box(ssh_lab, name, **over)
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _lab_env(monkeypatch):
+    """The seed's variables are the test's to set: none leaks in from the caller's shell."""
+    for var in ("WAKE_BOXES", "SKIP_IF_UNREACHABLE", "DIST_DIR_OVERRIDE", "INSTALL_DIR_OVERRIDE",
+                "NVIDIA_HOST_OVERRIDE", "AMD_HOST_OVERRIDE"):
+        monkeypatch.delenv(var, raising=False)
