@@ -26,7 +26,7 @@ def runs(ssh_lab, name, install_dir) -> subprocess.CompletedProcess:
 def test_full_tree_lands_and_runs_on_every_box(ssh_lab, box, install_dir, fake_dist):
     results = dist_mod.distribute([box("nvidia"), box("amd")], fake_dist)
     m = scan(fake_dist)
-    for r, name in zip(results, ("nvidia", "amd")):
+    for r, name in zip(results, ("nvidia", "amd"), strict=True):
         assert r.ok and r.action == "pushed", r.error
         assert r.release == m.hash and r.files_sent == len(m.files)
         assert current(ssh_lab, name, install_dir) == f"releases/{m.hash}"
