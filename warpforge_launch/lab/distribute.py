@@ -61,9 +61,6 @@ if [ -f .history ]; then sed 's/^/history /' .history; fi
 if command -v python3 >/dev/null 2>&1; then echo "python3 yes"; fi
 echo "holder $$"
 if [ -n "$cur" ] && [ -d "$d/$cur" ]; then
-  if [ -f "$d/$cur/.warpforge-release.json" ]; then
-    printf 'manifest '; cat -- "$d/$cur/.warpforge-release.json"; echo
-  fi
   find "$d/$cur/" -type f -printf 'size %s %P\n'
 fi
 echo @@warpforge-locked@@
@@ -356,6 +353,8 @@ def _push_locked(session, install_dir, dist, m, opts, progress, state, r) -> Non
         return
     # the current release with this hash is damaged: re-push it beside it under a new name
     rel = target if target not in state.releases else f"{target}.{secrets.token_hex(3)}"
+    if state.current and RELEASE_FILE in state.sizes:
+        state.manifest = _read_manifest(session, install_dir, state.current)
     old = state.current if state.manifest is not None else None
     link, send = _split(m, state if old else None)
     sums = m.sha256sums(m.files if opts.verify_all else send)
@@ -383,6 +382,16 @@ def _push_locked(session, install_dir, dist, m, opts, progress, state, r) -> Non
                           f"stays current: {result.reason()}")
     r.action, r.release = "pushed", rel
     r.files_sent, r.bytes_sent, r.files_linked = len(send), sent[0], len(link)
+
+
+def _read_manifest(session: BoxSession, install_dir: str, release: str) -> Manifest | None:
+    """The manifest a release was made from; None if unreadable (then nothing is linked)."""
+    r = session.run(["cat", "--", f"{install_dir}/releases/{release}/{RELEASE_FILE}"],
+                    check=False)
+    try:
+        return Manifest.from_json(r.out) if r.ok else None
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _split(m: Manifest, state: BoxState | None) -> tuple[list[Entry], list[Entry]]:
@@ -420,9 +429,10 @@ def rollback_box(session: BoxSession, install_dir: str, opts: Options,
             state = parse_state(said.decode(errors="replace"))
             r.previous = state.current
             target = _rollback_target(session.name, state, to)
-            text = session.run(["cat", "--", f"{install_dir}/releases/{target}/{RELEASE_FILE}"],
-                               what="reading the release record").out
-            m = Manifest.from_json(text)
+            m = _read_manifest(session, install_dir, target)
+            if m is None:
+                raise LaunchError(f"box {session.name}: release {target} has no readable "
+                                  f"record ({RELEASE_FILE}): not switching to it")
             verifier = "python3" if state.python3 else "sha256sum"
             _run_switch(session, install_dir, target, verifier, m.sha256sums(), state.partials,
                         opts, state.holder)
