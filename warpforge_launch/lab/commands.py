@@ -65,10 +65,16 @@ def wake(*, boxes="", inventory="", send=True, timeout=None, interval=None,
 
     inv = _inventory(inventory)
     selected = inv.select_boxes(_selectors(boxes))
-    results = wake_mod.wake(selected, send=send,
-                            timeout=check_positive("--timeout", timeout or inv.lab.wake_timeout),
-                            poll=check_positive("--interval", interval or inv.lab.wake_interval),
-                            parallel=inv.lab.parallel)
+    timeout = check_positive("--timeout", timeout or inv.lab.wake_timeout)
+    poll = check_positive("--interval", interval or inv.lab.wake_interval)
+    spinner = report.WakeProgress(timeout) if sys.stderr.isatty() and not as_json else None
+    if spinner:
+        with spinner:
+            results = wake_mod.wake(selected, send=send, timeout=timeout, poll=poll,
+                                    parallel=inv.lab.parallel, on_attempt=spinner)
+    else:
+        results = wake_mod.wake(selected, send=send, timeout=timeout, poll=poll,
+                                parallel=inv.lab.parallel)
     report.print_json(results) if as_json else report.wake_table(results)
     return 0 if all(r.reachable for r in results) else 3
 
@@ -128,7 +134,12 @@ def smoke(*, boxes="", inventory="", dist="", checks="", junit="reports/smoke-ju
         wake_timeout=inv.lab.wake_timeout, wake_interval=inv.lab.wake_interval,
         checks=check_list, junit=Path(junit) if junit else None,
         distribute=_dist_options(inv, accept_new=accept_new))
-    rep = smoke_mod.smoke(selected, dist_dir(inv, dist), opts)
+    bars = None if as_json else report.progress_for_terminal()
+    if bars:
+        with bars:
+            rep = smoke_mod.smoke(selected, dist_dir(inv, dist), opts, progress=bars)
+    else:
+        rep = smoke_mod.smoke(selected, dist_dir(inv, dist), opts)
     if as_json:
         print(__import__("json").dumps({"overall": rep.overall, "boxes": [
             dataclasses.asdict(o) for o in rep.outcomes]}, indent=2))

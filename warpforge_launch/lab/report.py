@@ -59,6 +59,30 @@ class BarProgress(Progress):
             self.bars.update(task, completed=self.bars.tasks[task].total)
 
 
+class WakeProgress:
+    """A spinner line per wait on a terminal: which boxes are still down, for how long."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.state: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.status = _console(stderr=True).status("waking boxes")
+
+    def __enter__(self) -> WakeProgress:
+        self.status.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.status.stop()
+
+    def __call__(self, box, attempt: int, seconds: float, why: str | None) -> None:
+        with self.lock:
+            self.state[box.name] = ("up" if why is None else
+                                    f"{why}, {seconds:.0f}s of {self.timeout:.0f}s")
+            self.status.update("waiting for SSH: " + "; ".join(
+                f"{name} {text}" for name, text in sorted(self.state.items())))
+
+
 def progress_for_terminal() -> BarProgress | None:
     return BarProgress() if sys.stderr.isatty() else None
 
