@@ -82,14 +82,12 @@ def dense_literal(t: torch.Tensor) -> str:
 
 
 def _fn_name(fn: Any) -> str:
-    module = getattr(fn, "__module__", None) or ""
+    """The name a user wrote: torch.nn.functional.gelu, torch.sin, operator.pow."""
     name = getattr(fn, "__name__", None) or repr(fn)
-    if module in ("_operator", "operator"):
-        return f"operator.{name}"
-    if module.startswith("torch"):
-        if module == "torch.nn.functional":
-            return f"torch.nn.functional.{name}"
-        return f"torch.{name}"
+    for prefix, namespace in (("torch.nn.functional", F), ("torch", torch), ("operator", operator)):
+        if getattr(namespace, name, None) is fn:
+            return f"{prefix}.{name}"
+    module = getattr(fn, "__module__", None) or ""
     return f"{module}.{name}" if module else name
 
 

@@ -1,0 +1,108 @@
+"""Test helpers for the stand-in snakegrinder: run it, build its dist, and execute its MLIR.
+
+``run_stablehlo`` compiles the stand-in's StableHLO text with XLA (jaxlib's CPU client) and
+runs it, so tests compare what the MLIR *computes* with PyTorch's eager result instead of
+trusting the text. jaxlib is a test-only dependency (installed by .ci/setup.d/20-torch.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STANDIN = REPO / "examples" / "snakegrinder"
+STANDIN_SRC = STANDIN / "src"
+MODELS = REPO / "examples" / "models"
+GOLDEN_SIMPLE_MLP = STANDIN / "tests" / "golden" / "simple_mlp.mlir"
+RUN_TIMEOUT = 300
+
+
+def run_source(*args: str, cwd: Path | None = None, timeout: float = RUN_TIMEOUT):
+    """The stand-in from its source tree, with the test interpreter (which has torch)."""
+    env = dict(os.environ, PYTHONPATH=str(STANDIN_SRC))
+    return subprocess.run([sys.executable, "-m", "snakegrinder", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def build_dist(out: Path, *extra: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(STANDIN / "build.py"), "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def bare_env(home: Path) -> dict[str, str]:
+    """What a box with only python3 offers: the system PATH, no venv, no PYTHONPATH."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+def require_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from tests.conftest import lab_unavailable
+
+        lab_unavailable("torch is not installed in the test venv (.ci/setup.d/20-torch.sh)")
+
+
+def _xla():
+    try:
+        from jaxlib import xla_client
+    except ImportError:
+        from tests.conftest import lab_unavailable
+
+        lab_unavailable("jaxlib (XLA) is not installed in the test venv (.ci/setup.d/20-torch.sh)")
+    return xla_client
+
+
+_CLIENT = None
+
+
+def _mlir_type(arr) -> str:
+    elem = {"float32": "f32", "float64": "f64", "float16": "f16", "int32": "i32",
+            "int64": "i64", "int16": "i16", "int8": "i8"}[str(arr.dtype)]
+    return "tensor<" + "".join(f"{d}x" for d in arr.shape) + elem + ">"
+
+
+def run_stablehlo(mlir: str, inputs: list) -> list:
+    """Execute the stand-in's module on XLA CPU; returns numpy arrays.
+
+    The real snakegrinder ends ``@forward`` with ``stablehlo.return`` (the contract keeps it);
+    XLA wants ``func.return``. The inputs go in as constants through a wrapper ``@main``.
+    """
+    global _CLIENT
+    import numpy as np
+
+    xc = _xla()
+    if _CLIENT is None:
+        _CLIENT = xc.make_cpu_client()
+    body = mlir.replace("stablehlo.return", "func.return")
+    body = body.replace("func.func public @forward", "func.func private @forward")
+    signature = body.split("@forward(", 1)[1].split(") -> (", 1)[1].split(") {", 1)[0]
+    lines, args = [], []
+    for i, x in enumerate(inputs):
+        x = np.ascontiguousarray(x)
+        lines.append(f'    %in{i} = stablehlo.constant dense<"0x{x.tobytes().hex().upper()}"> '
+                     f": {_mlir_type(x)}")
+        args.append((f"%in{i}", _mlir_type(x)))
+    arg_ssa = ", ".join(a for a, _ in args)
+    arg_types = ", ".join(t for _, t in args)
+    main = [f"  func.func public @main() -> ({signature}) {{", *lines,
+            f"    %r:{signature.count('tensor<')} = func.call @forward({arg_ssa}) : "
+            f"({arg_types}) -> ({signature})",
+            "    func.return " + ", ".join(f"%r#{i}" for i in range(signature.count("tensor<")))
+            + f" : {signature}",
+            "  }"]
+    text = body.rstrip().removesuffix("}").rstrip() + "\n" + "\n".join(main) + "\n}\n"
+    devices = _CLIENT.local_devices()[:1]
+    exe = _CLIENT.compile_and_load(text, xc.DeviceList(tuple(devices)), xc.CompileOptions())
+    results = exe.execute_sharded([]).disassemble_into_single_device_arrays()
+    return [np.asarray(r[0]) for r in results]
+
+
+torch_marker = pytest.mark.torch
