@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -270,7 +270,7 @@ def check(dist: Path) -> None:
                "HOME": tmp, "LANG": "C.UTF-8"}
         argv = [str(dist / "bin" / "snakegrinder"), "--trace-example", "--out", f"{tmp}/out"]
         try:
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True,
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
                                   timeout=CHECK_TIMEOUT, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise BuildError(f"dist check timed out after {CHECK_TIMEOUT}s") from None
@@ -318,7 +318,7 @@ def build(args: argparse.Namespace) -> dict:
     info = {
         "name": "snakegrinder", "flavor": "stand-in", "version": _version(),
         "python": pyver, "pins": pins, "packages_from": source,
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "size_bytes": size, **stats,
     }
     (stage / "BUILD-INFO.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -7,7 +7,7 @@ import pytest
 from tests.testlab.standin import STANDIN_SRC
 
 sys.path.insert(0, str(STANDIN_SRC))
-from snakegrinder.inputs import DTYPES, InputSpec, InputSpecError, parse, render  # noqa: E402
+from snakegrinder.inputs import DTYPES, InputSpec, InputSpecError, parse, render
 
 
 def test_default_dtype_is_f32():

@@ -12,12 +12,11 @@ pytestmark = pytest.mark.torch
 require_torch()
 sys.path.insert(0, str(STANDIN_SRC))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from snakegrinder.inputs import InputSpec, parse  # noqa: E402
-from snakegrinder.trace import TraceFailed, trace  # noqa: E402
+import torch
+import torch.nn.functional as F
+from snakegrinder.inputs import InputSpec, parse
+from snakegrinder.trace import TraceFailed, trace
+from torch import nn
 
 
 def _module(forward, init=None):

@@ -9,7 +9,7 @@ timestamp), ``inputs/input_<i>.npy``, ``weights/weight_<i>.npy``, ``outputs/outp
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 KIND = "snakegrinder-fx-trace-bundle"
@@ -17,7 +17,7 @@ TRACER = "torch.fx.symbolic_trace"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _save_npy(path: Path, tensor) -> None:

@@ -78,7 +78,7 @@ def trace(cls: type[nn.Module], specs: tuple[InputSpec, ...], seed: int) -> Trac
     torch.manual_seed(seed)
     try:
         model = cls()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the user's code: report it in one line
         raise TraceFailed(f"constructing {cls.__name__}() raised {type(exc).__name__}: {exc}")
     model.eval()
     inputs = [make_input(s) for s in specs]
