@@ -1,6 +1,7 @@
 """SimpleMLP: the model snakegrinder's --trace-example traces, as a source file to submit.
 
-    warpforge-launch submit --source examples/models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8)]'
+    warpforge-launch submit --source examples/models/simple_mlp.py --class SimpleMLP \
+        --inputs '[(1, 8)]'
 """
 
 from torch import nn

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the stand-in snakegrinder dist (the stand-in's ``./gradlew :snakegrinder-dist:assembleDist``).
+"""Build the stand-in snakegrinder dist (its ``./gradlew :snakegrinder-dist:assembleDist``).
 
     python3 examples/snakegrinder/build.py [--out DIR]
 
@@ -114,7 +114,7 @@ def installed_closure(pins: dict[str, str]) -> list[metadata.Distribution] | Non
         for req in dists[name].requires or []:
             if "extra ==" in req or 'extra=="' in req:
                 continue
-            todo.append(_norm(re.split(r"[\s;<>=!~\[(]", req.strip(), 1)[0]))
+            todo.append(_norm(re.split(r"[\s;<>=!~\[(]", req.strip(), maxsplit=1)[0]))
     return list(seen.values())
 
 

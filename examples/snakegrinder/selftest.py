@@ -101,7 +101,8 @@ class Checks:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="selftest.py", allow_abbrev=False)
     p.add_argument("--dist", default="snakegrinder-dist/build/dist")
-    p.add_argument("--junit-xml", default="snakegrinder-dist/build/test-results/test/TEST-standin.xml")
+    p.add_argument("--junit-xml",
+                   default="snakegrinder-dist/build/test-results/test/TEST-standin.xml")
     args = p.parse_args(argv)
     dist = Path(args.dist).absolute()
     if not (dist / "bin" / "snakegrinder").exists():

@@ -25,7 +25,8 @@ RUN_TIMEOUT = 300
 def run_source(*args: str, cwd: Path | None = None, timeout: float = RUN_TIMEOUT):
     """The stand-in from its source tree, with the test interpreter (which has torch)."""
     env = dict(os.environ, PYTHONPATH=str(STANDIN_SRC))
-    return subprocess.run([sys.executable, "-m", "snakegrinder", *args], cwd=cwd, env=env, check=False,
+    return subprocess.run([sys.executable, "-m", "snakegrinder", *args], cwd=cwd, env=env,
+                          check=False,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
@@ -42,13 +43,17 @@ def bare_env(home: Path) -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
 
 
-def require_torch():
+def require_torch(module_level: bool = False):
+    """torch or a loud skip (a failure in CI); module_level for use at import time."""
     try:
         import torch  # noqa: F401
     except ImportError:
-        from tests.conftest import lab_unavailable
+        from tests.conftest import lab_unavailable, require_lab
 
-        lab_unavailable("torch is not installed in the test venv (.ci/setup.d/20-torch.sh)")
+        reason = "torch is not installed in the test venv (.ci/setup.d/20-torch.sh)"
+        if module_level and not require_lab():
+            pytest.skip(f"LAB COMPONENT UNAVAILABLE: {reason}", allow_module_level=True)
+        lab_unavailable(reason)
 
 
 def _xla():

@@ -30,7 +30,8 @@ PY = _bare_python()
 
 def sg(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(STANDIN_SRC))
-    return subprocess.run([PY, "-m", "snakegrinder", *args], capture_output=True, text=True, check=False,
+    return subprocess.run([PY, "-m", "snakegrinder", *args], capture_output=True, text=True,
+                          check=False,
                           env=env, cwd=cwd, timeout=120, stdin=subprocess.DEVNULL)
 
 

@@ -9,14 +9,14 @@ import pytest
 from tests.testlab.standin import GOLDEN_SIMPLE_MLP, STANDIN_SRC, require_torch, run_stablehlo
 
 pytestmark = pytest.mark.torch
-require_torch()
+require_torch(module_level=True)
 sys.path.insert(0, str(STANDIN_SRC))
 
-import torch
-import torch.nn.functional as F
-from snakegrinder.inputs import InputSpec, parse
-from snakegrinder.trace import TraceFailed, trace
-from torch import nn
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from snakegrinder.inputs import InputSpec, parse  # noqa: E402
+from snakegrinder.trace import TraceFailed, trace  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 def _module(forward, init=None):
@@ -101,7 +101,7 @@ def test_supported_op_lowers_and_computes_the_eager_result(name):
     assert traced.mlir.rstrip().endswith("}") and "    stablehlo.return " in traced.mlir
     got = run_stablehlo(traced.mlir, [t.numpy() for t in traced.inputs])
     assert len(got) == len(traced.outputs)
-    for g, want in zip(got, traced.outputs):
+    for g, want in zip(got, traced.outputs, strict=True):
         assert g.shape == tuple(want.shape)
         np.testing.assert_allclose(g, want.numpy(), rtol=1e-5, atol=1e-5)
 
@@ -175,5 +175,5 @@ def test_input_recipe_is_the_documented_one():
     x = torch.randn(2, 3)
     y = torch.randint(0, 16, (4,), dtype=torch.int64)
     z = torch.randint(0, 2, (2,)).bool()
-    for got, want in zip(traced.inputs, (x, y, z)):
+    for got, want in zip(traced.inputs, (x, y, z), strict=True):
         assert torch.equal(got, want)

@@ -25,7 +25,8 @@ PYVER = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def launch(dist, *args, env=None, cwd=None, timeout=300):
-    return subprocess.run([str(dist / "bin" / "snakegrinder"), *args], env=env, cwd=cwd, check=False,
+    return subprocess.run([str(dist / "bin" / "snakegrinder"), *args], env=env, cwd=cwd,
+                          check=False,
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
@@ -94,7 +95,7 @@ def test_trace_with_values_bundle_equals_eager_run(standin_dist, tmp_path):
         want = model(x, y).numpy()
     np.testing.assert_array_equal(np.load(out / "inputs" / "input_0.npy"), x.numpy())
     np.testing.assert_array_equal(np.load(out / "outputs" / "output_0.npy"), want)
-    for name, rel in zip(art["weight_names"], art["weights"]):
+    for name, rel in zip(art["weight_names"], art["weights"], strict=True):
         np.testing.assert_array_equal(np.load(out / rel), model.state_dict()[name].numpy())
     # And the MLIR computes the same thing.
     got = run_stablehlo((out / "model.mlir").read_text(),

@@ -28,7 +28,8 @@ snakegrinder - PyTorch to StableHLO converter (STAND-IN for WarpForge's native b
 
 Usage:
   snakegrinder --trace --source <file> --class <name> --inputs <specs> [--seed <n>] [--out <dir>]
-  snakegrinder --trace-with-values --source <file> --class <name> --inputs <specs> [--seed <n>] [--out <dir>]
+  snakegrinder --trace-with-values --source <file> --class <name> --inputs <specs>
+               [--seed <n>] [--out <dir>]
   snakegrinder --trace-example [--out <dir>]
   snakegrinder --version
   snakegrinder --help

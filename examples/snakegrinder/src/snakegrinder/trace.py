@@ -79,7 +79,8 @@ def trace(cls: type[nn.Module], specs: tuple[InputSpec, ...], seed: int) -> Trac
     try:
         model = cls()
     except Exception as exc:  # noqa: BLE001 - the user's code: report it in one line
-        raise TraceFailed(f"constructing {cls.__name__}() raised {type(exc).__name__}: {exc}")
+        raise TraceFailed(
+            f"constructing {cls.__name__}() raised {type(exc).__name__}: {exc}") from exc
     model.eval()
     inputs = [make_input(s) for s in specs]
     try:
