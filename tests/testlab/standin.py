@@ -8,6 +8,7 @@ trusting the text. jaxlib is a test-only dependency (installed by .ci/setup.d/20
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,4 +112,37 @@ def run_stablehlo(mlir: str, inputs: list) -> list:
     return [np.asarray(r[0]) for r in results]
 
 
-torch_marker = pytest.mark.torch
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_CONFIG_NOSYSTEM": "1"}
+
+
+def git(*args, cwd):
+    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **GIT_ENV}, check=False)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+class Origin:
+    """A bare origin plus the working clone that pushes to it."""
+
+    def __init__(self, root: Path):
+        self.bare = root / "origin.git"
+        self.work = root / "origin-work"
+        git("init", "-q", "--bare", "-b", "main", str(self.bare), cwd=root)
+        git("clone", "-q", str(self.bare), str(self.work), cwd=root)
+        git("checkout", "-q", "-b", "main", cwd=self.work)
+
+    def commit(self, files: dict[str, str], message: str = "change") -> str:
+        for rel, text in files.items():
+            (self.work / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.work / rel).write_text(text)
+        git("add", "-A", cwd=self.work)
+        git("commit", "-q", "-m", message, cwd=self.work)
+        git("push", "-q", "origin", "main", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work).strip()
+
+    def add_tree(self, src: Path, rel: str) -> None:
+        shutil.copytree(src, self.work / rel,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -10,8 +10,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from tests.integration.standin.test_build import Origin
-from tests.testlab.standin import MODELS, STANDIN, require_torch, run_stablehlo
+from tests.testlab.standin import MODELS, STANDIN, Origin, require_torch, run_stablehlo
 from warpforge_launch.inputs import parse_inputs
 from warpforge_launch.inventory import BuildConfig
 from warpforge_launch.jobs import JobDefinition, JobState
