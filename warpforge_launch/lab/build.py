@@ -22,6 +22,7 @@ configuration, 3 origin unreachable or git timed out.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -148,6 +149,7 @@ def run_streamed(argv: list[str], cwd: Path, timeout: float, tee: Tee,
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the step's process group, then SIGKILL whatever is left of it."""
     for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
@@ -155,22 +157,28 @@ def _kill_group(proc: subprocess.Popen) -> None:
             return
         try:
             proc.wait(timeout=wait)
-            return
         except subprocess.TimeoutExpired:
             continue
 
 
 # -- git sync ------------------------------------------------------------------------------
+_NETWORK_GIT = {"clone", "fetch"}
+
+
 def _git(args: list[str], cwd: Path, tee: Tee, what: str) -> None:
-    tee.log("$ " + " ".join(["git", *args]))
+    """A git command, streamed and logged. Clone/fetch trouble is the origin's (exit 3)."""
+    tee.log("$ " + shlex.join(["git", *args]))
+    error = InfrastructureError if what in _NETWORK_GIT else StageFailed
     try:
         code = run_streamed(["git", *args], cwd, GIT_TIMEOUT, tee,
                             env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
     except StageFailed as exc:
-        raise InfrastructureError(f"git {what} {exc}") from None
+        raise error(f"git {what} {exc}") from None
     if code != 0:
-        raise InfrastructureError(f"git {what} failed (exit {code})",
-                                  hint="is the origin reachable, and the URL right?")
+        if error is InfrastructureError:
+            raise InfrastructureError(f"git {what} failed (exit {code})",
+                                      hint="is the origin reachable, and the URL right?")
+        raise StageFailed(f"git {what} failed (exit {code})")
 
 
 def _git_out(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -313,7 +321,7 @@ def run_build(config: BuildConfig, log_root: Path, *, run_id: str | None = None,
     def step_stage(step: BuildStep):
         def run() -> str:
             argv = expand(step, values)
-            tee.log("$ " + " ".join(argv))
+            tee.log("$ " + shlex.join(argv))
             code = run_streamed(argv, source, step.timeout, tee)
             if code != 0:
                 raise StageFailed(f"exit {code}")

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,16 +120,28 @@ def test_failing_step_stops_the_run_with_exit_1_and_a_log(origin, tmp_path):
         assert any(line.startswith(name) and status in line for line in table.splitlines())
 
 
-def test_step_timeout_kills_the_step(origin, tmp_path):
-    pidfile = tmp_path / "pid"
-    step = py_step("hang", f"import os, time, pathlib; pathlib.Path({str(pidfile)!r})"
-                   ".write_text(str(os.getpid())); time.sleep(120)", timeout=2)
+def _gone(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().split(") ", 1)[1].startswith("Z")
+
+
+def test_step_timeout_kills_the_step_and_its_children(origin, tmp_path):
+    pids = tmp_path / "pids"
+    step = py_step("hang", "\n".join([
+        "import os, subprocess, time, pathlib",
+        "child = subprocess.Popen(['sleep', '120'])",
+        f"pathlib.Path({str(pids)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')",
+        "time.sleep(120)",
+    ]), timeout=2)
     report, _ = build(config(origin, tmp_path / "src", steps=(step,)), tmp_path)
     assert report.exit_code == 1
     assert statuses(report)["hang"] == "timeout"
     assert "timed out after 2s" in report.error
-    pid = int(pidfile.read_text())
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    step_pid, child_pid = map(int, pids.read_text().split())
+    deadline = time.monotonic() + 10
+    while not (_gone(step_pid) and _gone(child_pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(step_pid) and _gone(child_pid), "the step or its child survived the timeout"
 
 
 @pytest.mark.parametrize("tests, skipped, floor, ok, needle", [

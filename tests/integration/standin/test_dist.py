@@ -66,7 +66,7 @@ def test_trace_with_values_bundle_equals_eager_run(standin_dist, tmp_path):
                "--class", "GatedMixer", "--inputs", "[(2, 8, 16), (2, 8, 16)]", "--seed", "7",
                "--out", str(out), env=bare_env(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "SUCCESS: Trace With Values completed" in r.stdout
+    assert "SUCCESS: Trace with values completed" in r.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest) >= {"kind", "version", "status", "tracer", "artifacts", "seed",
                              "timestamp"}

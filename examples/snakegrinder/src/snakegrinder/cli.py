@@ -193,7 +193,7 @@ def run_trace(mode: str, source: Path, class_name: str, specs, seed: int, out: P
         bundle.write_ok(out, traced, meta, with_values=with_values, seed=seed)
     except OSError as exc:
         return _failed(out, f"cannot write output: {exc}", meta, with_values=with_values)
-    print(f"SUCCESS: {title} completed")
+    print("SUCCESS: Trace with values completed" if with_values else "SUCCESS: Trace completed")
     print()
     print("Output files:")
     print(f"  MLIR:     {out / 'model.mlir'}")
