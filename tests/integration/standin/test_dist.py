@@ -159,6 +159,12 @@ def test_launcher_without_a_matching_python_fails_clearly(standin_dist, tmp_path
     r = launch(standin_dist, "--trace-example", env={"PATH": str(tools)})
     assert r.returncode == 1
     assert f"FAILED: snakegrinder needs python{PYVER}" in r.stderr
+    # An explicit interpreter of the wrong kind is refused too, not run blindly.
+    (tools / "python9").write_text("#!/bin/sh\nexit 1\n")
+    (tools / "python9").chmod(0o755)
+    r = launch(standin_dist, "--version",
+               env={"PATH": str(tools), "SNAKEGRINDER_PYTHON": str(tools / "python9")})
+    assert r.returncode == 1 and "none among" in r.stderr and "python9" in r.stderr
 
 
 def test_rebuild_replaces_the_dist_in_place(tmp_path):
