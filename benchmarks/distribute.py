@@ -91,6 +91,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size-mb", type=float, default=190)
     ap.add_argument("--files", type=int, default=3000)
+    ap.add_argument("--dist", type=Path, help="an existing dist instead of the generated one")
     a = ap.parse_args()
     why = sshboxes.available()
     if why:
@@ -101,7 +102,7 @@ def main() -> int:
     started = lab.start_all()
     masters: list[subprocess.Popen] = []
     try:
-        dist = make_dist(lab.root / "dist", size_mb=a.size_mb, files=a.files)
+        dist = a.dist or make_dist(lab.root / "dist", size_mb=a.size_mb, files=a.files)
         total = sum(f.stat().st_size for f in dist.rglob("*") if f.is_file())
         nfiles = sum(1 for f in dist.rglob("*") if f.is_file())
         print(f"dist: {total / 1e6:.0f} MB in {nfiles} files; boxes: {len(lab.boxes)}")
