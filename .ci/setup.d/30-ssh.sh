@@ -15,4 +15,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 mkdir -p /run/sshd && chmod 755 /run/sshd   # sshd's privilege-separation dir (missing in containers)
+mkdir -p /opt                               # each box overlays its own layer on /opt
 # Debian's package may have started a system sshd on port 22 under an init; the lab never uses it.

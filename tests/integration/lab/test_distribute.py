@@ -1,5 +1,6 @@
 """Distribution to real sshd boxes: atomic releases, incremental, rollback, per-box lock."""
 
+import json
 import os
 import subprocess
 import threading
@@ -209,3 +210,14 @@ def test_bad_input_is_refused_before_anything_is_sent(box, tmp_path, fake_dist,
     err = capsys.readouterr().err
     assert "has no bin/snakegrinder-bin" in err and "hint:" in err
     assert commands.distribute(inventory=str(inv), boxes="nope", dist=str(fake_dist)) == 2
+
+
+def test_boxes_are_selected_by_name_alias_or_group(write_inventory, fake_dist, capsys):
+    inv = write_inventory()  # nvidia, amd (gpu-boxes) and intel (asleep, no GPU)
+    assert commands.distribute(inventory=str(inv), boxes="gpu-boxes", dist=str(fake_dist),
+                               as_json=True) == 0
+    assert [r["box"] for r in json.loads(capsys.readouterr().out)] == ["nvidia", "amd"]
+    assert commands.distribute(inventory=str(inv), boxes="mark1amd", dist=str(fake_dist),
+                               as_json=True) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["box"] == "amd" and row["action"] == "unchanged"
