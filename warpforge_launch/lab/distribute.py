@@ -483,6 +483,8 @@ def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress,
                 r.exit_code = InfrastructureError.exit_code
         except LaunchError as e:
             r = BoxResult(box.name, error=str(e), exit_code=e.exit_code, hint=e.hint)
+        except OSError as e:  # this machine's side: a dist file vanished, a pipe broke
+            r = BoxResult(box.name, error=f"box {box.name}: {e}", exit_code=1)
         r.seconds = time.monotonic() - t0
         progress.done(r)
         return r
