@@ -522,7 +522,7 @@ def available() -> str | None:
     """Why the lab cannot run here, or None if it can."""
     if os.geteuid() != 0:
         return "the sshd lab needs root (unshare --mount, overlay on /opt, per-box users)"
-    for tool in (SSHD, "ssh", "ssh-keygen", "unshare", "rsync"):
+    for tool in (SSHD, "ssh", "ssh-keygen", "unshare", "flock"):
         if not (Path(tool).exists() if tool.startswith("/") else shutil.which(tool)):
             return f"{tool} is missing (.ci/setup.d/30-ssh.sh installs it)"
     return None
