@@ -117,7 +117,8 @@ def main() -> int:
         fig: dict[str, list[float]] = {k: [] for k in (
             "ours_first2", "rsync_first2", "ours_noop2", "rsync_noop2_fresh",
             "ours_noop2_reused", "rsync_noop2_reused",
-            "ours_first1", "ours_first10", "ours_noop1", "ours_noop10")}
+            "ours_first1", "ours_first10", "ours_first10_serial", "ours_noop1", "ours_noop10",
+            "ours_noop10_serial")}
         sessions = Sessions()  # "reused connections" for us: one open session per box
         for b in lab_boxes(lab, two, "/opt/unused"):
             sessions.get(b)
@@ -145,17 +146,17 @@ def main() -> int:
                     fig["rsync_noop2_reused"].append(t)
             wipe(lab, two, d_ours)
             wipe(lab, two, d_rsync)
-            d1, d10 = f"/opt/wf-bench-{rnd}-one", f"/opt/wf-bench-{rnd}-ten"
-            for who in (["one", "ten"] if rnd % 2 == 0 else ["ten", "one"]):
-                names, d = (all10[:1], d1) if who == "one" else (all10, d10)
-                key = "1" if who == "one" else "10"
-                t, _ = ours(lab, names, dist, d, parallel=len(names))
+            runs = {"1": (all10[:1], 1), "10": (all10, len(all10)), "10_serial": (all10, 1)}
+            keys = list(runs) if rnd % 2 == 0 else list(reversed(runs))
+            for key in keys:
+                names, parallel = runs[key]
+                d = f"/opt/wf-bench-{rnd}-{key}"
+                t, _ = ours(lab, names, dist, d, parallel=parallel)
                 fig[f"ours_first{key}"].append(t)
-                t, res = ours(lab, names, dist, d, parallel=len(names))
+                t, res = ours(lab, names, dist, d, parallel=parallel)
                 assert all(r.files_sent == 0 for r in res)
                 fig[f"ours_noop{key}"].append(t)
-            wipe(lab, all10[:1], d1)
-            wipe(lab, all10, d10)
+                wipe(lab, names, d)
             print(f"round {rnd + 1}: " + ", ".join(f"{k}={v[-1]:.3f}" for k, v in fig.items()))
         med = {k: statistics.median(v) for k, v in fig.items()}
         print("\nmedians (s):")
@@ -174,6 +175,9 @@ def main() -> int:
               f"{med['ours_first10'] / med['ours_first1']:.2f}  (<= 3.0)")
         print(f"  unchanged re-push, 10 boxes / 1 box:       "
               f"{med['ours_noop10'] / med['ours_noop1']:.2f}  (<= 3.0)")
+        print(f"  10 boxes, parallel / one at a time:        first push "
+              f"{med['ours_first10'] / med['ours_first10_serial']:.2f}, unchanged re-push "
+              f"{med['ours_noop10'] / med['ours_noop10_serial']:.2f}")
         sessions.close()
     finally:
         for p in masters:

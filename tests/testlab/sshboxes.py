@@ -76,8 +76,9 @@ BOX_SETS: dict[str, tuple[BoxSpec, ...]] = {
         BoxSpec("amd", "127.0.0.22", 2222, _mac(2), user=FORGE_USER),
         BoxSpec("intel", "127.0.0.23", 2223, _mac(3)),
     ),
+    # .24-.25 spare; .36-.39 left to other users of the range (the Slurm lab's login node)
     "bench": tuple(
-        BoxSpec(f"b{i:02d}", f"127.0.0.{29 + i}", 2229 + i, _mac(0x10 + i), user=FORGE_USER)
+        BoxSpec(f"b{i:02d}", f"127.0.0.{25 + i}", 2225 + i, _mac(0x10 + i), user=FORGE_USER)
         for i in range(1, 11)
     ),
 }
@@ -297,7 +298,18 @@ class SshLab:
             self._procs[name] = proc
             # unshare and sh both exec, so this PID is the sshd listener itself
             (d / "launcher.pid").write_text(f"{proc.pid}\n")
-            if not wait_banner(b.address, b.port, deadline):
+            # sshd writes its PidFile once it is listening: until then a banner on that port
+            # may be someone else's server (the address range is shared)
+            end = time.monotonic() + deadline
+            while _read_pid(d / "sshd.pid") != proc.pid:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"box {name}: sshd exited ({proc.returncode}) at start; "
+                                       f"is {b.address}:{b.port} taken? see {d}/sshd.log")
+                if time.monotonic() > end:
+                    break
+                time.sleep(0.02)
+            if not wait_banner(b.address, b.port, max(0.0, end - time.monotonic())) or \
+                    _read_pid(d / "sshd.pid") != proc.pid:
                 self.stop(name)
                 raise RuntimeError(f"box {name} did not serve SSH within {deadline}s; see {d}")
             return True
