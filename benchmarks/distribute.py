@@ -40,7 +40,8 @@ def settle() -> None:
     os.sync()
 
 
-def ours(lab, names, dist, install_dir, parallel, sessions=None) -> tuple[float, list]:
+def ours(lab, names, dist, install_dir, parallel, sessions=None, expect="pushed"
+         ) -> tuple[float, list]:
     opts = dist_mod.Options(parallel=parallel, timeouts=Timeouts(command=600))
     boxes = lab_boxes(lab, names, install_dir)
     settle()
@@ -50,6 +51,9 @@ def ours(lab, names, dist, install_dir, parallel, sessions=None) -> tuple[float,
     bad = [r for r in results if not r.ok]
     if bad:
         raise SystemExit(f"distribute failed: {bad[0].error}")
+    wrong = [r for r in results if r.action != expect]
+    if wrong:
+        raise SystemExit(f"expected {expect}, got {wrong[0].action} on {wrong[0].box}")
     return elapsed, results
 
 
@@ -127,15 +131,18 @@ def main() -> int:
             order = ["ours", "rsync"] if rnd % 2 == 0 else ["rsync", "ours"]
             for who in order:
                 if who == "ours":
+                    wipe(lab, two, d_ours)
                     t, _ = ours(lab, two, dist, d_ours, parallel=2)
                     fig["ours_first2"].append(t)
-                    t, res = ours(lab, two, dist, d_ours, parallel=2)
-                    assert all(r.action == "unchanged" and r.files_sent == 0 for r in res), res
+                    t, res = ours(lab, two, dist, d_ours, parallel=2, expect="unchanged")
+                    assert all(r.files_sent == 0 for r in res), res
                     fig["ours_noop2"].append(t)
-                    t, res = ours(lab, two, dist, d_ours, parallel=2, sessions=sessions)
+                    t, res = ours(lab, two, dist, d_ours, parallel=2, sessions=sessions,
+                                  expect="unchanged")
                     assert all(r.action == "unchanged" and r.files_sent == 0 for r in res), res
                     fig["ours_noop2_reused"].append(t)
                 else:
+                    wipe(lab, two, d_rsync)
                     t, _ = rsync_parallel(lab, two, dist, d_rsync)
                     fig["rsync_first2"].append(t)
                     t, outs = rsync_parallel(lab, two, dist, d_rsync)
@@ -151,9 +158,10 @@ def main() -> int:
             for key in keys:
                 names, parallel = runs[key]
                 d = f"/opt/wf-bench-{rnd}-{key}"
+                wipe(lab, names, d)
                 t, _ = ours(lab, names, dist, d, parallel=parallel)
                 fig[f"ours_first{key}"].append(t)
-                t, res = ours(lab, names, dist, d, parallel=parallel)
+                t, res = ours(lab, names, dist, d, parallel=parallel, expect="unchanged")
                 assert all(r.files_sent == 0 for r in res)
                 fig[f"ours_noop{key}"].append(t)
                 wipe(lab, names, d)
