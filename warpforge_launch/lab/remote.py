@@ -1,9 +1,12 @@
 """Sessions on lab boxes: the one place that talks to a box, over SSH or on this machine.
 
-Every lab task (wake, distribute, rollback, smoke) opens one session per box and does all of
-its work for that box through it: one SSH connection per box per task, reused for every
-command and stream. Commands are argv lists; the SSH session hands the remote shell
-`shlex.join(argv)` and nothing else, so no path or name is ever pasted into a shell line.
+Every lab task (wake, distribute, rollback, smoke) opens one session per box and does its
+control work for that box through it: one Fabric connection per box per task, reused for
+every command (`Sessions` shares it between a task's steps). A push's bulk stream goes
+through the OpenSSH client with the same settings when it is installed (see openssh_argv),
+else over the same paramiko connection. Commands are argv lists; the SSH session hands the
+remote shell `shlex.join(argv)` and nothing else, so no path or name is ever pasted into a
+shell line.
 
 Host keys are checked strictly by default: the box's known_hosts file is loaded and an
 unknown key is refused with a message that says how to trust the box (Fabric alone would

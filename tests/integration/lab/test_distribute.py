@@ -4,13 +4,14 @@ import json
 import os
 import subprocess
 import threading
+from dataclasses import replace
 
 import pytest
 
 from warpforge_launch.errors import UsageError
 from warpforge_launch.lab import commands
 from warpforge_launch.lab import distribute as dist_mod
-from warpforge_launch.lab.manifest import scan
+from warpforge_launch.lab.manifest import Manifest, scan
 
 pytestmark = pytest.mark.ssh
 
@@ -221,3 +222,20 @@ def test_boxes_are_selected_by_name_alias_or_group(write_inventory, fake_dist, c
                                as_json=True) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["box"] == "amd" and row["action"] == "unchanged"
+
+
+def test_bytes_that_do_not_match_the_manifest_block_the_switch(ssh_lab, box, install_dir,
+                                                               make_fake_dist):
+    b = box("nvidia")
+    [r1] = dist_mod.distribute([b], make_fake_dist())
+    dist2 = make_fake_dist(seed=9)
+    m = scan(dist2)
+    # the dist changed between scan and send: the box must notice before switching
+    victim = next(e for e in m.files if e.path.endswith("libtorch_part1.so"))
+    forged = Manifest(tuple(replace(e, sha256="0" * 64) if e is victim else e
+                            for e in m.entries))
+    [r] = dist_mod.distribute([b], dist2, manifest=forged)
+    assert not r.ok and r.exit_code == 1
+    assert f"{victim.path}: FAILED checksum" in r.error
+    assert current(ssh_lab, "nvidia", install_dir) == f"releases/{r1.release}"
+    assert runs(ssh_lab, "nvidia", install_dir).returncode == 0
