@@ -103,6 +103,7 @@ def main() -> int:
         return 2
     lab = sshboxes.SshLab(sshboxes.default_root("bench"), sshboxes.BOX_SETS["bench"])
     lab.setup()
+    os.environ["WARPFORGE_HOME"] = str(lab.root / "home")  # caches and hints: not the user's
     started = lab.start_all()
     masters: list[subprocess.Popen] = []
     try:

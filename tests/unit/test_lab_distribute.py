@@ -16,6 +16,7 @@ def test_parse_state_reads_the_probe_report():
     m = manifest(a="1", b="22")
     text = "\n".join([
         "current releases/abc", "release abc", "release old1", "release .partial-x-1",
+        "release not ours; rm -rf", "release with space",
         "history 2026-01-01T00:00:00Z old1", "history 2026-01-02T00:00:00Z abc",
         "python3 yes", "holder 4242", "manifest " + m.to_json(), "size 1 a", "size 2 b",
         "size 3 dir with space/c"])

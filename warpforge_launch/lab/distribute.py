@@ -25,9 +25,12 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import io
+import json
 import os
+import re
 import secrets
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -35,9 +38,19 @@ from pathlib import Path, PurePosixPath
 from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
 from warpforge_launch.lab import manifest as manifests
 from warpforge_launch.lab.manifest import RELEASE_FILE, Entry, Manifest
-from warpforge_launch.lab.remote import BoxLike, BoxSession, HoldFailed, Sessions, Timeouts
+from warpforge_launch.lab.remote import (
+    BoxLike,
+    BoxSession,
+    HoldFailed,
+    Sessions,
+    Started,
+    Timeouts,
+    finish_stream,
+    prestart,
+)
 
 LOCKED = b"@@warpforge-locked@@"
+_SAFE = re.compile(r"[A-Za-z0-9._-]+")  # release and staging names: one word in the request
 LOCK_BUSY_EXIT = 75
 LINKS_FILE = ".warpforge-links"
 VERIFY_FILE = ".warpforge-verify.sha256"
@@ -111,7 +124,12 @@ for p in "$@"; do rm -rf -- "$p"; done
 # release, verify what arrived, rename staging to the release, switch, prune.
 _PUSH_SCRIPT = r"""
 set -eu
-d=$1; stage=$2; rel=$3; old=$4; verifier=$5; vpy=$6; holder=$7; shift 7
+d=$1; vpy=$2
+# the request is the first line of stdin (so the stream can be started before it is known);
+# an empty stdin means no push after all
+if ! IFS=' ' read -r stage rel old verifier holder rest; then exit 0; fi
+if [ "$old" = - ]; then old=; fi
+set -f; set -- $rest; set +f
 cd -- "$d/releases"
 rm -rf -- "$stage"
 mkdir -- "$stage"
@@ -152,6 +170,7 @@ class Options:
     timeouts: Timeouts = Timeouts()
     host_key_policy: str | None = None
     bulk: str = "auto"  # the stream's transport: auto (OpenSSH if present), openssh, paramiko
+    prestart: bool = True  # open the stream's connection early when a push is likely
 
     def __post_init__(self) -> None:
         if self.keep < 2:
@@ -210,7 +229,8 @@ def parse_state(text: str) -> BoxState:
         if word == "current" and rest.startswith("releases/"):
             s.current = rest[len("releases/"):]
         elif word == "release":
-            (s.partials if rest.startswith(".partial-") else s.releases).append(rest)
+            if _SAFE.fullmatch(rest):  # anything else is not ours: leave it alone
+                (s.partials if rest.startswith(".partial-") else s.releases).append(rest)
         elif word == "history":
             name = rest.split(" ", 1)[-1]
             s.history.append(name)
@@ -321,8 +341,10 @@ def _tar_producer(dist: Path, m: Manifest, send: list[Entry], control: dict[str,
 
 
 def push_box(session: BoxSession, install_dir: str, dist: Path, m: Manifest, opts: Options,
-             progress: Progress) -> BoxResult:
-    """Bring one box to release m (under its lock) and say what that took."""
+             progress: Progress, pending: Started | None = None) -> BoxResult:
+    """Bring one box to release m (under its lock) and say what that took.
+
+    `pending` is a push command already started (see prestart) that the stream can use."""
     r = BoxResult(session.name)
     with session.hold(_lock_argv(install_dir, opts.lock_wait), ready=LOCKED,
                       timeout=opts.lock_wait + opts.timeouts.command) as said:
@@ -330,13 +352,18 @@ def push_box(session: BoxSession, install_dir: str, dist: Path, m: Manifest, opt
         try:
             state = parse_state(said.decode(errors="replace"))
             r.previous = state.current
-            _push_locked(session, install_dir, dist, m, opts, progress, state, r)
+            _push_locked(session, install_dir, dist, m, opts, progress, state, r, pending)
         finally:
             r.locked = (locked_at, time.time())
     return r
 
 
-def _push_locked(session, install_dir, dist, m, opts, progress, state, r) -> None:
+def push_argv(install_dir: str) -> list[str]:
+    """The push command: everything that varies arrives later, on the first line of stdin."""
+    return ["sh", "-c", _PUSH_SCRIPT, "wf-push", install_dir, _VERIFY_PY]
+
+
+def _push_locked(session, install_dir, dist, m, opts, progress, state, r, pending) -> None:
     verifier = "python3" if state.python3 else "sha256sum"
     target = m.hash
     if state.current and release_hash(state.current) == target and intact(state, m):
@@ -369,17 +396,29 @@ def _push_locked(session, install_dir, dist, m, opts, progress, state, r) -> Non
     total = sum(e.size for e in send)
     progress.start(session.name, total)
     stage = f".partial-{target}-{secrets.token_hex(4)}"
-    argv = ["sh", "-c", _PUSH_SCRIPT, "wf-push", install_dir, stage, rel, old or "", verifier,
-            _VERIFY_PY, state.holder, *plan_prune(state, rel, opts.keep)]
+    request = [stage, rel, old or "-", verifier, state.holder or "0",
+               *plan_prune(state, rel, opts.keep)]
+    if not all(_SAFE.fullmatch(word) for word in request):
+        raise LaunchError(f"box {session.name}: unexpected names in the push request {request}")
+    header = (" ".join(request) + "\n").encode()
     sent = [0]
 
     def on_bytes(n: int) -> None:
         sent[0] += n
         progress.advance(session.name, n)
 
+    tar = _tar_producer(dist, m, send, control, on_bytes)
+
+    def producer(write: Callable[[bytes], None]) -> None:
+        write(header)
+        tar(write)
+
     timeout = opts.timeouts.command + total / (5 * 1024 * 1024)
-    result = session.run(argv, input=_tar_producer(dist, m, send, control, on_bytes),
-                         timeout=timeout, check=False)
+    if pending is not None and pending.alive:
+        result = finish_stream(pending, producer, timeout)
+    else:
+        result = session.run(push_argv(install_dir), input=producer, timeout=timeout,
+                             check=False)
     if not result.ok:
         raise LaunchError(f"box {session.name}: push failed, {state.current or 'nothing'} "
                           f"stays current: {result.reason()}")
@@ -477,7 +516,7 @@ def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress,
     def one(box: BoxLike) -> BoxResult:
         t0 = time.monotonic()
         try:
-            r = work(sessions.get(box), _install_dir(box))
+            r = work(box, sessions, _install_dir(box))
         except HoldFailed as e:
             r = BoxResult(box.name, error=str(e), exit_code=e.exit_code, hint=e.hint)
             if e.exit_status == LOCK_BUSY_EXIT:
@@ -501,6 +540,62 @@ def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress,
             sessions.close()
 
 
+# What each box was last brought to by this machine: only a hint (the box's own state
+# decides), used to start a push's stream connection early when a push is likely.
+_HINTS_LOCK = threading.Lock()
+
+
+def _hints_file() -> Path:
+    return manifests.state_dir() / "lab" / "releases.json"
+
+
+def _hint_key(box: BoxLike, install_dir: str) -> str:
+    return f"{box.user or ''}@{box.host}:{box.port}:{install_dir}"
+
+
+def last_release(box: BoxLike, install_dir: str) -> str | None:
+    try:
+        return json.loads(_hints_file().read_text()).get(_hint_key(box, install_dir))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def remember_release(box: BoxLike, install_dir: str, release: str | None) -> None:
+    path = _hints_file()
+    with _HINTS_LOCK:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                hints = json.loads(path.read_text())
+            except (OSError, ValueError):
+                hints = {}
+            hints[_hint_key(box, install_dir)] = release
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(hints))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a hint that cannot be written costs only speed
+
+
+def _push_work(dist: Path, m: Manifest, opts: Options, progress: Progress):
+    def work(box: BoxLike, sessions: Sessions, install_dir: str) -> BoxResult:
+        pending = None
+        policy = opts.host_key_policy or getattr(box, "host_key_policy", "strict")
+        if (opts.prestart and opts.bulk != "paramiko" and policy == "strict"
+                and release_hash(last_release(box, install_dir) or "") != m.hash):
+            pending = prestart(box, opts.timeouts, push_argv(install_dir))
+        try:
+            r = push_box(sessions.get(box), install_dir, dist, m, opts, progress, pending)
+        finally:
+            if pending is not None:
+                pending.cancel()
+        if r.ok:
+            remember_release(box, install_dir, r.release)
+        return r
+
+    return work
+
+
 def distribute(boxes: Sequence[BoxLike], dist: Path, *, opts: Options = Options(),
                progress: Progress | None = None, sessions: Sessions | None = None,
                manifest: Manifest | None = None) -> list[BoxResult]:
@@ -511,16 +606,20 @@ def distribute(boxes: Sequence[BoxLike], dist: Path, *, opts: Options = Options(
     dist = manifests.check_dist(dist)
     m = manifest or manifests.scan(dist, cache=manifests.default_cache(dist))
     progress = progress or Progress()
-    return _on_boxes(boxes, opts, lambda s, d: push_box(s, d, dist, m, opts, progress),
-                     progress, sessions)
+    return _on_boxes(boxes, opts, _push_work(dist, m, opts, progress), progress, sessions)
 
 
 def rollback(boxes: Sequence[BoxLike], *, opts: Options = Options(), to: str | None = None,
              progress: Progress | None = None, sessions: Sessions | None = None
              ) -> list[BoxResult]:
     """Switch every box back to its previous release (or to the release named `to`)."""
-    return _on_boxes(boxes, opts, lambda s, d: rollback_box(s, d, opts, to),
-                     progress or Progress(), sessions)
+    def work(box, sessions, install_dir):
+        r = rollback_box(sessions.get(box), install_dir, opts, to)
+        if r.ok:
+            remember_release(box, install_dir, r.release)
+        return r
+
+    return _on_boxes(boxes, opts, work, progress or Progress(), sessions)
 
 
 def exit_code(results: Sequence[BoxResult]) -> int:

@@ -156,10 +156,14 @@ def _save_cache(cache: Path, data: dict) -> None:
     os.replace(tmp, cache)
 
 
-def default_cache(dist: Path) -> Path:
-    """Where the hash cache of a dist lives (per dist path, under the state dir)."""
-    base = Path(os.environ.get("WARPFORGE_HOME") or
+def state_dir() -> Path:
+    """$WARPFORGE_HOME, else the XDG state dir: where the lab keeps its caches."""
+    return Path(os.environ.get("WARPFORGE_HOME") or
                 Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) /
                 "warpforge-launch")
+
+
+def default_cache(dist: Path) -> Path:
+    """Where the hash cache of a dist lives (per dist path, under the state dir)."""
     key = hashlib.sha256(str(Path(dist).resolve()).encode()).hexdigest()[:16]
-    return base / "cache" / f"dist-{key}.json"
+    return state_dir() / "cache" / f"dist-{key}.json"

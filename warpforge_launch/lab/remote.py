@@ -114,6 +114,52 @@ def host_key_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
+def known_hosts_path(box: BoxLike) -> Path:
+    return Path(os.path.expanduser(str(box.known_hosts_file or "~/.ssh/known_hosts")))
+
+
+def openssh_argv(box: BoxLike, timeouts: Timeouts, command: str) -> list[str]:
+    """The OpenSSH client line for `command` on the box, with the inventory's settings.
+
+    Bulk streams go through OpenSSH: its C crypto moves several times the bytes per CPU
+    second of paramiko's. It checks the host key itself against the same known_hosts file
+    with StrictHostKeyChecking=yes (in accept-new mode the Fabric session has recorded a new
+    key before any stream is sent).
+    """
+    b, t = box, timeouts
+    argv = ["ssh", "-F", "none", "-T", "-e", "none", "-p", str(b.port),
+            "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(t.connect))}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts_path(b)}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+            "-o", "Ciphers=" + ",".join([*_CIPHER_PREFERENCE, "chacha20-poly1305@openssh.com",
+                                         "aes128-ctr", "aes256-ctr"]),
+            "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR"]
+    if b.user:
+        argv += ["-l", b.user]
+    if b.identity_file:
+        argv += ["-i", os.path.expanduser(str(b.identity_file)), "-o", "IdentitiesOnly=yes"]
+    return [*argv, "--", b.host, command]
+
+
+def prestart(box: BoxLike, timeouts: Timeouts, argv: Sequence[str]) -> Started | None:
+    """Start argv on the box through OpenSSH now and feed it later (None: no ssh client).
+
+    Used to let a push's stream connection log in while the control connection is still
+    taking the lock and reading the box's state; argv must do nothing on an empty stdin."""
+    if box.transport != "ssh" or not shutil.which("ssh"):
+        return None
+    return Started(box.name, openssh_argv(box, timeouts, shlex.join(argv)), argv, stdin=True)
+
+
+def finish_stream(started: Started, input, timeout: float) -> RunResult:
+    r = started.finish(input, timeout)
+    if r.exit_code == 255:
+        raise InfrastructureError(f"box {started.name}: ssh stream failed: {r.reason()}")
+    return r
+
+
 class BoxSession:
     """A connection to one box; use as a context manager."""
 
@@ -145,6 +191,10 @@ class BoxSession:
 
     def _run(self, argv, input, timeout) -> RunResult:
         raise NotImplementedError
+
+    def prestart(self, argv: Sequence[str]) -> Started | None:
+        """Start a stream command now, to feed later (None: this session cannot)."""
+        return None
 
     def close(self) -> None:
         pass
@@ -209,8 +259,7 @@ class SshSession(BoxSession):
         if self.policy not in ("strict", "accept-new"):
             raise UsageError(f"box {box.name}: unknown host_key_policy {self.policy!r}",
                              hint="use 'strict' or 'accept-new'")
-        self.known_hosts = Path(os.path.expanduser(str(box.known_hosts_file or
-                                                      "~/.ssh/known_hosts")))
+        self.known_hosts = known_hosts_path(box)
         self.conn = None
         self._open()
 
@@ -313,33 +362,14 @@ class SshSession(BoxSession):
         return RunResult(argv, status, bytes(out), bytes(err))
 
     def openssh_argv(self, command: str) -> list[str]:
-        """The OpenSSH client line for `command` on this box, with this session's settings.
+        return openssh_argv(self.box, self.timeouts, command)
 
-        Bulk streams go through OpenSSH: its C crypto moves several times the bytes per CPU
-        second of paramiko's. The host key was already checked (or recorded, in accept-new
-        mode) by this session against the same file, so StrictHostKeyChecking=yes holds.
-        """
-        b, t = self.box, self.timeouts
-        argv = ["ssh", "-F", "none", "-T", "-e", "none", "-p", str(b.port),
-                "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, round(t.connect))}",
-                "-o", "StrictHostKeyChecking=yes",
-                "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
-                "-o", "Ciphers=" + ",".join([*_CIPHER_PREFERENCE, "chacha20-poly1305@openssh.com",
-                                             "aes128-ctr", "aes256-ctr"]),
-                "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR"]
-        if b.user:
-            argv += ["-l", b.user]
-        if b.identity_file:
-            argv += ["-i", os.path.expanduser(str(b.identity_file)), "-o", "IdentitiesOnly=yes"]
-        return [*argv, "--", b.host, command]
+    def prestart(self, argv: Sequence[str]) -> Started | None:
+        return prestart(self.box, self.timeouts, argv) if self.bulk == "openssh" else None
 
     def _run_openssh(self, argv, input, timeout) -> RunResult:
-        r = _run_process(self.name, self.openssh_argv(shlex.join(argv)), argv, input, timeout)
-        if r.exit_code == 255:
-            raise InfrastructureError(f"box {self.name}: ssh stream failed: {r.reason()}")
-        return r
+        return finish_stream(Started(self.name, self.openssh_argv(shlex.join(argv)), argv,
+                                     stdin=True), input, timeout)
 
     @contextlib.contextmanager
     def hold(self, argv, *, ready, timeout):
@@ -440,37 +470,74 @@ def _feed(input: bytes | Producer, write: Callable[[bytes], Any]) -> None:
         input(write)
 
 
-def _run_process(name: str, argv, shown, input, timeout) -> RunResult:
-    """Run a local process, feeding input while draining stdout/stderr, under a deadline."""
-    try:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE if input is not None else
-                                subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-    except OSError as e:
-        raise LaunchError(f"box {name}: cannot run {argv[0]}: {e}") from e
-    out, err = bytearray(), bytearray()
-    readers = [_reader(proc.stdout.read1, out), _reader(proc.stderr.read1, err)]
-    deadline = time.monotonic() + timeout
-    try:
-        if input is not None:
-            try:
-                _feed(input, proc.stdin.write)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass  # the command stopped reading: its exit status says why
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-        raise InfrastructureError(
-            f"box {name}: {shown[0]} timed out after {timeout:.0f}s") from None
-    finally:
-        if proc.poll() is None:  # an exception from the producer: do not leave it running
+class Started:
+    """A local process (a command, or an `ssh` carrying one) whose stdin is fed later.
+
+    Its output is drained from the start, so a process started early (see
+    SshSession.prestart) can connect and log in while the caller is still deciding what to
+    send; `finish` feeds it, `cancel` lets it go with an empty stdin.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], shown: Sequence[str], stdin: bool):
+        self.name, self.shown, self.used = name, tuple(shown), False
+        try:
+            self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin else
+                                         subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)
+        except OSError as e:
+            raise LaunchError(f"box {name}: cannot run {argv[0]}: {e}") from e
+        self.out, self.err = bytearray(), bytearray()
+        self.readers = [_reader(self.proc.stdout.read1, self.out),
+                        _reader(self.proc.stderr.read1, self.err)]
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def finish(self, input: bytes | Producer | None, timeout: float) -> RunResult:
+        """Feed input (if any), close stdin, wait for the exit under the deadline."""
+        self.used = True
+        proc, deadline = self.proc, time.monotonic() + timeout
+        try:
+            if input is not None:
+                try:
+                    _feed(input, proc.stdin.write)
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass  # the command stopped reading: its exit status says why
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-        for t in readers:
+            raise InfrastructureError(
+                f"box {self.name}: {self.shown[0]} timed out after {timeout:.0f}s") from None
+        finally:
+            if proc.poll() is None:  # an exception from the producer: do not leave it running
+                proc.kill()
+                proc.wait(timeout=10)
+            for t in self.readers:
+                t.join(timeout=10)
+        return RunResult(self.shown, proc.returncode, bytes(self.out), bytes(self.err))
+
+    def cancel(self) -> None:
+        """Not needed after all: close its stdin (the remote side sees an empty request)."""
+        if self.used:
+            return
+        self.used = True
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        for t in self.readers:
             t.join(timeout=10)
-    return RunResult(tuple(shown), proc.returncode, bytes(out), bytes(err))
+
+
+def _run_process(name: str, argv, shown, input, timeout) -> RunResult:
+    """Run a local process, feeding input while draining stdout/stderr, under a deadline."""
+    return Started(name, argv, shown, stdin=input is not None).finish(input, timeout)
 
 
 def _reader(recv, sink: bytearray, ch=None) -> threading.Thread:

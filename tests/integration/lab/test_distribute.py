@@ -239,3 +239,23 @@ def test_bytes_that_do_not_match_the_manifest_block_the_switch(ssh_lab, box, ins
     assert f"{victim.path}: FAILED checksum" in r.error
     assert current(ssh_lab, "nvidia", install_dir) == f"releases/{r1.release}"
     assert runs(ssh_lab, "nvidia", install_dir).returncode == 0
+
+
+def test_early_stream_connection_is_let_go_when_nothing_needs_sending(
+        ssh_lab, box, install_dir, fake_dist, tmp_path, monkeypatch):
+    b = box("amd")
+    [first] = dist_mod.distribute([b], fake_dist)
+    # another machine (no record of this box) pushes the same tree: it opens the stream
+    # connection early, finds the box current, and lets that connection go unused
+    monkeypatch.setenv("WARPFORGE_HOME", str(tmp_path / "other-machine"))
+    started = []
+    real = dist_mod.prestart
+    monkeypatch.setattr(dist_mod, "prestart",
+                        lambda *a: started.append(real(*a)) or started[-1])
+    [again] = dist_mod.distribute([b], fake_dist)
+    assert again.ok and again.action == "unchanged" and again.bytes_sent == 0
+    assert len(started) == 1 and started[0].proc.returncode == 0  # ended cleanly, unused
+    releases = ssh_lab.landed("amd", f"{install_dir}/releases")
+    assert sorted(p.name for p in releases.iterdir()) == [".history", first.release]
+    [third] = dist_mod.distribute([b], fake_dist)  # now this machine knows: no early stream
+    assert third.action == "unchanged" and len(started) == 1
