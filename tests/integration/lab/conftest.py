@@ -7,6 +7,7 @@ started by the session, and the `sleeping_box` fixture puts it back to sleep aft
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def ssh_lab():
     lab.stop_all([*started, SLEEPER])
     if wol_started:
         lab.stop_wol_listener()
+    _sweep_test_installs(lab)
+
+
+def _sweep_test_installs(lab):
+    """Remove what the tests installed: through the box while it runs (never behind a live
+    overlay's back), straight from its upper dir once it is stopped."""
+    for name in lab.boxes:
+        if lab.running(name):
+            lab.ssh(name, "sh", "-c", 'rm -rf /opt/wf-test-* /opt/wf-override-*', check=False)
+        else:
+            for d in [*lab.upper(name).glob("wf-test-*"), *lab.upper(name).glob("wf-override-*")]:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
