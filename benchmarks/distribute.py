@@ -6,8 +6,9 @@ Measures, alternating A/B over several rounds and printing medians and ratios:
      rsync's no-op re-push over already open (reused) SSH connections; both must send no file;
   3. parallelism: first push and unchanged re-push to 10 boxes vs to 1 box.
 
-Needs root, sshd and rsync (.ci/setup.d/30-ssh.sh). Uses the "bench" box set (127.0.0.30-39,
-ports 2230-2239) and stops the boxes it started.  Run:  .venv/bin/python benchmarks/distribute.py
+Needs root, sshd and rsync (.ci/setup.d/30-ssh.sh). Uses ten boxes on free slots of
+127.0.0.24-39 (port 2200 + last octet) and stops the boxes it started.
+Run:  .venv/bin/python benchmarks/distribute.py [--rounds N] [--dist DIR]
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def main() -> int:
     if why:
         print(f"cannot run: {why}")
         return 2
-    lab = sshboxes.SshLab(sshboxes.default_root("bench"), sshboxes.BOX_SETS["bench"])
+    lab = sshboxes.bench_lab(fresh=True)  # ten free slots of the shared 127.0.0.24-39 range
     lab.setup()
     os.environ["WARPFORGE_HOME"] = str(lab.root / "home")  # caches and hints: not the user's
     started = lab.start_all()

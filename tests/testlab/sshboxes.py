@@ -76,16 +76,52 @@ BOX_SETS: dict[str, tuple[BoxSpec, ...]] = {
         BoxSpec("amd", "127.0.0.22", 2222, _mac(2), user=FORGE_USER),
         BoxSpec("intel", "127.0.0.23", 2223, _mac(3)),
     ),
-    # .24-.25 spare; .36-.39 left to other users of the range (the Slurm lab's login node)
-    "bench": tuple(
-        BoxSpec(f"b{i:02d}", f"127.0.0.{25 + i}", 2225 + i, _mac(0x10 + i), user=FORGE_USER)
-        for i in range(1, 11)
-    ),
+    # the benchmarks' boxes take whatever slots of .24-.39 are free: see free_box_set
 }
+
+
+def slot_free(address: str, port: int) -> bool:
+    """Can a server listen on address:port right now? (The range is shared with others.)"""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((address, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_box_set(n: int = 10, *, first: int = 24, last: int = 39, user: str = FORGE_USER,
+                 prefix: str = "b", is_free=slot_free) -> tuple[BoxSpec, ...]:
+    """n boxes on free slots 127.0.0.X:22X of first..last (stop our own old ones first)."""
+    specs = []
+    for octet in range(first, last + 1):
+        if len(specs) == n:
+            break
+        address, port = f"127.0.0.{octet}", 2200 + octet
+        if is_free(address, port):
+            i = len(specs) + 1
+            specs.append(BoxSpec(f"{prefix}{i:02d}", address, port, _mac(0x10 + i), user=user))
+    if len(specs) < n:
+        raise RuntimeError(f"only {len(specs)} free sshd slots in 127.0.0.{first}-{last}")
+    return tuple(specs)
 
 
 def default_root(box_set: str = "tests") -> Path:
     return Path(os.environ.get("WF_LAB", "/tmp/wf-lab")) / "lab" / box_set
+
+
+def bench_lab(root: Path | None = None, *, fresh: bool = False) -> SshLab:
+    """The benchmarks' lab: as last set up, or (fresh) re-planned on slots free right now,
+    after stopping the boxes of the last plan."""
+    root = Path(root or default_root("bench"))
+    if (root / "lab.json").exists():
+        old = SshLab.load(root)
+        if not fresh:
+            return old
+        old.stop_all()
+    return SshLab(root, free_box_set())
 
 
 def alive(pid: int | None) -> bool:
@@ -542,7 +578,7 @@ def available() -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", default="tests", choices=sorted(BOX_SETS))
+    ap.add_argument("--set", default="tests", choices=sorted([*BOX_SETS, "bench"]))
     ap.add_argument("--root", type=Path)
     ap.add_argument("cmd", choices=["setup", "start", "stop", "status", "wol-listener",
                                     "wol-serve", "ssh-config"])
@@ -551,7 +587,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd == "wol-serve":
         SshLab.load(a.root).serve_wol()
         return 0
-    lab = SshLab(a.root or default_root(a.set), BOX_SETS[a.set])
+    lab = bench_lab(a.root) if a.set == "bench" else SshLab(a.root or default_root(a.set),
+                                                              BOX_SETS[a.set])
+    if a.set == "bench" and a.cmd == "start":
+        lab = bench_lab(a.root, fresh=True)
     if a.cmd == "setup":
         lab.setup()
     elif a.cmd == "start":

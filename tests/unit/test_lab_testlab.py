@@ -1,5 +1,7 @@
 """The lab-control helpers themselves: magic packets, loopback-only boxes and inventories."""
 
+import socket
+
 import pytest
 import wakeonlan
 
@@ -42,3 +44,23 @@ def test_box_sets_stay_in_the_allocated_range():
         for b in boxes:
             last = int(b.address.rsplit(".", 1)[1])
             assert 21 <= last <= 39 and 2221 <= b.port <= 2239
+
+
+def test_bench_boxes_take_only_free_slots():
+    taken = {("127.0.0.25", 2225), ("127.0.0.27", 2227)}
+    boxes = sshboxes.free_box_set(3, first=24, last=30,
+                                  is_free=lambda a, p: (a, p) not in taken)
+    assert [(b.name, b.address, b.port) for b in boxes] == [
+        ("b01", "127.0.0.24", 2224), ("b02", "127.0.0.26", 2226), ("b03", "127.0.0.28", 2228)]
+    with pytest.raises(RuntimeError, match="only 1 free"):
+        sshboxes.free_box_set(2, first=24, last=25, is_free=lambda a, p: (a, p) not in taken)
+
+
+def test_a_slot_someone_listens_on_is_not_free():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    try:
+        assert not sshboxes.slot_free(*s.getsockname())
+    finally:
+        s.close()
