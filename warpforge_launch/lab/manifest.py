@@ -103,30 +103,33 @@ def scan(dist: Path, *, cache: Path | None = None) -> Manifest:
     old = _load_cache(cache)
     new_cache: dict[str, list] = {}
     entries: list[Entry] = []
-    for dirpath, dirnames, filenames in os.walk(dist):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, dist)
-        for name in sorted(dirnames + filenames):
-            full = os.path.join(dirpath, name)
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+
+    def walk(directory: str, prefix: str) -> None:
+        with os.scandir(directory) as it:
+            children = sorted(it, key=lambda d: d.name)
+        for child in children:
+            rel = prefix + child.name
             if "\n" in rel or "\0" in rel:
                 raise UsageError(f"dist {dist}: unsupported file name {rel!r}")
-            st = os.lstat(full)
+            st = child.stat(follow_symlinks=False)
             mode = stat.S_IMODE(st.st_mode)
             if stat.S_ISLNK(st.st_mode):
-                entries.append(Entry(rel, "l", 0o777, target=os.readlink(full)))
+                entries.append(Entry(rel, "l", 0o777, target=os.readlink(child.path)))
             elif stat.S_ISDIR(st.st_mode):
                 entries.append(Entry(rel, "d", mode))
+                walk(child.path, rel + "/")
             elif stat.S_ISREG(st.st_mode):
                 sig = [st.st_size, st.st_mtime_ns, st.st_ino]
                 cached = old.get(rel)
-                digest = cached[3] if cached and cached[:3] == sig else _sha256(full)
+                digest = cached[3] if cached and cached[:3] == sig else _sha256(child.path)
                 new_cache[rel] = [*sig, digest]
                 entries.append(Entry(rel, "f", mode, st.st_size, digest))
             else:
                 raise UsageError(f"dist {dist}: {rel} is neither file, directory nor symlink")
+
+    walk(str(dist), "")
     entries.sort(key=lambda e: e.path)
-    if cache is not None:
+    if cache is not None and new_cache != old:
         _save_cache(cache, new_cache)
     return Manifest(tuple(entries))
 
