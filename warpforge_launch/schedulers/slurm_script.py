@@ -120,6 +120,12 @@ def validate_nodes(nodes) -> tuple[str, ...]:
     return out
 
 
+def comment(value: object) -> str:
+    """Text for a ``#`` comment line: a newline would end the comment and start code, so
+    control characters become '?'."""
+    return _CONTROL.sub("?", str(value))
+
+
 def env_name(value: object) -> str:
     text = str(value)
     if not _ENV_NAME.match(text):
@@ -146,7 +152,8 @@ def _template():
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
         trim_blocks=False, lstrip_blocks=False,
     )
-    env.filters.update(sbatch_arg=sbatch_arg, sh=sh, sh_argv=sh_argv, env_name=env_name)
+    env.filters.update(sbatch_arg=sbatch_arg, sh=sh, sh_argv=sh_argv, env_name=env_name,
+                       comment=comment)
     return env.from_string(template_text())
 
 
