@@ -274,13 +274,14 @@ class SlurmScheduler(Scheduler):
                                     datetime.now(UTC).isoformat()}))
 
     def poll_interval(self, job_id: str) -> float:
-        """Adaptive refresh interval for a job: short while it is young, growing with its
-        age in the current state, capped by max_poll_interval (slurmctld-friendly)."""
-        native = self._native(job_id)
-        seen = self._last.get(native)
-        if seen is None:
-            return 0.5
-        elapsed = seen[1].elapsed.total_seconds() if seen[1].elapsed else 0.0
+        """Adaptive refresh interval: 0.5 s while a job is young, a tenth of its elapsed time
+        after that, capped by max_poll_interval. ``statuses`` answers from memory inside this
+        interval, so a tight --wait loop cannot hammer slurmctld."""
+        seen = self._last.get(self._native(job_id))
+        return self._interval(seen[1]) if seen else 0.0
+
+    def _interval(self, status: JobStatus) -> float:
+        elapsed = status.elapsed.total_seconds() if status.elapsed else 0.0
         return max(0.5, min(self.config.max_poll_interval, elapsed / 10))
 
     def status(self, job_id: str) -> JobStatus:
@@ -294,10 +295,14 @@ class SlurmScheduler(Scheduler):
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         out: dict[str, JobStatus] = {}
         todo: dict[str, str] = {}
+        now = time.monotonic()
         for job_id in job_ids:
             native = self._native(job_id)
+            seen = self._last.get(native)
             if native in self._terminal:
                 out[job_id] = self._terminal[native]
+            elif seen is not None and now - seen[0] < self._interval(seen[1]):
+                out[job_id] = seen[1]  # asked again too soon: answer from memory
             else:
                 todo[native] = job_id
         if not todo:

@@ -46,6 +46,16 @@ def wait(sched, job_id, until=lambda s: s.state.terminal, deadline=60.0):
         time.sleep(0.5)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def timeout_job(slurm_cluster, shared_dir, tmp_path_factory):
+    """Submitted first, checked last: Slurm's one-minute --time floor then overlaps the
+    other tests instead of adding a minute to the run."""
+    sched = make_scheduler(tmp_path_factory.mktemp("timeout-home"), slurm_cluster, shared_dir)
+    job_id = sched.submit(JobSubmission.new(definition(env={"WF_FAKE_SLEEP": "300"},
+                                                       timeout=timedelta(seconds=30))))
+    return sched, job_id
+
+
 def test_completed_job_reads_back_outputs_and_logs(slurm):
     job_id = submit(slurm)
     assert job_id.startswith("slurm-") and job_id.removeprefix("slurm-").isdigit()
@@ -132,15 +142,6 @@ def test_one_squeue_one_sacct_then_zero_calls_when_cached(slurm):
     fresh.calls.clear()
     assert fresh.statuses(ids) == got
     assert fresh.calls == []  # every job terminal and cached: Slurm is not asked at all
-
-
-def test_timeout_job(slurm_cluster, shared_dir, _private_home):
-    sched = make_scheduler(_private_home, slurm_cluster, shared_dir)
-    job_id = sched.submit(JobSubmission.new(definition(env={"WF_FAKE_SLEEP": "300"},
-                                                       timeout=timedelta(seconds=30))))
-    status = wait(sched, job_id, deadline=150)
-    assert status.state is JobState.TIMEOUT
-    assert "time limit" in status.message
 
 
 def test_list_and_cluster_info(slurm):
@@ -234,3 +235,22 @@ def test_ssh_login_node_with_wrong_host_key_is_refused(slurm, login_node, tmp_pa
     sched = SlurmScheduler("hpc", config, home=tmp_path)
     with pytest.raises(InfrastructureError, match="cannot reach login node"):
         sched.status("hpc-1")
+
+
+def test_hostile_values_run_verbatim_on_real_slurm(slurm, tmp_path):
+    marker = tmp_path / "PWNED"
+    note = f"a'b\"c $(touch {marker}) `touch {marker}`\nline2 ; | &"
+    job_id = slurm.submit(JobSubmission.new(JobDefinition(
+        name=f"evil'; touch {marker}\n", source=f"/models/x $(touch {marker}).py",
+        model_class="M", inputs=(InputSpec((1, 8)),),
+        resources=ResourceRequirements(memory_mb=200), environment={"USER_NOTE": note})))
+    assert wait(slurm, job_id).state is JobState.COMPLETED
+    assert not marker.exists()
+
+
+def test_timeout_job(timeout_job):
+    """Last in the file: the job was submitted by the module fixture at the start."""
+    sched, job_id = timeout_job
+    status = wait(sched, job_id, deadline=150)
+    assert status.state is JobState.TIMEOUT
+    assert "time limit" in status.message
