@@ -443,3 +443,132 @@ def restart_daemon(lab: SlurmLab, daemon: str, deadline_s: float = 60) -> None:
     _wait("slurmctld port", lambda: _port_open(CTLD_PORT, lab.netns), deadline_s)
     _wait("slurmctld answers", lambda: lab.run("sinfo", "-h", timeout=5, check=False)
           .returncode == 0, deadline_s)
+
+
+# -- a loopback sshd as the Slurm login node ------------------------------------------------------
+# The brief's 127.0.0.31:2231 is taken by the SSH-layer helper's benchmark boxes; the end of the
+# sshd range (127.0.0.39:2239) is free.
+LOGIN_ADDR, LOGIN_PORT = "127.0.0.39", 2239
+# Jobs go in as an ordinary user, as on a real cluster. (root's ~/.bashrc on these machines runs
+# `pyenv init`, which bash sources for every ssh command and which costs ~130 ms per call.)
+LOGIN_USER = "wfslurm"
+
+
+def ensure_login_user() -> str:
+    """The lab's submitting user (created once; /etc/skel's .bashrc returns at once when not
+    interactive)."""
+    if _sh(["id", LOGIN_USER], timeout=10).returncode != 0:
+        _sh(["useradd", "-m", "-s", "/bin/bash", LOGIN_USER], timeout=30).check_returncode()
+    _sh(["usermod", "-p", "*", LOGIN_USER], timeout=30).check_returncode()  # unlock, no password
+    return LOGIN_USER
+
+
+def shared_work_dir(shared: Path) -> Path:
+    """The cluster's "shared storage" work dir: writable by root and the login user alike."""
+    for d in (shared, shared / "work", shared / "work" / "scripts"):
+        d.mkdir(parents=True, exist_ok=True)
+    shared.chmod(0o755)
+    for d in (shared / "work", shared / "work" / "scripts"):
+        d.chmod(0o1777)
+    return shared / "work"
+
+
+@dataclass
+class LoginNode:
+    """A real OpenSSH sshd on loopback; the client side gets its own key pair and a
+    known_hosts file holding exactly this host key (strict checking)."""
+
+    dir: Path
+    host: str = LOGIN_ADDR
+    port: int = LOGIN_PORT
+    user: str = LOGIN_USER
+    pid: int | None = None          # set only when this object started sshd
+
+    @property
+    def identity_file(self) -> str:
+        return str(self.dir / "client")
+
+    @property
+    def known_hosts_file(self) -> str:
+        return str(self.dir / "known_hosts")
+
+
+def _banner(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as s:
+            return s.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def start_login_node(slurm_conf: Path, deadline_s: float = 15) -> LoginNode:
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists() or not shutil.which("ssh"):
+        raise LabError("OpenSSH server/client not installed (.ci/setup.d/50-slurm.sh)")
+    d = lab_root() / "slurm-login"
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o755)
+    node = LoginNode(dir=d, user=ensure_login_user())
+    for key in ("host_ed25519", "client"):
+        if not (d / key).exists():
+            _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"wf-{key}", "-f",
+                 str(d / key)], timeout=30).check_returncode()
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    (d / "authorized_keys").chmod(0o644)
+    host_pub = " ".join((d / "host_ed25519.pub").read_text().split()[:2])
+    (d / "known_hosts").write_text(f"[{node.host}]:{node.port} {host_pub}\n")
+    (d / "sshd_config").write_text(f"""\
+Port {node.port}
+ListenAddress {node.host}
+HostKey {d}/host_ed25519
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {d}/authorized_keys
+PermitRootLogin no
+AllowUsers {node.user}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+MaxStartups 100:30:200
+MaxSessions 100
+SetEnv SLURM_CONF={slurm_conf}
+LogLevel ERROR
+""")
+    if _alive_pidfile(d / "sshd.pid") is not None:
+        return node                                   # ours from an earlier run: reuse
+    if _banner(node.host, node.port):
+        raise LabError(f"{node.host}:{node.port} is served by an sshd this lab did not start")
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    check = _sh([sshd, "-t", "-f", str(d / "sshd_config")], timeout=30)
+    if check.returncode != 0:
+        raise LabError(f"sshd config rejected: {check.stderr.strip()}")
+    proc = subprocess.Popen([sshd, "-D", "-E", str(d / "sshd.log"), "-f", str(d / "sshd_config")],
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    node.pid = proc.pid
+    try:
+        _wait(f"sshd on {node.host}:{node.port}", lambda: _banner(node.host, node.port),
+              deadline_s, interval=0.05, log=d / "sshd.log", died=lambda: proc.poll() is not None)
+    except LabError:
+        stop_login_node(node)
+        raise
+    return node
+
+
+def stop_login_node(node: LoginNode) -> None:
+    """Stop sshd if this object started it, with its session children."""
+    if node.pid is None:
+        return
+    try:
+        children = [int(p) for p in
+                    Path(f"/proc/{node.pid}/task/{node.pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    for pid in children:
+        stop_pid(pid, 5)
+    stop_pid(node.pid)
+    try:
+        os.waitpid(node.pid, 0)
+    except ChildProcessError:
+        pass
+    node.pid = None

@@ -206,7 +206,7 @@ def test_submission_through_ssh_login_node(slurm, login_node):
     from warpforge_launch.schedulers.slurm import SlurmConfig, SlurmScheduler
 
     config = SlurmConfig(login_host=login_node["host"], login_port=login_node["port"],
-                         login_user="root", identity_file=login_node["identity_file"],
+                         login_user=login_node["user"], identity_file=login_node["identity_file"],
                          known_hosts_file=login_node["known_hosts_file"],
                          work_dir=slurm.config.work_dir, runtime="none",
                          snakegrinder=slurm.config.snakegrinder, partition="debug")
@@ -229,7 +229,7 @@ def test_ssh_login_node_with_wrong_host_key_is_refused(slurm, login_node, tmp_pa
     bad_known.write_text(f"[{login_node['host']}]:{login_node['port']} ssh-ed25519 "
                          "AAAAC3NzaC1lZDI1NTE5AAAAIAbadbadbadbadbadbadbadbadbadbadbadbadbadbadbad\n")
     config = SlurmConfig(login_host=login_node["host"], login_port=login_node["port"],
-                         login_user="root", identity_file=login_node["identity_file"],
+                         login_user=login_node["user"], identity_file=login_node["identity_file"],
                          known_hosts_file=str(bad_known), work_dir=slurm.config.work_dir,
                          runtime="none")
     sched = SlurmScheduler("hpc", config, home=tmp_path)
