@@ -12,10 +12,12 @@ blocks clients for about 9 s each, and the user gets exit 3, not a hang.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import os
 import re
+import tarfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -214,25 +216,30 @@ class SlurmScheduler(Scheduler):
         submitted, naming how many went in."""
         if not plans:
             return []
-        records, names = [], []
-        for i, plan in enumerate(plans):
-            if plan.kind != "sbatch" or not isinstance(plan.request, str):
-                raise UsageError(f"plan for {plan.instance} is not an sbatch plan")
-            name = f"warpforge-{int(time.time())}-{os.urandom(4).hex()}-{i}.sbatch"
-            names.append(name)
-            records.append(f"{name} {base64.b64encode(plan.request.encode()).decode()}")
-        done = self._run(["bash", "-c", _SUBMIT_DRIVER, "warpforge-submit", self.work_dir],
-                         input="\n".join(records) + "\n",
+        names, archive = [], io.BytesIO()
+        stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for i, plan in enumerate(plans):
+                if plan.kind != "sbatch" or not isinstance(plan.request, str):
+                    raise UsageError(f"plan for {plan.instance} is not an sbatch plan")
+                name = f"warpforge-{stamp}-{i}.sbatch"
+                data = plan.request.encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+                names.append(name)
+        done = self._run(["bash", "-c", _SUBMIT_DRIVER, "warpforge-submit", self.work_dir,
+                          *names], input=base64.b64encode(archive.getvalue()).decode() + "\n",
                          timeout=self.config.command_timeout + 0.5 * len(plans))
-        if done.returncode == 90:
-            raise InfrastructureError(f"cannot create {self.work_dir}/scripts on "
-                                      f"{self.transport.where}: {_first_line(done.stderr)}")
+        if done.returncode in (90, 91):
+            raise InfrastructureError(f"cannot write the job scripts to {self.work_dir}/scripts "
+                                      f"on {self.transport.where}: {_first_line(done.stderr)}")
         results: dict[str, tuple[int, str]] = {}
         for line in done.stdout.splitlines():
-            parts = line.split(" ")
-            if len(parts) == 4 and parts[0] == "WF":
-                out = base64.b64decode(parts[3]).decode(errors="replace") if parts[3] else ""
-                results[parts[1]] = (int(parts[2]), out)
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[0] == "WF" and parts[2].lstrip("-").isdigit():
+                out = parts[3] if len(parts) == 4 else ""
+                results[parts[1]] = (int(parts[2]), out.replace(" // ", "\n"))
         ids, failures = [], []
         for name in names:
             rc, out = results.get(name, (-1, done.stderr or "no answer from the submit driver"))
@@ -537,20 +544,17 @@ def _tail(text: str, n: int) -> str:
 
 
 # Remote shell programs: fixed text, never formatted; data arrives as "$@" or on stdin.
-# Submit: stdin has one "<file name> <base64 script>" line per job; prints
-# "WF <file name> <sbatch rc> <base64 of sbatch output>" per job.
+# Submit: args work_dir and the script names; stdin is a base64 tar of the scripts (two
+# processes for the whole upload, however many jobs). Prints per job
+# "WF <name> <sbatch rc> <sbatch output, newlines as ' // '>".
 _SUBMIT_DRIVER = r"""
-dir=$1
+dir=$1; shift
 mkdir -p -- "$dir/scripts" || exit 90
-while read -r name data; do
+base64 -d | tar -x -o -C "$dir/scripts" -f - || exit 91
+for name in "$@"; do
   case $name in ''|*[!A-Za-z0-9._-]*) continue ;; esac
-  f=$dir/scripts/$name
-  if printf '%s' "$data" | base64 -d >"$f.tmp" && mv -f -- "$f.tmp" "$f"; then
-    out=$(sbatch --parsable "$f" 2>&1 </dev/null); rc=$?
-  else
-    out="cannot write $f"; rc=99
-  fi
-  printf 'WF %s %d %s\n' "$name" "$rc" "$(printf '%s' "$out" | base64 -w0)"
+  out=$(sbatch --parsable "$dir/scripts/$name" 2>&1 </dev/null); rc=$?
+  printf 'WF %s %d %s\n' "$name" "$rc" "${out//$'\n'/ // }"
 done
 """
 
