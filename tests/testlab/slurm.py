@@ -78,7 +78,8 @@ class SlurmLab:
     def client_env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
-    def run(self, *argv: str, timeout: float = 20, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *argv: str, timeout: float = 20,
+            check: bool = True) -> subprocess.CompletedProcess:
         """Run a Slurm client (squeue, sacct, scontrol, ...) against this cluster."""
         return subprocess.run(
             [*self.client_prefix(), *argv], capture_output=True, text=True,
@@ -201,7 +202,8 @@ DefMemPerCPU=100
 GresTypes=gpu
 {acct}JobCompType=jobcomp/filetxt
 JobCompLoc={b}/log/jobcomp.txt
-NodeName={lab.node} NodeAddr=127.0.0.1 NodeHostname={lab.node} CPUs={cpus} RealMemory={_mem_mb()} Gres=gpu:nvidia:1,gpu:amd:1 State=UNKNOWN
+NodeName={lab.node} NodeAddr=127.0.0.1 NodeHostname={lab.node} CPUs={cpus} \
+RealMemory={_mem_mb()} Gres=gpu:nvidia:1,gpu:amd:1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=short Nodes=ALL Default=NO MaxTime=5 State=UP
 """)
@@ -297,7 +299,8 @@ def start(base: Path | None = None, *, accounting: bool = True, cpus: int | None
     """Start (or reuse) the lab cluster; returns it with ``started`` naming what we launched."""
     miss = missing_binaries(accounting)
     if miss:
-        raise LabError(f"missing Slurm lab binaries: {', '.join(miss)} (run .ci/setup.d/50-slurm.sh)")
+        raise LabError(f"missing Slurm lab binaries: {', '.join(miss)} "
+                       "(run .ci/setup.d/50-slurm.sh)")
     base = base or lab_root() / ("slurm" if accounting else "slurm-noacct")
     lab = SlurmLab(base=base, accounting=accounting)
     if not _hosts_ok(lab.node):

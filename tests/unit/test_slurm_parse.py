@@ -101,7 +101,8 @@ def test_requeued_job_last_row_wins():
 
 
 def test_sacct_tolerates_garbage_header_and_short_lines():
-    text = "JobIDRaw|State|ExitCode\n\n  \nnot a line\n12|RUNNING|0:0|00:00:05|vm\n12.batch|RUNNING\n"
+    text = ("JobIDRaw|State|ExitCode\n\n  \nnot a line\n12|RUNNING|0:0|00:00:05|vm\n"
+            "12.batch|RUNNING\n")
     recs = p.parse_sacct(text)
     assert list(recs) == ["12"]
     assert recs["12"].state == "RUNNING" and recs["12"].elapsed == timedelta(seconds=5)

@@ -407,7 +407,9 @@ class SlurmScheduler(Scheduler):
         for line in done.stdout.splitlines():
             parts = line.split(" ")
             if len(parts) == 3 and parts[0] == "WF":
-                sections[parts[1]] = base64.b64decode(parts[2]).decode(errors="replace")
+                raw = base64.b64decode(parts[2])
+                sections[parts[1]] = raw.decode(errors="replace")
+                sections[parts[1] + "_bytes"] = str(len(raw))
         return sections
 
     def result(self, job_id: str) -> JobResult:
@@ -444,7 +446,7 @@ class SlurmScheduler(Scheduler):
             for i, key in enumerate(("out", "err")):
                 chunk = files.get(key, "")
                 if chunk:
-                    offsets[i] += len(chunk.encode())
+                    offsets[i] += int(files.get(key + "_bytes", len(chunk.encode())))
                     yield chunk
             if status.state.terminal:
                 return

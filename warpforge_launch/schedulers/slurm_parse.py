@@ -322,7 +322,8 @@ def parse_sinfo_nodes(text: str) -> list[SinfoNode]:
         nodes[name] = SinfoNode(
             name=name, state=cols[1].strip(), cpus=_int(cols[2]), memory_mb=_int(cols[3]),
             gpus=parse_gres(cols[4]), partitions=(part,) if part else (),
-            cpus_allocated=alloc, free_memory_mb=_int(cols[7]) if cols[7].strip().isdigit() else None,
+            cpus_allocated=alloc,
+            free_memory_mb=_int(cols[7]) if cols[7].strip().isdigit() else None,
         )
     return list(nodes.values())
 

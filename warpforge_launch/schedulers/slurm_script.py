@@ -171,7 +171,8 @@ def template_text() -> str:
 def render(spec: ScriptSpec) -> str:
     """The script text; raises ScriptError when a value cannot be quoted safely."""
     if spec.runtime not in RUNTIMES:
-        raise ScriptError(f"unknown container runtime {spec.runtime!r} (one of {', '.join(RUNTIMES)})")
+        raise ScriptError(f"unknown container runtime {spec.runtime!r} "
+                          f"(one of {', '.join(RUNTIMES)})")
     work_dir = validate_work_dir(spec.work_dir)
     for label, value in (("cpus", spec.cpus), ("mem_mb", spec.mem_mb),
                          ("time_minutes", spec.time_minutes)):
@@ -187,7 +188,8 @@ def render(spec: ScriptSpec) -> str:
         work_dir=work_dir, output_pattern=spec.slurm_path("warpforge-%j.out"),
         error_pattern=spec.slurm_path("warpforge-%j.err"), partition=spec.partition,
         account=spec.account, qos=spec.qos, nice=spec.nice, cpus=spec.cpus, mem_mb=spec.mem_mb,
-        gres=spec.gres, nodelist=list(validate_nodes(spec.nodelist)), time_minutes=spec.time_minutes,
+        gres=spec.gres, nodelist=list(validate_nodes(spec.nodelist)),
+        time_minutes=spec.time_minutes,
         extra_options=list(spec.extra_options), environment=list(spec.environment),
         runtime=spec.runtime, gpu_type=spec.gpu_type, gpu_flag=spec.gpu_flag,
         image=spec.image, images=_Images(spec.images), argv=list(spec.argv),

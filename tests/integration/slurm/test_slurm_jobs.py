@@ -83,6 +83,15 @@ def test_failed_job_reports_exit_code_and_stderr(slurm):
     assert result.mlir_output is None
 
 
+def test_logs_follow_until_the_job_ends(slurm):
+    job_id = submit(slurm, env={"WF_FAKE_SLEEP": "3", "WF_FAKE_STDERR": "warming up"})
+    t0 = time.monotonic()
+    text = "".join(slurm.logs(job_id, follow=True))
+    assert time.monotonic() - t0 < 60
+    assert slurm.status(job_id).state is JobState.COMPLETED
+    assert text.count("SUCCESS") == 1 and text.count("warming up") == 1  # no repeats
+
+
 def test_cancel_running_job(slurm):
     job_id = submit(slurm, env={"WF_FAKE_SLEEP": "120"})
     wait(slurm, job_id, until=lambda s: s.state is JobState.RUNNING)
