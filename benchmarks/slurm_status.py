@@ -244,7 +244,7 @@ def main() -> int:
     cluster = lab.start(accounting=True)
     login = None
     try:
-        shared = cluster.base.parent / "slurm-shared"
+        shared = lab.lab_root() / "shared"
         lab.shared_work_dir(shared)
         (shared / "bin").mkdir(parents=True, exist_ok=True)
         (shared / "bin" / "fake_snakegrinder.sh").write_bytes(PAYLOAD.read_bytes())

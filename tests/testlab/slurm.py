@@ -35,7 +35,8 @@ class LabError(RuntimeError):
 
 
 def lab_root() -> Path:
-    return Path(os.environ.get("WF_LAB", "/tmp/wf-lab"))
+    """All Slurm lab state: ${WF_LAB:-/tmp/wf-lab}/slurm/{cluster,noacct,login,shared}."""
+    return Path(os.environ.get("WF_LAB", "/tmp/wf-lab")) / "slurm"
 
 
 def missing_binaries(accounting: bool = True) -> list[str]:
@@ -55,6 +56,7 @@ class SlurmLab:
     accounting: bool
     node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     started: list[tuple[str, int]] = field(default_factory=list)
+    borrowed: set[str] = field(default_factory=set)  # reused daemons we stopped for a test
 
     @property
     def conf(self) -> Path:
@@ -301,7 +303,7 @@ def start(base: Path | None = None, *, accounting: bool = True, cpus: int | None
     if miss:
         raise LabError(f"missing Slurm lab binaries: {', '.join(miss)} "
                        "(run .ci/setup.d/50-slurm.sh)")
-    base = base or lab_root() / ("slurm" if accounting else "slurm-noacct")
+    base = base or lab_root() / ("cluster" if accounting else "noacct")
     lab = SlurmLab(base=base, accounting=accounting)
     if not _hosts_ok(lab.node):
         raise LabError(f"host name {lab.node} must resolve to 127.x via /etc/hosts")
@@ -433,6 +435,8 @@ def stop_daemon(lab: SlurmLab, daemon: str) -> int | None:
     """Stop one daemon of the lab (e.g. slurmctld, to test a controller outage); returns its PID."""
     pid = lab.alive(daemon)
     if pid:
+        if not any(p == pid for _d, p in lab.started):
+            lab.borrowed.add(daemon)  # not ours: restart_daemon hands it back running
         stop_pid(pid)
         lab.started[:] = [(d, p) for d, p in lab.started if p != pid]
     return pid
@@ -443,6 +447,9 @@ def restart_daemon(lab: SlurmLab, daemon: str, deadline_s: float = 60) -> None:
     assert daemon == "slurmctld"
     if lab.alive(daemon) is None:
         _spawn(lab, "slurmctld", ["slurmctld", "-f", str(lab.conf)], netns=True)
+        if daemon in lab.borrowed:  # it belonged to a reused cluster: leave it running
+            lab.borrowed.discard(daemon)
+            lab.started[:] = [(d, p) for d, p in lab.started if d != daemon]
     _wait("slurmctld port", lambda: _port_open(CTLD_PORT, lab.netns), deadline_s)
     _wait("slurmctld answers", lambda: lab.run("sinfo", "-h", timeout=5, check=False)
           .returncode == 0, deadline_s)
@@ -508,7 +515,7 @@ def start_login_node(slurm_conf: Path, deadline_s: float = 15) -> LoginNode:
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not Path(sshd).exists() or not shutil.which("ssh"):
         raise LabError("OpenSSH server/client not installed (.ci/setup.d/50-slurm.sh)")
-    d = lab_root() / "slurm-login"
+    d = lab_root() / "login"
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o755)
     node = LoginNode(dir=d, user=ensure_login_user())

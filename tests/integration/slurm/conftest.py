@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import lab_unavailable
 from tests.testlab import slurm as slurm_lab
 
-os.environ["SLURM_CONF"] = str(slurm_lab.lab_root() / "slurm" / "etc" / "slurm.conf")
+os.environ["SLURM_CONF"] = str(slurm_lab.lab_root() / "cluster" / "etc" / "slurm.conf")
 
 HERE = Path(__file__).parent
 PAYLOAD = HERE / "fake_snakegrinder.sh"
@@ -57,7 +57,7 @@ def slurm_cluster_noacct(slurm_cluster):
 @pytest.fixture(scope="session")
 def shared_dir(slurm_cluster):
     """The "shared storage" of the one-node cluster: the work dir and the payload binary."""
-    d = slurm_cluster.base.parent / "slurm-shared"
+    d = slurm_lab.lab_root() / "shared"
     slurm_lab.shared_work_dir(d)
     payload = d / "bin" / "fake_snakegrinder.sh"
     payload.parent.mkdir(exist_ok=True)

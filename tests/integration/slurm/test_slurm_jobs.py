@@ -53,7 +53,8 @@ def timeout_job(slurm_cluster, shared_dir, tmp_path_factory):
     sched = make_scheduler(tmp_path_factory.mktemp("timeout-home"), slurm_cluster, shared_dir)
     job_id = sched.submit(JobSubmission.new(definition(env={"WF_FAKE_SLEEP": "300"},
                                                        timeout=timedelta(seconds=30))))
-    return sched, job_id
+    yield sched, job_id
+    sched.cancel(job_id)  # only acts when test_timeout_job did not run
 
 
 def test_completed_job_reads_back_outputs_and_logs(slurm):
