@@ -258,6 +258,32 @@ def test_hostile_values_run_verbatim_on_real_slurm(slurm, tmp_path):
     assert not marker.exists()
 
 
+def test_standin_snakegrinder_traces_on_slurm(slurm_cluster, shared_dir, _private_home):
+    """The stand-in of issue #3 (real PyTorch tracing) as the payload of a real Slurm job."""
+    import shlex
+    import sys
+
+    from tests.testlab.standin import MODELS, STANDIN_SRC, require_torch
+
+    require_torch()
+    wrapper = shared_dir / "bin" / "snakegrinder-standin"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"PYTHONPATH={shlex.quote(str(STANDIN_SRC))} "
+                       f"exec {shlex.quote(sys.executable)} -m snakegrinder \"$@\"\n")
+    wrapper.chmod(0o755)
+    sched = make_scheduler(_private_home, slurm_cluster, shared_dir, snakegrinder=str(wrapper))
+    job_id = sched.submit(JobSubmission.new(JobDefinition(
+        name="simple_mlp", source=str(MODELS / "simple_mlp.py"), model_class="SimpleMLP",
+        inputs=(InputSpec((1, 8)),), resources=ResourceRequirements(memory_mb=2000))))
+    status = wait(sched, job_id, deadline=240)
+    assert status.state is JobState.COMPLETED, "".join(sched.logs(job_id))
+    result = sched.result(job_id)
+    assert "func.func public @forward(%arg0: tensor<1x8xf32>)" in result.mlir_output
+    assert "stablehlo.dot_general" in result.mlir_output
+    assert result.mlir_output.rstrip().endswith("}")
+    assert {"model.mlir", "manifest.json"} <= {o.rsplit("/", 1)[-1] for o in result.outputs}
+
+
 def test_timeout_job(timeout_job):
     """Last in the file: the job was submitted by the module fixture at the start."""
     sched, job_id = timeout_job
