@@ -1,4 +1,5 @@
-"""Real jobs on the real Slurm lab cluster (runtime `none`, the fake snakegrinder payload).
+"""Real jobs on the real Slurm lab cluster (runtime `none`; the fake payload, and once the
+stand-in snakegrinder of issue #3 with real PyTorch tracing).
 
 Singularity/Apptainer cannot run on this machine: the container lines of the script are
 covered by the golden tests in tests/unit/test_slurm_script.py.
