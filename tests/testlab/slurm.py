@@ -456,9 +456,11 @@ def restart_daemon(lab: SlurmLab, daemon: str, deadline_s: float = 60) -> None:
 
 
 # -- a loopback sshd as the Slurm login node ------------------------------------------------------
-# The brief's 127.0.0.31:2231 is taken by the SSH-layer helper's benchmark boxes; the end of the
-# sshd range (127.0.0.39:2239) is free.
-LOGIN_ADDR, LOGIN_PORT = "127.0.0.39", 2239
+# Our allocation is 127.0.0.31:2231; other lab code on a shared machine may hold it for a while
+# (the SSH layer's benchmark boxes span 127.0.0.30-39), so the next free candidate is used.
+# WF_SLURM_LOGIN=host:port pins one.
+LOGIN_CANDIDATES = (("127.0.0.31", 2231), ("127.0.0.39", 2239), ("127.0.0.29", 2229))
+LOGIN_ADDR, LOGIN_PORT = LOGIN_CANDIDATES[0]
 # Jobs go in as an ordinary user, as on a real cluster. (root's ~/.bashrc on these machines runs
 # `pyenv init`, which bash sources for every ssh command and which costs ~130 ms per call.)
 LOGIN_USER = "wfslurm"
@@ -511,6 +513,24 @@ def _banner(host: str, port: int) -> bool:
         return False
 
 
+def _pick_login_address() -> tuple[str, int]:
+    pinned = os.environ.get("WF_SLURM_LOGIN")
+    candidates = LOGIN_CANDIDATES
+    if pinned:
+        host, _, port = pinned.rpartition(":")
+        candidates = ((host, int(port)),)
+    for host, port in candidates:
+        if not host.startswith("127."):
+            raise LabError(f"WF_SLURM_LOGIN must be a loopback address, got {host}")
+        try:
+            with socket.socket() as s:
+                s.bind((host, port))  # free now (sshd sets SO_REUSEADDR, so TIME_WAIT is fine)
+                return host, port
+        except OSError:
+            continue
+    raise LabError(f"no free login-node address among {candidates}")
+
+
 def start_login_node(slurm_conf: Path, deadline_s: float = 15) -> LoginNode:
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not Path(sshd).exists() or not shutil.which("ssh"):
@@ -519,6 +539,13 @@ def start_login_node(slurm_conf: Path, deadline_s: float = 15) -> LoginNode:
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o755)
     node = LoginNode(dir=d, user=ensure_login_user())
+    running = _alive_pidfile(d / "sshd.pid") is not None and (d / "sshd_config").exists()
+    if running:  # ours from an earlier run: keep its address
+        conf = dict(ln.split(" ", 1) for ln in (d / "sshd_config").read_text().splitlines()
+                    if " " in ln)
+        node.host, node.port = conf["ListenAddress"], int(conf["Port"])
+    else:
+        node.host, node.port = _pick_login_address()
     for key in ("host_ed25519", "client"):
         if not (d / key).exists():
             _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"wf-{key}", "-f",
@@ -545,10 +572,8 @@ MaxSessions 100
 SetEnv SLURM_CONF={slurm_conf}
 LogLevel ERROR
 """)
-    if _alive_pidfile(d / "sshd.pid") is not None:
-        return node                                   # ours from an earlier run: reuse
-    if _banner(node.host, node.port):
-        raise LabError(f"{node.host}:{node.port} is served by an sshd this lab did not start")
+    if running:
+        return node
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     check = _sh([sshd, "-t", "-f", str(d / "sshd_config")], timeout=30)
     if check.returncode != 0:

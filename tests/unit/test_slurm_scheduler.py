@@ -161,3 +161,32 @@ def test_ssh_transport_argv_is_strict_and_reuses_connections(tmp_path):
         assert opt in argv
     assert "accept-new" not in " ".join(argv)
     assert len(str(t.control_path)) < 100  # unix socket path limit
+
+
+def test_timeout_kills_the_whole_client_group(tmp_path):
+    """A shell killed at the deadline must not leave an sbatch behind that submits later."""
+    pidfile = tmp_path / "grandchild.pid"
+    t = LocalTransport()
+    with pytest.raises(InfrastructureError):
+        t.run(["bash", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], timeout=0.5)
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"grandchild {pid} survived the timeout")
+
+
+@pytest.mark.parametrize("host,user", [("-oProxyCommand=touch /tmp/x", None),
+                                       ("login node", None), ("login", "-oX"), ("", None)])
+def test_ssh_login_host_and_user_cannot_become_options(tmp_path, host, user):
+    from warpforge_launch.schedulers.slurm_transport import SshTransport
+
+    with pytest.raises(UsageError):
+        SshTransport(host, user=user, control_dir=tmp_path)

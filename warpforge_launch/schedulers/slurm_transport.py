@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from warpforge_launch.errors import InfrastructureError
+from warpforge_launch.errors import InfrastructureError, UsageError
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,7 @@ class LocalTransport(Transport):
         full = [*self.prefix, *argv]
         env = {**os.environ, **self.env} if self.env else None
         try:
-            proc = subprocess.run(full, input=input, capture_output=True, text=True,
-                                  timeout=timeout, env=env,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
+            proc = _run_group(full, input, timeout, env)
         except subprocess.TimeoutExpired:
             raise InfrastructureError(
                 f"`{argv[0]}` did not answer within {timeout:g}s on {self.where}",
@@ -62,7 +61,26 @@ class LocalTransport(Transport):
         except FileNotFoundError:
             raise InfrastructureError(f"`{argv[0]}` is not installed on {self.where}",
                                       hint="install the Slurm client tools") from None
-        return Completed(proc.returncode, proc.stdout, proc.stderr)
+        return proc
+
+
+def _run_group(argv: list[str], input: str | None, timeout: float,
+               env: Mapping[str, str] | None = None) -> Completed:
+    """Run in a session of its own and kill the whole group at the deadline: an sbatch left
+    retrying behind a killed shell could still submit the job after we reported failure."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else
+                            subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    return Completed(proc.returncode, out, err)
 
 
 class SshTransport(Transport):
@@ -72,6 +90,11 @@ class SshTransport(Transport):
                  identity_file: str | None = None, known_hosts_file: str | None = None,
                  control_dir: Path, control_persist: int = 600, connect_timeout: float = 10,
                  ssh_binary: str = "ssh"):
+        if not host or host.startswith("-") or any(c.isspace() or ord(c) < 32 for c in host):
+            raise UsageError(f"login host {host!r} is not a host name")
+        if user is not None and (not user or user.startswith("-") or
+                                 any(c.isspace() or ord(c) < 32 for c in user)):
+            raise UsageError(f"login user {user!r} is not a user name")
         self.host, self.port, self.user = host, port, user
         self.identity_file, self.known_hosts_file = identity_file, known_hosts_file
         self.control_dir = Path(control_dir)
@@ -103,24 +126,28 @@ class SshTransport(Transport):
         return argv
 
     def run(self, argv, *, input=None, timeout):
-        full = [*self.base_argv(), self.host, "--", shlex.join(argv)]
+        # bounded on the login node too (coreutils timeout), so nothing keeps running there
+        # after we gave up; the local deadline leaves it a moment to report
+        remote = ["timeout", "-k", "2", f"{max(1.0, timeout - 1):g}", *argv]
+        full = [*self.base_argv(), self.host, "--", shlex.join(remote)]
         try:
-            proc = subprocess.run(full, input=input, capture_output=True, text=True,
-                                  timeout=timeout,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
+            proc = _run_group(full, input, timeout + 2)
         except subprocess.TimeoutExpired:
             raise InfrastructureError(f"`{argv[0]}` on {self.where} did not answer within "
                                       f"{timeout:g}s", hint="is slurmctld up, and the login "
                                       "node reachable?") from None
         except FileNotFoundError:
             raise InfrastructureError("the OpenSSH client `ssh` is not installed") from None
+        if proc.returncode in (124, 137):  # the remote timeout fired
+            raise InfrastructureError(f"`{argv[0]}` on {self.where} did not answer within "
+                                      f"{timeout:g}s", hint="is slurmctld up?")
         if proc.returncode == 255:  # ssh's own failure: never the remote command's
             line = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()),
                         "ssh failed")
             raise InfrastructureError(f"cannot reach {self.where}: {line.strip()}",
                                       hint="check the host, its host key in known_hosts, "
                                       "and the identity file")
-        return Completed(proc.returncode, proc.stdout, proc.stderr)
+        return proc
 
     def stop_master(self, timeout: float = 10) -> None:
         """End the shared connection (tests, or a user who wants it gone)."""

@@ -60,9 +60,13 @@ def test_bad_partition_exits_2_with_one_line(slurm_cluster, shared_dir, tmp_path
 
 
 def test_unreachable_login_node_exits_3(slurm_cluster, shared_dir, tmp_path):
-    # nothing listens on 127.0.0.39:2238: the login node is "down"
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the login node is "down"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     inv = inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster,
-                    login_host="127.0.0.39", login_port=2238,
+                    login_host="127.0.0.1", login_port=port,
                     known_hosts_file=str(tmp_path / "known_hosts"))
     done = run_cli("--inventory", str(inv), "cluster-info", timeout=60)
     assert done.returncode == 3, done.stderr
