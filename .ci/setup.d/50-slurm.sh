@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Slurm 22.05 test lab packages: slurmctld/slurmd, munge, slurmdbd and MariaDB for real
-# accounting (sacct), plus OpenSSH for the loopback login node. Installs only; the test
+# accounting (sacct), OpenSSH for the loopback login node, iproute2/util-linux for the
+# network namespace of the accounting-disabled variant. Installs only; the test
 # fixtures (tests/testlab/slurm.py) configure and start the daemons by hand (no systemd).
 # Idempotent; other setup scripts may run apt at the same time, hence the lock timeout.
 set -euo pipefail
@@ -11,6 +12,8 @@ command -v slurmdbd  >/dev/null 2>&1 || need+=(slurmdbd)
 command -v mariadbd  >/dev/null 2>&1 || need+=(mariadb-server)
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh       >/dev/null 2>&1 || need+=(openssh-client)
+command -v ip        >/dev/null 2>&1 || need+=(iproute2)     # netns of the no-accounting variant
+command -v nsenter   >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -q
