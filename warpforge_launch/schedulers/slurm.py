@@ -60,7 +60,9 @@ class SlurmConfig:
     """``schedulers.<name>`` for ``type: slurm`` in the inventory."""
 
     __pydantic_config__ = {"extra": "forbid"}
-    # login node: None runs the Slurm clients on this machine
+    # login node: a box of the inventory (its address, port, user and keys fill the login_*
+    # fields), or login_host directly; neither runs the Slurm clients on this machine
+    login: str | None = None
     login_host: str | None = None
     login_port: int = 22
     login_user: str | None = None
