@@ -1,0 +1,698 @@
+"""Ray backend: snakegrinder jobs through the Ray Jobs REST API of a Ray dashboard.
+
+Why REST and not the Ray SDK: the SDK costs about half a second to import and pins the
+client to the cluster's Ray version; the dashboard's HTTP API answers in milliseconds and
+works from any machine. httpx is imported lazily, on the first request.
+
+What Ray does that shapes this module (TESTLAB.md, checked against Ray 2.60):
+- The entrypoint runs under ``/bin/sh -c`` with the PATH and cwd of ``ray start``: it is
+  ``shlex.join`` of the payload argv, whose program is an absolute path.
+- GPUs go in ``entrypoint_num_gpus`` (``{"GPU": n}`` in ``entrypoint_resources`` is accepted
+  and then fails); the vendor is a custom resource the workers declare (``nvidia``/``amd``),
+  so an AMD job cannot land on an NVIDIA worker.
+- A job waiting for resources ignores ``/stop`` and stays PENDING until
+  ``RAY_JOB_START_TIMEOUT_SECONDS`` (900 s by default) turns it FAILED: cancel says so.
+- Errors come back as text/plain Python tracebacks; a duplicate submission id is HTTP 500.
+- ``/api/cluster_status`` camelCases its keys, resource names included.
+
+Outputs: the payload writes into ``<output_root>/<submission id>`` on the worker. The result
+step reads ``model.mlir``/``manifest.json`` from there when that root is shared with the
+client (``local_output_root`` says where the client sees it); otherwise it reports where the
+files are (node and path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
+
+from warpforge_launch.errors import (
+    InfrastructureError,
+    LaunchError,
+    NotFoundError,
+    UsageError,
+)
+from warpforge_launch.jobs import (
+    ClusterInfo,
+    GpuType,
+    JobQuery,
+    JobResult,
+    JobState,
+    JobStatus,
+    JobSubmission,
+    NodeInfo,
+    SchedulerCapabilities,
+)
+from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan
+
+# Ray job status -> ours. FAILED is refined by error_type/exit code in _state().
+RAY_STATES = {
+    "PENDING": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "SUCCEEDED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED,
+    "STOPPED": JobState.CANCELLED,
+}
+TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` when the job ran past its limit
+META_PREFIX = "warpforge_"
+START_TIMEOUT_ERROR = "JOB_SUPERVISOR_ACTOR_START_TIMEOUT"
+LOG_TAIL_LINES = 40
+_RAY_LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\t(DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+:\d+ -- "
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One Ray cluster, as ``schedulers.<name>`` of the inventory describes it."""
+
+    dashboard_url: str = "http://localhost:8265"
+    connect_timeout: float = 5.0
+    request_timeout: float = 30.0
+    snakegrinder_path: str = "/opt/warpforge/bin/snakegrinder"
+    # where jobs write their --out dirs, on the workers; local_output_root is where this
+    # machine sees that same directory (a shared mount), None = the same path
+    output_root: str = "/var/tmp/warpforge/jobs"
+    local_output_root: str | None = None
+    # "Header-Name: value", e.g. "Authorization: Bearer abc" for a dashboard behind a proxy
+    auth_header: str | None = None
+    # GPU vendor -> the Ray custom resource the workers of that vendor declare
+    gpu_resources: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: {"NVIDIA": "nvidia", "AMD": "amd"}
+    )
+    # wraps the payload in `timeout` so a job's --timeout is enforced on the worker
+    timeout_command: str | None = "/usr/bin/timeout"
+
+    def __post_init__(self) -> None:
+        url = urlsplit(self.dashboard_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise UsageError(
+                f"ray dashboard_url must be http(s)://host:port, got {self.dashboard_url!r}"
+            )
+        object.__setattr__(self, "dashboard_url", self.dashboard_url.rstrip("/"))
+        for field in ("connect_timeout", "request_timeout"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise UsageError(f"ray {field} must be a positive number of seconds, got {value!r}")
+        for field in ("snakegrinder_path", "output_root"):
+            if not str(getattr(self, field)).startswith("/"):
+                raise UsageError(
+                    f"ray {field} must be an absolute path (jobs run with the PATH and cwd of "
+                    f"`ray start`), got {getattr(self, field)!r}"
+                )
+        if self.timeout_command is not None and not self.timeout_command.startswith("/"):
+            raise UsageError(
+                f"ray timeout_command must be an absolute path, got {self.timeout_command!r}"
+            )
+        if self.auth_header is not None:
+            name, sep, value = self.auth_header.partition(":")
+            if not sep or not name.strip() or not value.strip() or " " in name.strip():
+                raise UsageError("ray auth_header must look like 'Header-Name: value'")
+        vendors = {}
+        for vendor, resource in dict(self.gpu_resources).items():
+            key = str(vendor).upper()
+            if key not in ("NVIDIA", "AMD"):
+                raise UsageError(
+                    f"ray gpu_resources: unknown GPU vendor {vendor!r} (NVIDIA or AMD)"
+                )
+            if (
+                not isinstance(resource, str)
+                or not resource
+                or resource in ("GPU", "CPU", "memory")
+            ):
+                raise UsageError(
+                    f"ray gpu_resources.{vendor}: needs a custom resource name, got {resource!r}"
+                )
+            vendors[key] = resource
+        object.__setattr__(self, "gpu_resources", vendors)
+
+
+class RayScheduler(Scheduler):
+    """Submit, track and cancel snakegrinder jobs on one Ray cluster over HTTP."""
+
+    type_name: ClassVar[str] = "ray"
+    Config: ClassVar[type] = Config
+
+    def __init__(self, name: str, config: Config, *, home: Path) -> None:
+        super().__init__(name, config, home=home)
+        self.config = config
+        self._client = None
+
+    # --- pure part --------------------------------------------------------------------------
+
+    def capabilities(self) -> SchedulerCapabilities:
+        vendors = [GpuType[v] for v in ("NVIDIA", "AMD") if v in self.config.gpu_resources]
+        return SchedulerCapabilities(
+            gpu_scheduling=True,
+            supported_gpu_types=frozenset([GpuType.NONE, GpuType.ANY, *vendors]),
+            queue_priority=False,
+            node_affinity=True,
+            job_arrays=False,
+            max_concurrent_jobs=None,
+            max_job_duration=None,
+        )
+
+    def submission_id(self, submission: JobSubmission) -> str:
+        return f"wf-{submission.short_id}"
+
+    def out_dir(self, submission_id: str) -> str:
+        return f"{self.config.output_root.rstrip('/')}/{submission_id}"
+
+    def plan(self, submission: JobSubmission) -> SubmissionPlan:
+        """The exact ``POST /api/jobs/`` body; touches nothing."""
+        from warpforge_launch.payload import snakegrinder_argv
+
+        definition = submission.definition
+        res = definition.resources
+        sid = self.submission_id(submission)
+        job_id = self.job_id(sid)
+        argv = snakegrinder_argv(self.config.snakegrinder_path, definition, self.out_dir(sid))
+        if self.config.timeout_command:
+            seconds = max(1, int(definition.timeout.total_seconds()))
+            argv = [self.config.timeout_command, "--kill-after=30", f"{seconds}s", *argv]
+        body: dict[str, Any] = {
+            "entrypoint": shlex.join(argv),
+            "submission_id": sid,
+            "entrypoint_num_cpus": res.cpu_cores,
+            "entrypoint_num_gpus": res.gpu_count if res.gpu_type != GpuType.NONE else 0,
+            "entrypoint_memory": int(res.memory_mb) * 1024 * 1024,
+        }
+        resources = self._custom_resources(res)
+        if resources:
+            body["entrypoint_resources"] = resources
+        env = {str(k): str(v) for k, v in definition.environment.items()}
+        env["WARPFORGE_JOB_ID"] = job_id
+        env["WARPFORGE_CORRELATION_ID"] = str(submission.correlation_id)
+        body["runtime_env"] = {"env_vars": env}
+        body["metadata"] = {
+            "job_name": definition.name,
+            f"{META_PREFIX}instance": self.name,
+            f"{META_PREFIX}job_id": job_id,
+            f"{META_PREFIX}correlation_id": str(submission.correlation_id),
+            f"{META_PREFIX}submitted_by": str(submission.submitted_by),
+            f"{META_PREFIX}submitted_at": _iso(submission.submitted_at),
+            f"{META_PREFIX}job_name": definition.name,
+            f"{META_PREFIX}out_dir": self.out_dir(sid),
+        }
+        return SubmissionPlan(
+            instance=self.name,
+            native_id=sid,
+            kind="ray-job",
+            argv=argv,
+            request=body,
+        )
+
+    def _custom_resources(self, res) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if res.gpu_type in (GpuType.NVIDIA, GpuType.AMD):
+            resource = self.config.gpu_resources.get(res.gpu_type.name)
+            if resource is None:
+                raise UsageError(
+                    f"ray scheduler {self.name!r} has no resource for {res.gpu_type.name} GPUs",
+                    hint=f"add gpu_resources.{res.gpu_type.name} to schedulers.{self.name} in the inventory",
+                )
+            out[resource] = res.gpu_count
+        affinity = sorted(res.node_affinity)
+        if len(affinity) > 1:
+            raise UsageError(
+                "ray can pin a job to one node only; got node affinity " + ", ".join(affinity)
+            )
+        if affinity:
+            # every Ray node has the resource node:<ip> = 1; a sliver of it pins the job there
+            out[f"node:{affinity[0]}"] = 0.001
+        return out
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _http(self):
+        if self._client is None:
+            import httpx
+
+            headers = {"Accept": "application/json"}
+            if self.config.auth_header:
+                name, _, value = self.config.auth_header.partition(":")
+                headers[name.strip()] = value.strip()
+            self._client = httpx.Client(
+                base_url=self.config.dashboard_url,
+                timeout=httpx.Timeout(
+                    self.config.request_timeout, connect=self.config.connect_timeout
+                ),
+                headers=headers,
+                trust_env=False,  # a proxy from the environment must not sit between us and Ray
+                follow_redirects=False,
+            )
+        return self._client
+
+    def _request(self, method: str, path: str, *, json_body: Any = None, job_id: str | None = None):
+        """One HTTP call; transport and HTTP errors become the project's one-line errors."""
+        import httpx
+
+        url = f"{self.config.dashboard_url}{path}"
+        try:
+            response = self._http().request(method, path, json=json_body)
+        except httpx.TimeoutException as exc:
+            kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "request"
+            limit = (
+                self.config.connect_timeout if kind == "connect" else self.config.request_timeout
+            )
+            raise InfrastructureError(
+                f"Ray dashboard at {self.config.dashboard_url} timed out ({kind}, {limit:g} s): {method} {path}",
+                hint=f"is the Ray head up? check schedulers.{self.name}.dashboard_url",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise InfrastructureError(
+                f"Ray dashboard at {self.config.dashboard_url} is unreachable: {_one_line(str(exc)) or type(exc).__name__}",
+                hint=f"is the Ray head up? check schedulers.{self.name}.dashboard_url",
+            ) from exc
+        if response.status_code == 404 and job_id is not None:
+            raise NotFoundError(f"no job {job_id} on Ray at {self.config.dashboard_url}")
+        if response.status_code >= 400:
+            detail = reduce_ray_error(response.text)
+            if response.status_code in (401, 403):
+                raise InfrastructureError(
+                    f"Ray dashboard at {url} refused the request (HTTP {response.status_code}): {detail}",
+                    hint=f"check schedulers.{self.name}.auth_header",
+                )
+            if "already exists" in detail:
+                raise UsageError(
+                    f"job {job_id} already exists on Ray at {self.config.dashboard_url}",
+                    hint="each submission needs a new correlation id",
+                )
+            if response.status_code < 500:
+                raise UsageError(
+                    f"Ray rejected {method} {path} (HTTP {response.status_code}): {detail}"
+                )
+            raise LaunchError(f"Ray failed {method} {path} (HTTP {response.status_code}): {detail}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise InfrastructureError(
+                f"{url} did not answer JSON (is it a Ray dashboard?): {_one_line(response.text)[:120]}"
+            ) from exc
+
+    def _job(self, job_id: str) -> dict:
+        sid = self.native_id(job_id)
+        return self._request("GET", f"/api/jobs/{quote(sid, safe='')}", job_id=job_id)
+
+    # --- the Scheduler interface --------------------------------------------------------------
+
+    def execute(self, plan: SubmissionPlan) -> str:
+        body = plan.request
+        job_id = self.job_id(body["submission_id"])
+        answer = self._request("POST", "/api/jobs/", json_body=body, job_id=job_id)
+        sid = answer.get("submission_id") or body["submission_id"]
+        return self.job_id(sid)
+
+    def submit(self, submission: JobSubmission) -> str:
+        return self.execute(self.plan(submission))
+
+    def status(self, job_id: str) -> JobStatus:
+        return self._to_status(self._job(job_id))
+
+    def statuses(self, job_ids) -> dict[str, JobStatus]:
+        wanted = set(job_ids)
+        if not wanted:
+            return {}
+        out = {}
+        for job in self._all_jobs():
+            sid = job.get("submission_id")
+            if sid and self.job_id(sid) in wanted:
+                out[self.job_id(sid)] = self._to_status(job)
+        return out
+
+    def list(self, query: JobQuery | None = None) -> list[JobStatus]:
+        mine = [j for j in self._all_jobs() if _is_ours(j) and j.get("submission_id")]
+        mine.sort(key=lambda j: j.get("start_time") or 0, reverse=True)
+        found = []
+        for job in mine:
+            status = self._to_status(job)
+            if query is not None and not _matches(query, status, job):
+                continue
+            found.append(status)
+            if query is not None and query.limit and len(found) >= query.limit:
+                break
+        return found
+
+    def _all_jobs(self) -> list[dict]:
+        jobs = self._request("GET", "/api/jobs/")
+        if not isinstance(jobs, list):
+            raise InfrastructureError(
+                f"Ray at {self.config.dashboard_url} answered /api/jobs/ with {type(jobs).__name__}, not a list"
+            )
+        return jobs
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        job = self._job(job_id)
+        sid = job["submission_id"]
+        if not follow:
+            yield from strip_ray_header(
+                self._raw_logs(job_id), sid, job.get("entrypoint", "")
+            ).splitlines()
+            return
+        yield from self._follow(job_id, job)
+
+    def _raw_logs(self, job_id: str) -> str:
+        sid = self.native_id(job_id)
+        return self._request("GET", f"/api/jobs/{quote(sid, safe='')}/logs", job_id=job_id).get(
+            "logs", ""
+        )
+
+    def _follow(self, job_id: str, job: dict) -> Iterator[str]:
+        """Poll the logs until the job ends (Ray's tail endpoint is a websocket)."""
+        seen = 0
+        pending = ""
+        while True:
+            terminal = RAY_STATES.get(job.get("status", ""), JobState.PENDING).terminal
+            text = strip_ray_header(
+                self._raw_logs(job_id), job["submission_id"], job.get("entrypoint", "")
+            )
+            new, seen = text[seen:], len(text)
+            pending += new
+            *lines, pending = pending.split("\n")
+            yield from lines
+            if terminal:
+                if pending:
+                    yield pending
+                return
+            time.sleep(1.0)
+            job = self._job(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job; False when it had already finished. Honest about PENDING jobs."""
+        sid = self.native_id(job_id)
+        before = self._job(job_id)
+        if RAY_STATES.get(before.get("status"), JobState.PENDING).terminal:
+            return False
+        answer = self._request("POST", f"/api/jobs/{quote(sid, safe='')}/stop", job_id=job_id)
+        if not answer.get("stopped", False):
+            return False  # it finished between our two calls
+        # A running job turns STOPPED within a second or two; one still waiting for
+        # resources ignores the stop (Ray 2.x) and stays PENDING: say so instead of lying.
+        was_pending = before.get("status") == "PENDING"
+        wait_s = min(3.0 if was_pending else 15.0, self.config.request_timeout)
+        deadline = time.monotonic() + wait_s
+        while True:
+            state = self._job(job_id).get("status")
+            if state not in ("PENDING", "RUNNING"):
+                return True
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        if state == "PENDING":
+            raise LaunchError(
+                f"Ray cannot stop job {job_id} while it waits for resources: it stays PENDING "
+                "until Ray gives up starting it (RAY_JOB_START_TIMEOUT_SECONDS on the head, "
+                "900 s by default), then ends FAILED; nothing of it runs meanwhile",
+                hint="free or add the resources it asks for, or wait for Ray's start timeout",
+            )
+        raise InfrastructureError(
+            f"Ray accepted the stop of {job_id} but it was still {state} after {wait_s:g} s"
+        )
+
+    def delete(self, job_id: str) -> None:
+        """Forget a finished job on the Ray side (its logs and record go with it)."""
+        job = self._job(job_id)
+        if not RAY_STATES.get(job.get("status"), JobState.PENDING).terminal:
+            raise UsageError(
+                f"job {job_id} is still {job.get('status')}: Ray deletes finished jobs only"
+            )
+        sid = self.native_id(job_id)
+        self._request("DELETE", f"/api/jobs/{quote(sid, safe='')}", job_id=job_id)
+
+    def result(self, job_id: str) -> JobResult:
+        job = self._job(job_id)
+        status = self._to_status(job)
+        sid = job["submission_id"]
+        log_text = strip_ray_header(self._raw_logs(job_id), sid, job.get("entrypoint", ""))
+        tail = tuple(log_text.splitlines()[-LOG_TAIL_LINES:])
+        out_dir = (job.get("metadata") or {}).get(f"{META_PREFIX}out_dir") or self.out_dir(sid)
+        outputs, mlir, where = self._outputs(out_dir)
+        metrics: dict[str, Any] = {"ray_status": job.get("status"), "out_dir": out_dir}
+        if where:
+            metrics["outputs_location"] = where
+        exit_code = job.get("driver_exit_code")
+        error = None
+        if status.state != JobState.COMPLETED:
+            error = _failure_line(tail) or status.message
+        return JobResult(
+            job_id=job_id,
+            correlation_id=status.correlation_id,
+            success=status.state == JobState.COMPLETED,
+            outputs=outputs,
+            mlir_output=mlir,
+            execution_time=status.elapsed,
+            error_message=error,
+            metrics=metrics,
+            exit_code=exit_code,
+            log_tail=tail,
+        )
+
+    def _outputs(self, out_dir: str) -> tuple[tuple[str, ...], str | None, str | None]:
+        """Files of the job's --out dir, read through the shared output root when visible."""
+        root = self.config.output_root.rstrip("/")
+        local_root = (self.config.local_output_root or root).rstrip("/")
+        local = (
+            Path(local_root + out_dir[len(root) :]) if out_dir.startswith(root) else Path(out_dir)
+        )
+        if not local.is_dir():
+            return (), None, f"{out_dir} on the Ray worker (not visible here at {local})"
+        files = tuple(sorted(str(p) for p in local.rglob("*") if p.is_file()))
+        mlir_path = local / "model.mlir"
+        return files, (str(mlir_path) if mlir_path.is_file() else None), None
+
+    def cluster_info(self) -> ClusterInfo:
+        version = self._request("GET", "/api/version")
+        nodes_doc = self._request("GET", "/api/v0/nodes")
+        try:
+            nodes = nodes_doc["data"]["result"]["result"]
+        except (KeyError, TypeError) as exc:
+            raise InfrastructureError(
+                f"unexpected /api/v0/nodes answer from {self.config.dashboard_url}"
+            ) from exc
+        try:
+            usage_by_node = (
+                self._request("GET", "/api/cluster_status")["data"]["clusterStatus"][
+                    "loadMetricsReport"
+                ]["usageByNode"]
+                or {}
+            )
+        except (KeyError, TypeError):
+            usage_by_node = {}  # empty for ~5 s after the head starts: totals still hold
+        return build_cluster_info(
+            self.name, version, nodes, usage_by_node, self.config.gpu_resources
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # --- mapping ------------------------------------------------------------------------------
+
+    def _to_status(self, job: dict) -> JobStatus:
+        sid = job.get("submission_id") or job.get("job_id") or "?"
+        state, message = ray_state(job)
+        start = _from_ms(job.get("start_time"))
+        end = _from_ms(job.get("end_time"))
+        now = datetime.now(UTC)
+        elapsed = (end or now) - start if start else None
+        meta = job.get("metadata") or {}
+        node = urlsplit(job.get("driver_agent_http_address") or "").hostname
+        extra = {
+            "ray_status": job.get("status"),
+            "submission_id": sid,
+            "error_type": job.get("error_type"),
+            "driver_exit_code": job.get("driver_exit_code"),
+            "driver_node_id": job.get("driver_node_id"),
+            "start_time": _iso(start) if start else None,
+            "end_time": _iso(end) if end else None,
+        }
+        return JobStatus(
+            job_id=self.job_id(sid),
+            correlation_id=meta.get(f"{META_PREFIX}correlation_id"),
+            state=state,
+            state_changed_at=end or start or now,
+            node_name=node,
+            elapsed=elapsed,
+            message=message,
+            scheduler_metadata={k: v for k, v in extra.items() if v is not None},
+        )
+
+
+# --- pure helpers (unit-tested) -----------------------------------------------------------------
+
+
+def ray_state(job: Mapping[str, Any]) -> tuple[JobState, str | None]:
+    """Our state and a one-line message for one Ray job record."""
+    raw = job.get("status") or "PENDING"
+    state = RAY_STATES.get(raw)
+    if state is None:
+        return JobState.PENDING, f"unknown Ray job status {raw!r}"
+    message = _one_line(job.get("message") or "") or None
+    if message and message.startswith("Job entrypoint command failed with exit code"):
+        message = message.split(", last available logs", 1)[0]
+    code = job.get("driver_exit_code")
+    if state == JobState.FAILED:
+        if code == TIMEOUT_EXIT_CODE:
+            return JobState.TIMEOUT, "ran past its timeout and was stopped"
+        if job.get("error_type") == START_TIMEOUT_ERROR:
+            return JobState.FAILED, (
+                "never started: the resources it asks for were not free before Ray's "
+                "job start timeout (RAY_JOB_START_TIMEOUT_SECONDS)"
+            )
+    if state == JobState.PENDING and message and "waiting for resources" in message:
+        message = "waiting for resources (CPUs, GPUs, memory or a GPU vendor resource)"
+    return state, message
+
+
+def strip_ray_header(text: str, submission_id: str, entrypoint: str) -> str:
+    """The job's own output: without Ray's log lines and its "Running entrypoint" banner.
+
+    The banner repeats the entrypoint, which may itself span lines (quoted newlines), so it is
+    removed as one exact string, not line by line.
+    """
+    banner = f"Running entrypoint for job {submission_id}: {entrypoint}\n"
+    if banner in text:
+        text = text.replace(banner, "", 1)
+    kept = [line for line in text.splitlines(keepends=True) if not _RAY_LOG_LINE.match(line)]
+    return "".join(kept)
+
+
+def reduce_ray_error(text: str) -> str:
+    """Ray's text/plain traceback -> its last meaningful line (the exception)."""
+    lines = [ln.strip() for ln in (text or "").splitlines()]
+    lines = [ln for ln in lines if ln and ln != "."]
+    if not lines:
+        return "(empty answer)"
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b:?", line):
+            return line.rstrip(".").strip() or line
+    return lines[-1][:300]
+
+
+def camel(name: str) -> str:
+    """Ray's camelCasing of /api/cluster_status keys ("object_store_memory" -> "objectStoreMemory")."""
+    first, *rest = name.split("_")
+    return first + "".join(part.capitalize() for part in rest)
+
+
+def build_cluster_info(
+    name: str,
+    version: Mapping[str, Any],
+    nodes: list[Mapping[str, Any]],
+    usage_by_node: Mapping[str, Mapping[str, list[float]]],
+    gpu_resources: Mapping[str, str],
+) -> ClusterInfo:
+    vendor_of = {res: vendor for vendor, res in gpu_resources.items()}
+    infos = []
+    gpus_by_type: dict[str, int] = {}
+    alive = 0
+    for node in nodes:
+        totals = node.get("resources_total") or {}
+        usage = usage_by_node.get(node.get("node_id", ""), {})
+
+        def available(res: str, totals=totals, usage=usage) -> float:
+            used_total = usage.get(res) or usage.get(camel(res))
+            if used_total:
+                return float(used_total[1]) - float(used_total[0])
+            return float(totals.get(res, 0))
+
+        gpu_count = int(totals.get("GPU", 0))
+        vendors = [vendor_of[r] for r in totals if r in vendor_of and totals[r] > 0]
+        gpu_type = (
+            GpuType[vendors[0]]
+            if len(vendors) == 1
+            else (GpuType.ANY if gpu_count else GpuType.NONE)
+        )
+        state = node.get("state", "UNKNOWN")
+        if state == "ALIVE":
+            alive += 1
+            for vendor in vendors or ([] if not gpu_count else ["ANY"]):
+                count = int(totals[gpu_resources[vendor]]) if vendor in gpu_resources else gpu_count
+                gpus_by_type[vendor] = gpus_by_type.get(vendor, 0) + count
+        infos.append(
+            NodeInfo(
+                name=node.get("node_name") or node.get("node_ip") or node.get("node_id", "?"),
+                status=state,
+                gpu_type=gpu_type,
+                gpu_count=gpu_count,
+                memory_mb=int(float(totals.get("memory", 0)) // (1024 * 1024)),
+                cpu_cores=int(totals.get("CPU", 0)),
+                metadata={
+                    "node_id": node.get("node_id"),
+                    "head": bool(node.get("is_head_node")),
+                    "available_cpus": available("CPU"),
+                    "available_gpus": available("GPU"),
+                    **{f"available_{r}": available(r) for r in vendor_of if r in totals},
+                    "resources_total": dict(totals),
+                },
+            )
+        )
+    return ClusterInfo(
+        scheduler_name=name,
+        scheduler_version=f"ray {version.get('ray_version', '?')}",
+        total_nodes=len(nodes),
+        available_nodes=alive,
+        gpus_by_type=gpus_by_type,
+        nodes=tuple(infos),
+    )
+
+
+def _is_ours(job: Mapping[str, Any]) -> bool:
+    meta = job.get("metadata") or {}
+    return f"{META_PREFIX}correlation_id" in meta
+
+
+def _matches(query: JobQuery, status: JobStatus, job: Mapping[str, Any]) -> bool:
+    meta = job.get("metadata") or {}
+    if query.states and status.state not in query.states:
+        return False
+    if query.submitted_by and meta.get(f"{META_PREFIX}submitted_by") != query.submitted_by:
+        return False
+    submitted = _parse_iso(meta.get(f"{META_PREFIX}submitted_at")) or _from_ms(
+        job.get("start_time")
+    )
+    after, before = query.submitted_after, query.submitted_before
+    if (after or before) and submitted is None:
+        return False
+    return not ((after and submitted < after) or (before and submitted > before))
+
+
+def _failure_line(tail: tuple[str, ...]) -> str | None:
+    for line in reversed(tail):
+        if line.startswith("FAILED:") or "Error" in line.split(":", 1)[0]:
+            return line.strip()
+    return None
+
+
+def _one_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _from_ms(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromtimestamp(float(value) / 1000.0, tz=UTC)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat()
+
+
+def _parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
