@@ -1,0 +1,126 @@
+"""The `warpforge-launch` command.
+
+Start-up is kept cheap: only argparse and the job store load for status/list; inventory
+validation (pydantic), rich tables and backend clients are imported by the commands that
+use them. Errors are one line (`error: ...`) with the exit codes of errors.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from warpforge_launch import __version__
+from warpforge_launch.errors import LaunchError, UsageError
+
+STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other bad input
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
+
+
+def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", default=json_default,
+                   help="machine-readable output (stable keys, ISO-8601 times)")
+    p.add_argument("--inventory", metavar="PATH", default=argparse.SUPPRESS if json_default
+                   is argparse.SUPPRESS else None, help="inventory file (default: "
+                   "$WARPFORGE_INVENTORY, ./inventory.yaml, ~/.config/warpforge/inventory.yaml, "
+                   "built-in)")
+    p.add_argument("--debug", action="store_true", default=json_default,
+                   help="show tracebacks")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="warpforge-launch", parents=[_common(False)],
+                  description="Submit snakegrinder jobs to Local, Ray, Slurm and Kubernetes, "
+                  "and track them.")
+    top.add_argument("--version", action="version", version=f"warpforge-launch {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = [_common()]
+
+    s = sub.add_parser("submit", parents=common, help="submit a snakegrinder job")
+    s.add_argument("--source", required=True, help="model source file (.py)")
+    s.add_argument("--class", dest="model_class", help="model class in the source")
+    s.add_argument("--inputs", help="input specs, e.g. '[(1, 8)]' or '[(1,3,224,224):f32]'")
+    s.add_argument("--scheduler", help="scheduler instance from the inventory")
+    s.add_argument("--gpu", default="NONE", type=str.upper,
+                   choices=("NVIDIA", "AMD", "ANY", "NONE"), help="GPU vendor (default NONE)")
+    s.add_argument("--gpu-count", type=int, default=1, help="GPUs when --gpu is set (default 1)")
+    s.add_argument("--cpus", type=int, default=1, help="CPU cores (default 1)")
+    s.add_argument("--memory", default="4096", help="memory in MB, or with a unit: 16G, 512M")
+    s.add_argument("--timeout", type=float, default=30.0, help="minutes (default 30)")
+    s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for the payload (repeatable)")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--name", help="job name (default: source file name without .py)")
+    s.add_argument("--type", default="FULL_PIPELINE", type=str.upper,
+                   choices=("FULL_PIPELINE", "STABLEHLO_ONLY", "PYTORCH_NATIVE"))
+    s.add_argument("--queue", help="queue or partition")
+    s.add_argument("--priority", type=int, default=50, help="0-100 (default 50)")
+    s.add_argument("--node", action="append", default=[], help="node affinity (repeatable)")
+    s.add_argument("--snakegrinder", metavar="PATH", help="snakegrinder to run")
+    s.add_argument("--wait", action="store_true", help="wait for the end and show the result")
+    s.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
+
+    for name, text in (("status", "show job status"), ("cancel", "cancel jobs")):
+        p = sub.add_parser(name, parents=common, help=text)
+        p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    r = sub.add_parser("result", parents=common, help="show a finished job's result")
+    r.add_argument("job_id", metavar="JOB_ID")
+    g = sub.add_parser("logs", parents=common, help="print a job's output")
+    g.add_argument("job_id", metavar="JOB_ID")
+    g.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    li = sub.add_parser("list", parents=common, help="list jobs from the job store")
+    li.add_argument("--state", action="append", type=str.upper, choices=STATES, default=[])
+    li.add_argument("--scheduler", action="append", default=[])
+    li.add_argument("--limit", type=int, default=50)
+    li.add_argument("--no-refresh", action="store_true", help="do not ask the schedulers")
+    c = sub.add_parser("cluster-info", parents=common, help="show a scheduler's capacity")
+    c.add_argument("--scheduler", help="scheduler instance (default: the inventory's default)")
+    sub.add_parser("schedulers", parents=common, help="list the configured scheduler instances")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        if not args.command:
+            build_parser().print_help()
+            return 2
+        from warpforge_launch import commands
+
+        return getattr(commands, "cmd_" + args.command.replace("-", "_"))(args)
+    except LaunchError as exc:
+        if args is not None and getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if args is not None and getattr(args, "debug", False):
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: run again with --debug for the traceback", file=sys.stderr)
+        return 1
+
+
+def emit_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")

@@ -1,0 +1,80 @@
+"""JSON round-trip for the frozen dataclasses of the job model and scheduler configs.
+
+One codec instead of a hand-written to_dict/from_dict per class: times are ISO-8601,
+durations are seconds, enums are their values, sets are sorted lists. Kept free of pydantic
+so that `status` and `list` start fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (frozenset, set)):
+        return sorted(to_jsonable(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_jsonable(tp: Any, data: Any) -> Any:
+    """Rebuild a value of type ``tp`` from what ``to_jsonable`` produced."""
+    if data is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return from_jsonable(args[0], data) if len(args) == 1 else data
+    if origin is typing.Literal:
+        return data
+    if dataclasses.is_dataclass(tp):
+        hints = _hints(tp)
+        kwargs = {f.name: from_jsonable(hints[f.name], data[f.name])
+                  for f in dataclasses.fields(tp) if f.init and f.name in data}
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(data)
+    if tp is datetime:
+        dt = datetime.fromisoformat(data)
+        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    if tp is timedelta:
+        return timedelta(seconds=float(data))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_jsonable(args[0], v) for v in data)
+        return tuple(from_jsonable(a, v) for a, v in zip(args, data, strict=False))
+    if origin in (frozenset, set):
+        (arg,) = typing.get_args(tp)
+        return frozenset(from_jsonable(arg, v) for v in data)
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        return [from_jsonable(arg, v) for v in data]
+    if origin in (dict, Mapping):
+        args = typing.get_args(tp)
+        vt = args[1] if len(args) == 2 else Any
+        return {k: from_jsonable(vt, v) for k, v in data.items()}
+    return data

@@ -1,0 +1,219 @@
+"""What each CLI command does; cli.py only parses. Heavy imports stay inside functions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from warpforge_launch.cli import emit_json
+from warpforge_launch.errors import UsageError
+from warpforge_launch.jobs import JobState, JobStatus
+from warpforge_launch.launcher import Launcher
+
+
+def _launcher(args) -> Launcher:
+    return Launcher(getattr(args, "inventory", None))
+
+
+def parse_memory(text: str) -> int:
+    t = text.strip().upper().removesuffix("B")
+    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}.get(t[-1:], None)
+    number = t[:-1] if scale is not None else t
+    try:
+        mb = float(number) * (scale or 1)
+    except ValueError:
+        raise UsageError(f"--memory {text!r} is not a size (e.g. 4096, 16G, 512M)") from None
+    if mb < 1:
+        raise UsageError(f"--memory {text!r} must be at least 1 MB")
+    return int(mb)
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {pair!r} is not KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def definition_from_args(args):
+    from warpforge_launch.inputs import parse_inputs
+    from warpforge_launch.jobs import GpuType, JobDefinition, ResourceRequirements
+
+    if args.inputs is None:
+        raise UsageError("--inputs is required: the model's input shapes",
+                         hint="e.g. --inputs '[(1, 8)]' or '[(1,3,224,224):f32]'")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive minutes, got {args.timeout:g}")
+    gpu = GpuType(args.gpu)
+    resources = ResourceRequirements(
+        gpu, 0 if gpu is GpuType.NONE else args.gpu_count, parse_memory(args.memory),
+        args.cpus, args.queue, args.priority, frozenset(args.node))
+    source = os.path.abspath(args.source)
+    name = args.name or Path(args.source).name.removesuffix(".py")
+    return JobDefinition(name=name, source=source, inputs=parse_inputs(args.inputs),
+                         type=args.type, model_class=args.model_class, resources=resources,
+                         environment=parse_env(args.env),
+                         timeout=timedelta(minutes=args.timeout), seed=args.seed)
+
+
+def cmd_submit(args) -> int:
+    definition = definition_from_args(args)
+    overrides = {"snakegrinder": args.snakegrinder} if args.snakegrinder else {}
+    with _launcher(args) as launcher:
+        if args.dry_run:
+            submission, sched, plan = launcher.plan(definition, args.scheduler, **overrides)
+            if args.json:
+                emit_json({"submission": submission.to_dict(), "plan": plan.to_dict()})
+            else:
+                print(f"# dry run: {plan.kind} on scheduler {sched.name!r} "
+                      f"(nothing submitted)")
+                print(plan.render())
+            return 0
+        job_id = launcher.submit(definition, args.scheduler, **overrides)
+        if not args.wait:
+            if args.json:
+                emit_json({"job_id": job_id})
+            else:
+                print(job_id)
+            return 0
+        if not args.json:
+            print(f"submitted {job_id}", file=sys.stderr)
+        status = _wait(launcher, job_id, progress=not args.json)
+        result = launcher.result(job_id) if status.state.terminal else None
+        if args.json:
+            emit_json({"job_id": job_id, "status": status.to_dict(),
+                       "result": result.to_dict() if result else None})
+        else:
+            from warpforge_launch.output import print_result
+
+            print_result(result)
+        return 0 if status.state is JobState.COMPLETED else 1
+
+
+def _wait(launcher: Launcher, job_id: str, progress: bool) -> JobStatus:
+    if not (progress and sys.stderr.isatty()):
+        return launcher.wait(job_id)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status(f"{job_id}: PENDING") as spinner:
+        def show(st: JobStatus) -> None:
+            extra = f" {st.elapsed.total_seconds():.1f}s" if st.elapsed else ""
+            spinner.update(f"{job_id}: {st.state.value}{extra}")
+
+        return launcher.wait(job_id, on_status=show)
+
+
+def cmd_status(args) -> int:
+    with _launcher(args) as launcher:
+        statuses = [launcher.status(j) for j in args.job_ids]
+    if args.json:
+        emit_json([s.to_dict() for s in statuses] if len(statuses) > 1 else statuses[0].to_dict())
+        return 0
+    for st in statuses:
+        elapsed = f"{st.elapsed.total_seconds():.1f}s" if st.elapsed is not None else "-"
+        line = f"{st.job_id}  {st.state.value}  elapsed {elapsed}"
+        if st.node_name:
+            line += f"  node {st.node_name}"
+        if st.message:
+            line += f"  {st.message}"
+        print(line)
+    return 0
+
+
+def cmd_result(args) -> int:
+    with _launcher(args) as launcher:
+        result = launcher.result(args.job_id)
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        from warpforge_launch.output import print_result
+
+        print_result(result)
+    return 0 if result.success else 1
+
+
+def cmd_logs(args) -> int:
+    with _launcher(args) as launcher:
+        for chunk in launcher.logs(args.job_id, follow=args.follow):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    results = []
+    with _launcher(args) as launcher:
+        for job_id in args.job_ids:
+            cancelled, status = launcher.cancel(job_id)
+            results.append((job_id, cancelled, status))
+    if args.json:
+        emit_json([{"job_id": j, "cancelled": c, "status": s.to_dict()} for j, c, s in results])
+    else:
+        for job_id, cancelled, status in results:
+            if cancelled:
+                print(f"{job_id}: cancelled")
+            else:
+                print(f"{job_id}: not cancelled, already {status.state.value}"
+                      + (f" ({status.message})" if status.message else ""))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from warpforge_launch.jobs import JobQuery
+
+    if args.limit <= 0:
+        raise UsageError(f"--limit must be > 0, got {args.limit}")
+    query = JobQuery(states=frozenset(JobState(s) for s in args.state),
+                     schedulers=frozenset(args.scheduler), limit=args.limit)
+    with _launcher(args) as launcher:
+        rows = launcher.list(query, refresh=not args.no_refresh)
+    if args.json:
+        emit_json([{"job_id": r.job_id, "name": r.name, "scheduler": r.instance,
+                    "submitted_by": r.submitted_by, "submitted_at": r.submitted_at.isoformat(),
+                    "status": s.to_dict()} for r, s in rows])
+        return 0
+    from warpforge_launch.output import table
+
+    table(["JOB ID", "NAME", "STATE", "SUBMITTED", "ELAPSED", "MESSAGE"],
+          [[r.job_id, r.name, s.state.value, r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{s.elapsed.total_seconds():.1f}s" if s.elapsed is not None else "-",
+            s.message] for r, s in rows])
+    return 0
+
+
+def cmd_cluster_info(args) -> int:
+    with _launcher(args) as launcher:
+        info = launcher.cluster_info(args.scheduler)
+    if args.json:
+        emit_json(info.to_dict())
+        return 0
+    from warpforge_launch.output import print_cluster
+
+    print_cluster(info)
+    return 0
+
+
+def cmd_schedulers(args) -> int:
+    from warpforge_launch import codec
+
+    with _launcher(args) as launcher:
+        inv = launcher.inventory
+    rows = [{"name": e.name, "type": e.type, "default": e.name == inv.default_scheduler,
+             "config": codec.to_jsonable(e.config)} for e in inv.schedulers.values()]
+    if args.json:
+        emit_json(rows)
+        return 0
+    from warpforge_launch.output import table
+
+    print(f"inventory: {inv.describe()}")
+    table(["NAME", "TYPE", "DEFAULT"], [[r["name"], r["type"], "*" if r["default"] else ""]
+                                        for r in rows])
+    return 0
+
+

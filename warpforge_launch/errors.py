@@ -1,0 +1,39 @@
+"""Error types, each tied to the exit code a user and a script can rely on.
+
+0 ok; 1 the work failed (job failed, smoke failed); 2 bad input or usage;
+3 infrastructure unreachable or timed out.
+"""
+
+from __future__ import annotations
+
+
+class LaunchError(Exception):
+    """Base error: a one-line message, an optional hint, and an exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(LaunchError):
+    """Bad input: arguments, inventory, input specs, paths."""
+
+    exit_code = 2
+
+
+class NotFoundError(UsageError):
+    """A job id, scheduler or box that nobody knows."""
+
+
+class JobFailedError(LaunchError):
+    """The work ran and failed."""
+
+    exit_code = 1
+
+
+class InfrastructureError(LaunchError):
+    """A cluster, box or service could not be reached, or did not answer in time."""
+
+    exit_code = 3

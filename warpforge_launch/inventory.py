@@ -1,0 +1,327 @@
+"""The inventory: one source of truth for schedulers, boxes, the build and the lab.
+
+Found as --inventory > $WARPFORGE_INVENTORY > ./inventory.yaml >
+~/.config/warpforge/inventory.yaml > the built-in default (a local scheduler and a local
+box). It is validated whole and every error is reported with its field path; nothing falls
+back silently. The seed's *_OVERRIDE, WAKE_BOXES and SKIP_IF_UNREACHABLE variables override
+it. Config classes are plain dataclasses (pydantic validates them here, only when an
+inventory is loaded) so commands that only read the job store start fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from warpforge_launch.errors import NotFoundError, UsageError
+from warpforge_launch.jobs import GpuType
+
+_INSTANCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_STRICT = {"extra": "forbid"}  # pydantic config for every section: typos are errors
+
+
+def data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"))
+
+
+@dataclass(frozen=True)
+class Box:
+    """A machine the lab drives: the NUC, a GPU box, or this machine (transport local)."""
+
+    __pydantic_config__ = _STRICT
+    name: str = ""  # filled from the mapping key
+    transport: Literal["ssh", "local"] = "ssh"
+    address: str | None = None  # host name or address; default: the box name
+    port: int = 22
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts_file: str | None = None  # default: ~/.ssh/known_hosts
+    host_key_policy: Literal["strict", "accept-new"] = "strict"
+    aliases: tuple[str, ...] = ()
+    mac: str | None = None
+    wol_host: str | None = None  # where magic packets go (the LAN broadcast address)
+    wol_port: int = 9
+    gpu_type: GpuType = GpuType.NONE
+    gpu_count: int = 0
+    install_dir: str = "/opt/warpforge"
+    groups: tuple[str, ...] = ()
+
+    @property
+    def host(self) -> str:
+        return self.address or self.name
+
+    def matches(self, selector: str) -> bool:
+        return selector == self.name or selector in self.aliases or selector in self.groups
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """How lab tasks behave; WAKE_BOXES and SKIP_IF_UNREACHABLE override the first two."""
+
+    __pydantic_config__ = _STRICT
+    wake_boxes: bool = True
+    skip_if_unreachable: bool = True
+    wake_timeout: float = 60.0
+    wake_interval: float = 10.0
+    keep_releases: int = 3
+    connect_timeout: float = 5.0
+    log_root: str = "~/.local/state/warpforge-launch/logs"
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    __pydantic_config__ = _STRICT
+    name: str
+    run: tuple[str, ...]  # argv, never a shell string
+    timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """The NUC build: where the WarpForge source lives and how the dist is made."""
+
+    __pydantic_config__ = _STRICT
+    profile: Literal["gradle", "standin"] = "gradle"
+    source: str = "~/warpforge"  # the checkout on the build box
+    repository: str | None = None  # origin URL; clone when the checkout is missing
+    branch: str = "main"
+    cache_paths: tuple[str, ...] = (".gradle", "build-cache")
+    steps: tuple[BuildStep, ...] | None = None  # None: the profile's defaults
+    test_floors: Mapping[str, int] = field(default_factory=dict)
+    dist_dir: str = "snakegrinder-dist/build/dist"  # relative to source, or absolute
+
+
+@dataclass(frozen=True)
+class SchedulerEntry:
+    name: str
+    type: str
+    config: Any  # the scheduler type's Config dataclass
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path | None  # None: the built-in default
+    default_scheduler: str
+    schedulers: Mapping[str, SchedulerEntry]
+    boxes: Mapping[str, Box]
+    build: BuildConfig
+    lab: LabSettings
+
+    def scheduler(self, name: str | None = None) -> SchedulerEntry:
+        name = name or self.default_scheduler
+        try:
+            return self.schedulers[name]
+        except KeyError:
+            raise NotFoundError(f"no scheduler {name!r} in the inventory ({self.describe()})",
+                                hint=f"configured: {', '.join(sorted(self.schedulers))}") from None
+
+    def describe(self) -> str:
+        return str(self.path) if self.path else "built-in default"
+
+    def select_boxes(self, selectors: Iterable[str] = ()) -> list[Box]:
+        """Boxes by name, alias or group, in inventory order; no selector: every box."""
+        selectors = [s for s in selectors if s]
+        if not selectors:
+            return list(self.boxes.values())
+        unknown = [s for s in selectors if not any(b.matches(s) for b in self.boxes.values())]
+        if unknown:
+            raise NotFoundError(f"no box, alias or group named {', '.join(map(repr, unknown))}",
+                                hint=f"boxes: {', '.join(self.boxes)}")
+        return [b for b in self.boxes.values() if any(b.matches(s) for s in selectors)]
+
+
+def default_document() -> dict[str, Any]:
+    """The embedded default: run jobs on this machine, distribute to this machine."""
+    return {
+        "version": 1,
+        "default_scheduler": "local",
+        "schedulers": {"local": {"type": "local"}},
+        "boxes": {"local": {"transport": "local", "groups": ["local"],
+                            "install_dir": str(data_home() / "warpforge" / "boxes" / "local")}},
+        "build": {"profile": "standin", "source": "."},
+    }
+
+
+def find(path: str | os.PathLike | None = None) -> Path | None:
+    if path:
+        return Path(path)
+    env = os.environ.get("WARPFORGE_INVENTORY")
+    if env:
+        return Path(env)
+    for candidate in (Path("inventory.yaml"),
+                      Path(os.path.expanduser("~/.config/warpforge/inventory.yaml"))):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Inventory:
+    found = find(path)
+    if found is None:
+        document = default_document()
+    else:
+        document = _read_yaml(found)
+    return parse(document, found, os.environ if env is None else env)
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"inventory {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"inventory {path} cannot be read: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"inventory {path} is not valid YAML{where}: {problem}") from None
+
+
+def _validate(tp: type, data: Any, where: str, errors: list[str]) -> Any:
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(tp).validate_python(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in (where, *err["loc"]) if p != "")
+            errors.append(f"{loc}: {err['msg']}")
+        return None
+
+
+def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory:
+    from warpforge_launch.schedulers.registry import scheduler_class
+
+    where = str(path) if path else "built-in default inventory"
+    if not isinstance(document, dict):
+        raise UsageError(f"inventory {where} must be a mapping at the top level")
+    errors: list[str] = []
+    allowed = {"version", "default_scheduler", "schedulers", "boxes", "build", "lab", "registry",
+               "images", "ci"}
+    for key in sorted(set(document) - allowed):
+        errors.append(f"{key}: unknown section (known: {', '.join(sorted(allowed))})")
+    if document.get("version", 1) != 1:
+        errors.append(f"version: unsupported inventory version {document.get('version')!r} "
+                      "(this warpforge-launch reads version 1)")
+
+    schedulers: dict[str, SchedulerEntry] = {}
+    raw_scheds = document.get("schedulers") or {}
+    if not isinstance(raw_scheds, dict):
+        errors.append("schedulers: must be a mapping of instance name -> settings")
+        raw_scheds = {}
+    for name, raw in raw_scheds.items():
+        loc = f"schedulers.{name}"
+        if not isinstance(raw, dict) or "type" not in raw:
+            errors.append(f"{loc}: needs a mapping with a 'type' (local, ray, slurm, kubernetes)")
+            continue
+        if not _INSTANCE_NAME.fullmatch(str(name)):
+            errors.append(f"{loc}: instance names are letters, digits and '_', starting with a "
+                          "letter (the name prefixes job ids: <name>-<native id>)")
+        settings = {k: v for k, v in raw.items() if k != "type"}
+        try:
+            cls = scheduler_class(str(raw["type"]))
+        except UsageError as exc:
+            errors.append(f"{loc}.type: {exc}")
+            continue
+        config = _validate(cls.Config, settings, loc, errors)
+        if config is not None:
+            schedulers[str(name)] = SchedulerEntry(str(name), str(raw["type"]), config)
+
+    default = document.get("default_scheduler") or ("local" if "local" in raw_scheds else None)
+    if default is None and raw_scheds:
+        default = next(iter(raw_scheds))
+    if default is not None and default not in raw_scheds:
+        errors.append(f"default_scheduler: {default!r} is not among the schedulers "
+                      f"({', '.join(map(str, raw_scheds)) or 'none'})")
+
+    boxes: dict[str, Box] = {}
+    raw_boxes = document.get("boxes") or {}
+    if not isinstance(raw_boxes, dict):
+        errors.append("boxes: must be a mapping of box name -> settings")
+        raw_boxes = {}
+    for name, raw in raw_boxes.items():
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            errors.append(f"boxes.{name}: must be a mapping")
+            continue
+        box = _validate(Box, {**raw, "name": str(name)}, f"boxes.{name}", errors)
+        if box is not None:
+            boxes[str(name)] = box
+    _check_box_names(boxes, errors)
+
+    build = _validate(BuildConfig, document.get("build") or {}, "build", errors)
+    lab = _validate(LabSettings, document.get("lab") or {}, "lab", errors)
+    if errors:
+        raise UsageError(f"inventory {where} is invalid ({len(errors)} error"
+                         f"{'s' if len(errors) > 1 else ''}): " + "; ".join(errors))
+    inv = Inventory(path, default or "local", schedulers, boxes, build, lab)
+    return apply_overrides(inv, env)
+
+
+def _check_box_names(boxes: Mapping[str, Box], errors: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for box in boxes.values():
+        for label in (box.name, *box.aliases):
+            if label in seen and seen[label] != box.name:
+                errors.append(f"boxes.{box.name}: name or alias {label!r} is also used by "
+                              f"box {seen[label]!r}")
+            seen[label] = box.name
+        if box.mac is not None and not _is_mac(box.mac):
+            errors.append(f"boxes.{box.name}.mac: {box.mac!r} is not a MAC address "
+                          "(aa:bb:cc:dd:ee:ff)")
+        macs = [b for b in boxes.values() if b.mac and box.mac and b.mac.lower() == box.mac.lower()]
+        if len(macs) > 1 and macs[0] is box:
+            errors.append(f"boxes: MAC {box.mac} is given to several boxes "
+                          f"({', '.join(b.name for b in macs)})")
+
+
+def _is_mac(text: str) -> bool:
+    parts = text.replace("-", ":").split(":")
+    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p)
+                                   for p in parts)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return None
+    if value not in ("0", "1"):
+        raise UsageError(f"{name} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def apply_overrides(inv: Inventory, env: Mapping[str, str]) -> Inventory:
+    """The seed's environment variables win over the file, as the original scripts did."""
+    boxes = dict(inv.boxes)
+    for var, label in (("NVIDIA_HOST_OVERRIDE", "nvidia"), ("AMD_HOST_OVERRIDE", "amd")):
+        host = env.get(var)
+        if host:
+            targets = [b for b in boxes.values() if b.name == label or label in b.aliases]
+            if not targets:
+                raise UsageError(f"{var} is set but the inventory has no box called {label!r}")
+            for b in targets:
+                boxes[b.name] = dataclasses.replace(b, address=host)
+    install_dir = env.get("INSTALL_DIR_OVERRIDE")
+    if install_dir:
+        boxes = {n: dataclasses.replace(b, install_dir=install_dir) for n, b in boxes.items()}
+    build = inv.build
+    if env.get("DIST_DIR_OVERRIDE"):
+        build = dataclasses.replace(build, dist_dir=env["DIST_DIR_OVERRIDE"])
+    lab = inv.lab
+    wake, skip = _flag(env, "WAKE_BOXES"), _flag(env, "SKIP_IF_UNREACHABLE")
+    if wake is not None:
+        lab = dataclasses.replace(lab, wake_boxes=wake)
+    if skip is not None:
+        lab = dataclasses.replace(lab, skip_if_unreachable=skip)
+    return dataclasses.replace(inv, boxes=boxes, build=build, lab=lab)

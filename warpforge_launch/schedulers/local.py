@@ -1,0 +1,287 @@
+"""Local scheduler: runs the payload on this machine, for real, with no cluster.
+
+``execute`` returns at once; a detached supervisor (local_supervisor.py) runs the job.
+Its state lives in the job directory, so status works from any later process, and a
+supervisor that was killed is detected (pid + kernel start time) and reported as FAILED.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from warpforge_launch import __version__
+from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
+from warpforge_launch.jobs import (
+    ClusterInfo,
+    GpuType,
+    JobQuery,
+    JobResult,
+    JobState,
+    JobStatus,
+    JobSubmission,
+    NodeInfo,
+    SchedulerCapabilities,
+)
+from warpforge_launch.payload import snakegrinder_argv
+from warpforge_launch.schedulers import local_state as ls
+from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan
+
+DIST_LAUNCHER = "snakegrinder-dist/build/dist/bin/snakegrinder"
+_children: list[subprocess.Popen] = []  # supervisors we spawned, reaped as we go
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    __pydantic_config__ = {"extra": "forbid"}
+    snakegrinder: str | None = None  # default: ./snakegrinder-dist/build/dist/bin, then PATH
+    max_concurrent_jobs: int | None = None  # default: the CPU count
+    work_dir: str | None = None  # default: $WARPFORGE_HOME/local
+    kill_grace_seconds: float = 5.0
+
+
+def find_snakegrinder(configured: str | None) -> str:
+    """Configured path, then the dist built in this directory, then PATH."""
+    if configured:
+        path = Path(configured).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise UsageError(f"snakegrinder {path} is missing or not executable",
+                             hint="fix schedulers.<name>.snakegrinder or --snakegrinder")
+        return str(path.resolve())
+    built = Path(DIST_LAUNCHER)
+    if built.is_file() and os.access(built, os.X_OK):
+        return str(built.resolve())
+    on_path = shutil.which("snakegrinder")
+    if on_path:
+        return os.path.abspath(on_path)
+    raise UsageError("snakegrinder not found (no --snakegrinder, no ./" + DIST_LAUNCHER +
+                     ", not on PATH)", hint="run `invoke build`, or pass --snakegrinder PATH")
+
+
+class LocalScheduler(Scheduler):
+    type_name = "local"
+    Config = LocalConfig
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.config.work_dir).expanduser() if self.config.work_dir \
+            else self.home / "local"
+
+    @property
+    def max_concurrent(self) -> int:
+        return self.config.max_concurrent_jobs or os.cpu_count() or 1
+
+    def job_dir(self, job_id: str) -> Path:
+        native = self.native_id(job_id)
+        if not native.isalnum():
+            raise NotFoundError(f"no local job {job_id!r}")
+        return self.work_dir / native
+
+    def capabilities(self) -> SchedulerCapabilities:
+        return SchedulerCapabilities(gpu_scheduling=False, supported_gpu_types={GpuType.NONE},
+                                     max_concurrent_jobs=self.max_concurrent)
+
+    def plan(self, submission: JobSubmission) -> SubmissionPlan:
+        d = submission.definition
+        source = Path(d.source)
+        if not source.is_file():
+            raise UsageError(f"model source {d.source} does not exist")
+        native = submission.short_id
+        job_dir = self.work_dir / native
+        argv = snakegrinder_argv(find_snakegrinder(self.config.snakegrinder), d,
+                                 str(job_dir / "out"))
+        env = dict(d.environment)
+        env.update(WARPFORGE_JOB_ID=self.job_id(native),
+                   WARPFORGE_CORRELATION_ID=submission.correlation_id)
+        request = {"argv": argv, "env": env, "cwd": str(source.resolve().parent),
+                   "job_dir": str(job_dir), "work_dir": str(self.work_dir),
+                   "timeout_seconds": d.timeout.total_seconds(),
+                   "kill_grace_seconds": self.config.kill_grace_seconds,
+                   "max_concurrent_jobs": self.max_concurrent}
+        return SubmissionPlan(self.name, native, "local-process", tuple(argv), request)
+
+    def execute(self, plan: SubmissionPlan) -> str:
+        job_dir = Path(plan.request["job_dir"])
+        job_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            job_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise UsageError(f"local job directory {job_dir} already exists") from None
+        ls.write_json(str(job_dir / ls.REQUEST), plan.request)
+        ls.write_json(str(job_dir / ls.STATE), {"state": "PENDING", "state_changed_at":
+                                                 ls.now_iso(), "submitted_at": ls.now_iso()})
+        for child in list(_children):
+            if child.poll() is not None:
+                _children.remove(child)
+        with open(job_dir / "supervisor.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "warpforge_launch.schedulers.local_supervisor",
+                 str(job_dir)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, close_fds=True, env=_supervisor_env())
+        _children.append(proc)
+        start = ls.proc_start_time(proc.pid)
+        (job_dir / ls.SUPERVISOR_PID).write_text(f"{proc.pid} {start}\n")
+        return self.job_id(plan.native_id)
+
+    # -- state ---------------------------------------------------------------------------
+    def _read(self, job_id: str) -> tuple[Path, dict]:
+        job_dir = self.job_dir(job_id)
+        state = ls.read_json(str(job_dir / ls.STATE))
+        if state is None:
+            raise NotFoundError(f"no local job {job_id!r} (looked in {job_dir})")
+        if not JobState(state["state"]).terminal and not self._supervisor_alive(job_dir):
+            state = self._fresh_or_failed(job_dir)
+        return job_dir, state
+
+    def _supervisor_alive(self, job_dir: Path) -> bool:
+        try:
+            pid, start = (job_dir / ls.SUPERVISOR_PID).read_text().split()
+        except (OSError, ValueError):
+            return True  # being submitted right now
+        return ls.alive(int(pid), start)
+
+    def _fresh_or_failed(self, job_dir: Path) -> dict:
+        """The supervisor is gone: take its last word if it finished, else record FAILED."""
+        state = ls.read_json(str(job_dir / ls.STATE)) or {}
+        if JobState(state.get("state", "PENDING")).terminal:
+            return state
+        pid = (job_dir / ls.SUPERVISOR_PID).read_text().split()[0]
+        self._kill_payload(state)
+        state.update(state="FAILED", state_changed_at=ls.now_iso(), finished_at=ls.now_iso(),
+                     message=f"supervisor process {pid} died before the job finished")
+        ls.write_json(str(job_dir / ls.STATE), state)
+        return state
+
+    @staticmethod
+    def _kill_payload(state: dict) -> None:
+        pid = state.get("payload_pid")
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _status(self, job_id: str, state: dict) -> JobStatus:
+        started = state.get("started_at")
+        elapsed = None
+        if started:
+            end = state.get("finished_at")
+            t1 = datetime.fromisoformat(end) if end else datetime.now(
+                datetime.fromisoformat(started).tzinfo)
+            elapsed = t1 - datetime.fromisoformat(started)
+        meta = {k: state[k] for k in ("exit_code", "payload_pid", "started_at", "finished_at")
+                if state.get(k) is not None}
+        return JobStatus(job_id, None, JobState(state["state"]),
+                         datetime.fromisoformat(state["state_changed_at"]),
+                         socket.gethostname(), elapsed, state.get("message", ""), meta)
+
+    def status(self, job_id: str) -> JobStatus:
+        return self._status(job_id, self._read(job_id)[1])
+
+    def result(self, job_id: str) -> JobResult:
+        job_dir, state = self._read(job_id)
+        st = JobState(state["state"])
+        out = job_dir / "out"
+        outputs = tuple(sorted(str(p) for p in out.rglob("*") if p.is_file())) \
+            if out.is_dir() else ()
+        mlir = out / "model.mlir"
+        status = self._status(job_id, state)
+        return JobResult(
+            job_id, None, st.success, outputs,
+            mlir.read_text(errors="replace") if mlir.is_file() else None,
+            status.elapsed, None if st.success else (state.get("message") or st.value),
+            {}, state.get("exit_code"), _tail(job_dir))
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        job_dir = self.job_dir(job_id)
+        self._read(job_id)
+        offsets = {"stdout.log": 0, "stderr.log": 0}
+        delay = 0.05
+        while True:
+            done = not follow or JobState(self._read(job_id)[1]["state"]).terminal
+            got = False
+            for name in offsets:
+                try:
+                    with open(job_dir / name, "rb") as f:
+                        f.seek(offsets[name])
+                        chunk = f.read()
+                except FileNotFoundError:
+                    continue
+                if chunk:
+                    offsets[name] += len(chunk)
+                    got = True
+                    yield chunk.decode(errors="replace")
+            if done:
+                return
+            delay = 0.05 if got else min(delay * 1.5, 0.5)
+            time.sleep(delay)
+
+    def cancel(self, job_id: str) -> bool:
+        job_dir, state = self._read(job_id)
+        if JobState(state["state"]).terminal:
+            return False
+        pid, start = (job_dir / ls.SUPERVISOR_PID).read_text().split()
+        if ls.alive(int(pid), start):
+            os.kill(int(pid), signal.SIGTERM)
+        grace = self.config.kill_grace_seconds + 5
+        if not ls.wait_until(lambda: JobState(self._read(job_id)[1]["state"]).terminal, grace):
+            raise InfrastructureError(f"job {job_id} did not stop within {grace:g} s")
+        return JobState(self._read(job_id)[1]["state"]) is JobState.CANCELLED
+
+    def list(self, query: JobQuery) -> list[JobStatus]:
+        found = []
+        if self.work_dir.is_dir():
+            for d in sorted(self.work_dir.iterdir()):
+                if (d / ls.STATE).is_file():
+                    st = self.status(self.job_id(d.name))
+                    if not query.states or st.state in query.states:
+                        found.append(st)
+        return found[: query.limit] if query.limit else found
+
+    def cluster_info(self) -> ClusterInfo:
+        mem_mb = 0
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemTotal:"):
+                        mem_mb = int(line.split()[1]) // 1024
+        except OSError:
+            pass
+        host = socket.gethostname()
+        cores = os.cpu_count() or 1
+        running = sum(1 for s in self.list(JobQuery(limit=None)) if s.state is JobState.RUNNING)
+        node = NodeInfo(host, "up", GpuType.NONE, 0, mem_mb, cores)
+        return ClusterInfo("local", __version__, 1, 1, {}, (node,),
+                           {"max_concurrent_jobs": self.max_concurrent, "running_jobs": running,
+                            "work_dir": str(self.work_dir)})
+
+
+def _supervisor_env() -> dict[str, str]:
+    """The supervisor must import this very package, wherever it was imported from."""
+    env = dict(os.environ)
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _tail(job_dir: Path, lines: int = 20) -> str:
+    text = ""
+    for name in ("stdout.log", "stderr.log"):
+        try:
+            with open(job_dir / name, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+                text += f.read().decode(errors="replace")
+        except OSError:
+            pass
+    return "\n".join(text.splitlines()[-lines:])
+
+

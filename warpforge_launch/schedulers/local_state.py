@@ -1,0 +1,65 @@
+"""The Local backend's on-disk record of one job, shared by the scheduler and its supervisor.
+
+Each job has a directory: ``job.json`` (the plan's request), ``state.json`` (rewritten
+atomically by the supervisor), ``supervisor.pid`` (written by the submitter), the payload's
+``stdout.log``/``stderr.log`` and the ``out/`` directory. Kept import-light: the supervisor
+starts with it on every job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+
+STATE = "state.json"
+REQUEST = "job.json"
+SUPERVISOR_PID = "supervisor.pid"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def write_json(path: str, data: dict) -> None:
+    """Stage then rename: a reader never sees half a file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def proc_start_time(pid: int) -> str | None:
+    """The kernel's start time of a live, non-zombie process (guards against pid reuse)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def alive(pid: int | None, start_time: str | None) -> bool:
+    return bool(pid) and proc_start_time(pid) == start_time
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
