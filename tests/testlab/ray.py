@@ -191,7 +191,7 @@ def start_head(deadline_s: float = 90.0) -> RayHead:
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             stop_lab_processes(temp_dir)
-            raise LabError(f"`ray start` did not return in {deadline_s:.0f} s; see {log}")
+            raise LabError(f"`ray start` did not return in {deadline_s:.0f} s; see {log}") from None
     if proc.returncode != 0:
         stop_lab_processes(temp_dir)
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -317,9 +317,8 @@ def _main(argv: list[str]) -> int:
         return 0
     if cmd == "status":
         up = jobs_api_answers()
-        print(
-            f"{api_url()}: {'up' if up else 'down'}; lab processes: {lab_processes(lab_dir() / 'rt')}"
-        )
+        pids = lab_processes(lab_dir() / "rt")
+        print(f"{api_url()}: {'up' if up else 'down'}; lab processes: {pids}")
         return 0 if up else 3
     print("usage: python -m tests.testlab.ray start|stop|status", file=sys.stderr)
     return 2

@@ -127,8 +127,9 @@ def test_cluster_info_counts_gpus_by_vendor_and_usage():
         8,
         16384,
     )
-    assert n1.metadata["available_cpus"] == 5.0
-    assert n1.metadata["available_nvidia_gpu"] == 1.0
-    assert n2.gpu_type is GpuType.AMD and n2.metadata["available_gpus"] == 1.0
+    free = info.details["available"]
+    assert free["10.9.0.1"] == {"CPU": 5.0, "GPU": 1.0, "memory": 2.0**34, "nvidia_gpu": 1.0}
+    assert n2.gpu_type is GpuType.AMD and free["10.9.0.2"]["GPU"] == 1.0
+    assert "10.9.0.3" not in free
     assert n3.status == "DEAD"
     assert "2.60.0" in info.scheduler_version

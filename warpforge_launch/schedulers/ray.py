@@ -27,7 +27,7 @@ import dataclasses
 import re
 import shlex
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,8 +70,13 @@ _RAY_LOG_LINE = re.compile(
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """One Ray cluster, as ``schedulers.<name>`` of the inventory describes it."""
+class RayConfig:
+    """One Ray cluster, as ``schedulers.<name>`` of the inventory describes it.
+
+    Problems raise ValueError so the inventory reports them with their field path.
+    """
+
+    __pydantic_config__ = {"extra": "forbid"}  # noqa: RUF012 (pydantic reads this)
 
     dashboard_url: str = "http://localhost:8265"
     connect_timeout: float = 5.0
@@ -84,7 +89,7 @@ class Config:
     # "Header-Name: value", e.g. "Authorization: Bearer abc" for a dashboard behind a proxy
     auth_header: str | None = None
     # GPU vendor -> the Ray custom resource the workers of that vendor declare
-    gpu_resources: Mapping[str, str] = dataclasses.field(
+    gpu_resources: dict[str, str] = dataclasses.field(
         default_factory=lambda: {"NVIDIA": "nvidia", "AMD": "amd"}
     )
     # wraps the payload in `timeout` so a job's --timeout is enforced on the worker
@@ -93,42 +98,42 @@ class Config:
     def __post_init__(self) -> None:
         url = urlsplit(self.dashboard_url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise UsageError(
-                f"ray dashboard_url must be http(s)://host:port, got {self.dashboard_url!r}"
+            raise ValueError(
+                f"dashboard_url must be http(s)://host:port, got {self.dashboard_url!r}"
             )
         object.__setattr__(self, "dashboard_url", self.dashboard_url.rstrip("/"))
         for field in ("connect_timeout", "request_timeout"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise UsageError(f"ray {field} must be a positive number of seconds, got {value!r}")
+                raise ValueError(f"{field} must be a positive number of seconds, got {value!r}")
         for field in ("snakegrinder_path", "output_root"):
             if not str(getattr(self, field)).startswith("/"):
-                raise UsageError(
-                    f"ray {field} must be an absolute path (jobs run with the PATH and cwd of "
+                raise ValueError(
+                    f"{field} must be an absolute path (jobs run with the PATH and cwd of "
                     f"`ray start`), got {getattr(self, field)!r}"
                 )
         if self.timeout_command is not None and not self.timeout_command.startswith("/"):
-            raise UsageError(
-                f"ray timeout_command must be an absolute path, got {self.timeout_command!r}"
+            raise ValueError(
+                f"timeout_command must be an absolute path, got {self.timeout_command!r}"
             )
         if self.auth_header is not None:
             name, sep, value = self.auth_header.partition(":")
             if not sep or not name.strip() or not value.strip() or " " in name.strip():
-                raise UsageError("ray auth_header must look like 'Header-Name: value'")
+                raise ValueError("auth_header must look like 'Header-Name: value'")
         vendors = {}
         for vendor, resource in dict(self.gpu_resources).items():
             key = str(vendor).upper()
             if key not in ("NVIDIA", "AMD"):
-                raise UsageError(
-                    f"ray gpu_resources: unknown GPU vendor {vendor!r} (NVIDIA or AMD)"
+                raise ValueError(
+                    f"gpu_resources: unknown GPU vendor {vendor!r} (NVIDIA or AMD)"
                 )
             if (
                 not isinstance(resource, str)
                 or not resource
                 or resource in ("GPU", "CPU", "memory")
             ):
-                raise UsageError(
-                    f"ray gpu_resources.{vendor}: needs a custom resource name, got {resource!r}"
+                raise ValueError(
+                    f"gpu_resources.{vendor}: needs a custom resource name, got {resource!r}"
                 )
             vendors[key] = resource
         object.__setattr__(self, "gpu_resources", vendors)
@@ -138,9 +143,9 @@ class RayScheduler(Scheduler):
     """Submit, track and cancel snakegrinder jobs on one Ray cluster over HTTP."""
 
     type_name: ClassVar[str] = "ray"
-    Config: ClassVar[type] = Config
+    Config: ClassVar[type] = RayConfig
 
-    def __init__(self, name: str, config: Config, *, home: Path) -> None:
+    def __init__(self, name: str, config: RayConfig, *, home: Path) -> None:
         super().__init__(name, config, home=home)
         self.config = config
         self._client = None
@@ -205,7 +210,7 @@ class RayScheduler(Scheduler):
             instance=self.name,
             native_id=sid,
             kind="ray-job",
-            argv=argv,
+            argv=tuple(argv),
             request=body,
         )
 
@@ -216,7 +221,7 @@ class RayScheduler(Scheduler):
             if resource is None:
                 raise UsageError(
                     f"ray scheduler {self.name!r} has no resource for {res.gpu_type.name} GPUs",
-                    hint=f"add gpu_resources.{res.gpu_type.name} to schedulers.{self.name} in the inventory",
+                    hint=f"add gpu_resources.{res.gpu_type.name} to schedulers.{self.name}",
                 )
             out[resource] = res.gpu_count
         affinity = sorted(res.node_affinity)
@@ -263,12 +268,14 @@ class RayScheduler(Scheduler):
                 self.config.connect_timeout if kind == "connect" else self.config.request_timeout
             )
             raise InfrastructureError(
-                f"Ray dashboard at {self.config.dashboard_url} timed out ({kind}, {limit:g} s): {method} {path}",
+                f"Ray dashboard at {self.config.dashboard_url} timed out "
+                f"({kind}, {limit:g} s): {method} {path}",
                 hint=f"is the Ray head up? check schedulers.{self.name}.dashboard_url",
             ) from exc
         except httpx.TransportError as exc:
             raise InfrastructureError(
-                f"Ray dashboard at {self.config.dashboard_url} is unreachable: {_one_line(str(exc)) or type(exc).__name__}",
+                f"Ray dashboard at {self.config.dashboard_url} is unreachable: "
+                f"{_one_line(str(exc)) or type(exc).__name__}",
                 hint=f"is the Ray head up? check schedulers.{self.name}.dashboard_url",
             ) from exc
         if response.status_code == 404 and job_id is not None:
@@ -277,7 +284,8 @@ class RayScheduler(Scheduler):
             detail = reduce_ray_error(response.text)
             if response.status_code in (401, 403):
                 raise InfrastructureError(
-                    f"Ray dashboard at {url} refused the request (HTTP {response.status_code}): {detail}",
+                    f"Ray dashboard at {url} refused the request "
+                    f"(HTTP {response.status_code}): {detail}",
                     hint=f"check schedulers.{self.name}.auth_header",
                 )
             if "already exists" in detail:
@@ -294,7 +302,8 @@ class RayScheduler(Scheduler):
             return response.json()
         except ValueError as exc:
             raise InfrastructureError(
-                f"{url} did not answer JSON (is it a Ray dashboard?): {_one_line(response.text)[:120]}"
+                f"{url} did not answer JSON (is it a Ray dashboard?): "
+                f"{_one_line(response.text)[:120]}"
             ) from exc
 
     def _job(self, job_id: str) -> dict:
@@ -316,7 +325,8 @@ class RayScheduler(Scheduler):
     def status(self, job_id: str) -> JobStatus:
         return self._to_status(self._job(job_id))
 
-    def statuses(self, job_ids) -> dict[str, JobStatus]:
+    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Many jobs with ONE ``GET /api/jobs/``; ids Ray no longer knows are left out."""
         wanted = set(job_ids)
         if not wanted:
             return {}
@@ -327,16 +337,19 @@ class RayScheduler(Scheduler):
                 out[self.job_id(sid)] = self._to_status(job)
         return out
 
-    def list(self, query: JobQuery | None = None) -> list[JobStatus]:
+    def list(self, query: JobQuery) -> list[JobStatus]:
+        """This tool's jobs on the cluster (metadata says so), newest first: one request."""
+        if query.schedulers and self.name not in query.schedulers:
+            return []
         mine = [j for j in self._all_jobs() if _is_ours(j) and j.get("submission_id")]
         mine.sort(key=lambda j: j.get("start_time") or 0, reverse=True)
         found = []
         for job in mine:
             status = self._to_status(job)
-            if query is not None and not _matches(query, status, job):
+            if not _matches(query, status, job):
                 continue
             found.append(status)
-            if query is not None and query.limit and len(found) >= query.limit:
+            if query.limit and len(found) >= query.limit:
                 break
         return found
 
@@ -344,45 +357,43 @@ class RayScheduler(Scheduler):
         jobs = self._request("GET", "/api/jobs/")
         if not isinstance(jobs, list):
             raise InfrastructureError(
-                f"Ray at {self.config.dashboard_url} answered /api/jobs/ with {type(jobs).__name__}, not a list"
+                f"Ray at {self.config.dashboard_url} answered /api/jobs/ with "
+                f"{type(jobs).__name__}, not a list"
             )
         return jobs
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        """The job's output without Ray's own lines; with ``follow``, polled until it ends."""
         job = self._job(job_id)
-        sid = job["submission_id"]
+        sid, entrypoint = job["submission_id"], job.get("entrypoint", "")
         if not follow:
-            yield from strip_ray_header(
-                self._raw_logs(job_id), sid, job.get("entrypoint", "")
-            ).splitlines()
+            text = strip_ray_header(self._raw_logs(job_id), sid, entrypoint)
+            if text:
+                yield text
             return
-        yield from self._follow(job_id, job)
-
-    def _raw_logs(self, job_id: str) -> str:
-        sid = self.native_id(job_id)
-        return self._request("GET", f"/api/jobs/{quote(sid, safe='')}/logs", job_id=job_id).get(
-            "logs", ""
-        )
-
-    def _follow(self, job_id: str, job: dict) -> Iterator[str]:
-        """Poll the logs until the job ends (Ray's tail endpoint is a websocket)."""
-        seen = 0
-        pending = ""
+        # Ray's live tail is a websocket; polling the whole log (small for snakegrinder) is
+        # enough. Only complete lines are judged, so a half-written Ray line is never shown.
+        sent = 0
+        delay = 0.2
         while True:
             terminal = RAY_STATES.get(job.get("status", ""), JobState.PENDING).terminal
-            text = strip_ray_header(
-                self._raw_logs(job_id), job["submission_id"], job.get("entrypoint", "")
-            )
-            new, seen = text[seen:], len(text)
-            pending += new
-            *lines, pending = pending.split("\n")
-            yield from lines
+            raw = self._raw_logs(job_id)
+            if not terminal:
+                raw = raw[: raw.rfind("\n") + 1]
+            text = strip_ray_header(raw, sid, entrypoint)
+            if len(text) > sent:
+                yield text[sent:]
+                sent = len(text)
             if terminal:
-                if pending:
-                    yield pending
                 return
-            time.sleep(1.0)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
             job = self._job(job_id)
+
+    def _raw_logs(self, job_id: str) -> str:
+        sid = quote(self.native_id(job_id), safe="")
+        answer = self._request("GET", f"/api/jobs/{sid}/logs", job_id=job_id)
+        return answer.get("logs", "") if isinstance(answer, dict) else ""
 
     def cancel(self, job_id: str) -> bool:
         """Stop a job; False when it had already finished. Honest about PENDING jobs."""
@@ -431,41 +442,41 @@ class RayScheduler(Scheduler):
         status = self._to_status(job)
         sid = job["submission_id"]
         log_text = strip_ray_header(self._raw_logs(job_id), sid, job.get("entrypoint", ""))
-        tail = tuple(log_text.splitlines()[-LOG_TAIL_LINES:])
+        tail = log_text.splitlines()[-LOG_TAIL_LINES:]
         out_dir = (job.get("metadata") or {}).get(f"{META_PREFIX}out_dir") or self.out_dir(sid)
-        outputs, mlir, where = self._outputs(out_dir)
-        metrics: dict[str, Any] = {"ray_status": job.get("status"), "out_dir": out_dir}
-        if where:
-            metrics["outputs_location"] = where
-        exit_code = job.get("driver_exit_code")
+        outputs, mlir = self._outputs(out_dir, status.node_name)
         error = None
-        if status.state != JobState.COMPLETED:
-            error = _failure_line(tail) or status.message
+        if not status.state.success:
+            error = _failure_line(tail) or status.message or status.state.value
         return JobResult(
             job_id=job_id,
             correlation_id=status.correlation_id,
-            success=status.state == JobState.COMPLETED,
+            success=status.state.success,
             outputs=outputs,
             mlir_output=mlir,
             execution_time=status.elapsed,
             error_message=error,
-            metrics=metrics,
-            exit_code=exit_code,
-            log_tail=tail,
+            metrics={},
+            exit_code=job.get("driver_exit_code"),
+            log_tail="\n".join(tail),
         )
 
-    def _outputs(self, out_dir: str) -> tuple[tuple[str, ...], str | None, str | None]:
-        """Files of the job's --out dir, read through the shared output root when visible."""
+    def _outputs(self, out_dir: str, node: str | None) -> tuple[tuple[str, ...], str | None]:
+        """Files of the job's --out dir and the MLIR text, through the shared output root.
+
+        When the root is not shared with this machine, the one output reported is where
+        the files are: ``<node>:<out dir>/`` (fetch them over SSH).
+        """
         root = self.config.output_root.rstrip("/")
         local_root = (self.config.local_output_root or root).rstrip("/")
-        local = (
-            Path(local_root + out_dir[len(root) :]) if out_dir.startswith(root) else Path(out_dir)
-        )
+        inside = out_dir == root or out_dir.startswith(root + "/")
+        local = Path(local_root + out_dir[len(root) :]) if inside else Path(out_dir)
         if not local.is_dir():
-            return (), None, f"{out_dir} on the Ray worker (not visible here at {local})"
+            return (f"{node or 'ray-worker'}:{out_dir}/",), None
         files = tuple(sorted(str(p) for p in local.rglob("*") if p.is_file()))
         mlir_path = local / "model.mlir"
-        return files, (str(mlir_path) if mlir_path.is_file() else None), None
+        mlir = mlir_path.read_text(errors="replace") if mlir_path.is_file() else None
+        return files, mlir
 
     def cluster_info(self) -> ClusterInfo:
         version = self._request("GET", "/api/version")
@@ -521,7 +532,7 @@ class RayScheduler(Scheduler):
             state_changed_at=end or start or now,
             node_name=node,
             elapsed=elapsed,
-            message=message,
+            message=message or "",
             scheduler_metadata={k: v for k, v in extra.items() if v is not None},
         )
 
@@ -529,13 +540,13 @@ class RayScheduler(Scheduler):
 # --- pure helpers (unit-tested) -----------------------------------------------------------------
 
 
-def ray_state(job: Mapping[str, Any]) -> tuple[JobState, str | None]:
+def ray_state(job: Mapping[str, Any]) -> tuple[JobState, str]:
     """Our state and a one-line message for one Ray job record."""
     raw = job.get("status") or "PENDING"
     state = RAY_STATES.get(raw)
     if state is None:
         return JobState.PENDING, f"unknown Ray job status {raw!r}"
-    message = _one_line(job.get("message") or "") or None
+    message = _one_line(job.get("message") or "")
     if message and message.startswith("Job entrypoint command failed with exit code"):
         message = message.split(", last available logs", 1)[0]
     code = job.get("driver_exit_code")
@@ -578,7 +589,7 @@ def reduce_ray_error(text: str) -> str:
 
 
 def camel(name: str) -> str:
-    """Ray's camelCasing of /api/cluster_status keys ("object_store_memory" -> "objectStoreMemory")."""
+    """Ray's camelCasing of /api/cluster_status keys: object_store_memory -> objectStoreMemory."""
     first, *rest = name.split("_")
     return first + "".join(part.capitalize() for part in rest)
 
@@ -590,49 +601,40 @@ def build_cluster_info(
     usage_by_node: Mapping[str, Mapping[str, list[float]]],
     gpu_resources: Mapping[str, str],
 ) -> ClusterInfo:
+    """Totals from /api/v0/nodes (exact resource names), free figures from cluster_status."""
     vendor_of = {res: vendor for vendor, res in gpu_resources.items()}
     infos = []
     gpus_by_type: dict[str, int] = {}
+    free: dict[str, dict[str, float]] = {}
     alive = 0
     for node in nodes:
         totals = node.get("resources_total") or {}
         usage = usage_by_node.get(node.get("node_id", ""), {})
-
-        def available(res: str, totals=totals, usage=usage) -> float:
-            used_total = usage.get(res) or usage.get(camel(res))
-            if used_total:
-                return float(used_total[1]) - float(used_total[0])
-            return float(totals.get(res, 0))
-
+        node_name = node.get("node_name") or node.get("node_ip") or node.get("node_id", "?")
         gpu_count = int(totals.get("GPU", 0))
-        vendors = [vendor_of[r] for r in totals if r in vendor_of and totals[r] > 0]
-        gpu_type = (
-            GpuType[vendors[0]]
-            if len(vendors) == 1
-            else (GpuType.ANY if gpu_count else GpuType.NONE)
-        )
+        vendors = sorted(vendor_of[r] for r in totals if r in vendor_of and totals[r] > 0)
+        if len(vendors) == 1:
+            gpu_type = GpuType(vendors[0])
+        else:  # no vendor resource, or a node declaring both: only "any GPU" is sure
+            gpu_type = GpuType.ANY if gpu_count else GpuType.NONE
         state = node.get("state", "UNKNOWN")
         if state == "ALIVE":
             alive += 1
-            for vendor in vendors or ([] if not gpu_count else ["ANY"]):
-                count = int(totals[gpu_resources[vendor]]) if vendor in gpu_resources else gpu_count
+            for vendor in vendors:
+                count = int(totals[gpu_resources[vendor]])
                 gpus_by_type[vendor] = gpus_by_type.get(vendor, 0) + count
+            if gpu_count and not vendors:
+                gpus_by_type["ANY"] = gpus_by_type.get("ANY", 0) + gpu_count
+            names = ["CPU", "GPU", "memory", *sorted(r for r in totals if r in vendor_of)]
+            free[node_name] = {r: _available(r, totals, usage) for r in names if r in totals}
         infos.append(
             NodeInfo(
-                name=node.get("node_name") or node.get("node_ip") or node.get("node_id", "?"),
+                name=node_name,
                 status=state,
                 gpu_type=gpu_type,
                 gpu_count=gpu_count,
                 memory_mb=int(float(totals.get("memory", 0)) // (1024 * 1024)),
                 cpu_cores=int(totals.get("CPU", 0)),
-                metadata={
-                    "node_id": node.get("node_id"),
-                    "head": bool(node.get("is_head_node")),
-                    "available_cpus": available("CPU"),
-                    "available_gpus": available("GPU"),
-                    **{f"available_{r}": available(r) for r in vendor_of if r in totals},
-                    "resources_total": dict(totals),
-                },
             )
         )
     return ClusterInfo(
@@ -642,7 +644,15 @@ def build_cluster_info(
         available_nodes=alive,
         gpus_by_type=gpus_by_type,
         nodes=tuple(infos),
+        details={"available": free, "session": version.get("session_name")},
     )
+
+
+def _available(resource: str, totals: Mapping[str, float], usage: Mapping[str, Any]) -> float:
+    used_total = usage.get(resource) or usage.get(camel(resource))
+    if used_total:
+        return float(used_total[1]) - float(used_total[0])
+    return float(totals.get(resource, 0))
 
 
 def _is_ours(job: Mapping[str, Any]) -> bool:
