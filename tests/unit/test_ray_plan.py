@@ -33,7 +33,7 @@ HOSTILE = 'it\'s a "model"; rm -rf / $(id) `id` $HOME\nline2 * ?'
 def scheduler(**config) -> RayScheduler:
     cfg = RayConfig(
         dashboard_url="http://ray-head.lab:8265",
-        snakegrinder_path="/opt/warpforge/bin/snakegrinder",
+        snakegrinder="/opt/warpforge/bin/snakegrinder",
         output_root="/srv/warpforge/jobs",
         **config,
     )
@@ -90,8 +90,14 @@ def test_plan_matches_golden(case):
 def test_entrypoint_is_the_payload_argv_through_a_shell(case):
     plan = scheduler().plan(CASES[case]())
     body = plan.request
-    assert shlex.split(body["entrypoint"]) == list(plan.argv)
-    assert plan.argv[3] == "/opt/warpforge/bin/snakegrinder"  # after `timeout -k 30 Ns`
+    words = shlex.split(body["entrypoint"])
+    assert words[-len(plan.argv) :] == list(plan.argv)
+    assert plan.argv[0] == "/opt/warpforge/bin/snakegrinder"
+    assert words[: words.index(plan.argv[0])][-3:] == [
+        "/usr/bin/timeout",
+        "--kill-after=30",
+        f"{int(CASES[case]().definition.timeout.total_seconds())}s",
+    ]
     assert plan.argv[plan.argv.index("--out") + 1] == "/srv/warpforge/jobs/wf-1a2b3c4d"
     assert all(isinstance(v, str) for v in body["metadata"].values())
     assert "GPU" not in body.get("entrypoint_resources", {})
@@ -125,6 +131,15 @@ def test_user_env_cannot_override_the_job_identity():
     assert env["WARPFORGE_JOB_ID"] == "ray-wf-1a2b3c4d"
 
 
+def test_env_values_with_dollar_bypass_ray_expansion():
+    sub = submission(environment={"WF_USER_PLAIN": "x", "WF_USER_D": "$HOME ${X} $"})
+    plan = scheduler().plan(sub)
+    env = plan.request["runtime_env"]["env_vars"]
+    assert env["WF_USER_PLAIN"] == "x" and "WF_USER_D" not in env
+    words = shlex.split(plan.request["entrypoint"])
+    assert words[:3] == ["/usr/bin/env", "--", "WF_USER_D=$HOME ${X} $"]
+
+
 def test_timeout_wrapper_can_be_turned_off():
     plan = scheduler(timeout_command=None).plan(CASES["cpu"]())
     assert plan.argv[0] == "/opt/warpforge/bin/snakegrinder"
@@ -149,7 +164,7 @@ def test_more_than_one_node_in_affinity_is_refused():
     [
         {"dashboard_url": "localhost:8265"},
         {"connect_timeout": 0},
-        {"snakegrinder_path": "bin/snakegrinder"},
+        {"snakegrinder": "bin/snakegrinder"},
         {"gpu_resources": {"INTEL": "xe"}},
         {"gpu_resources": {"NVIDIA": "GPU"}},
         {"auth_header": "Bearer abc"},

@@ -60,6 +60,7 @@ RAY_STATES = {
     "FAILED": JobState.FAILED,
     "STOPPED": JobState.CANCELLED,
 }
+ENV_COMMAND = "/usr/bin/env"  # carries env values Ray would expand (see plan)
 TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` when the job ran past its limit
 META_PREFIX = "warpforge_"
 START_TIMEOUT_ERROR = "JOB_SUPERVISOR_ACTOR_START_TIMEOUT"
@@ -81,7 +82,7 @@ class RayConfig:
     dashboard_url: str = "http://localhost:8265"
     connect_timeout: float = 5.0
     request_timeout: float = 30.0
-    snakegrinder_path: str = "/opt/warpforge/bin/snakegrinder"
+    snakegrinder: str = "/opt/warpforge/bin/snakegrinder"
     # where jobs write their --out dirs, on the workers; local_output_root is where this
     # machine sees that same directory (a shared mount), None = the same path
     output_root: str = "/var/tmp/warpforge/jobs"
@@ -106,7 +107,7 @@ class RayConfig:
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{field} must be a positive number of seconds, got {value!r}")
-        for field in ("snakegrinder_path", "output_root"):
+        for field in ("snakegrinder", "output_root"):
             if not str(getattr(self, field)).startswith("/"):
                 raise ValueError(
                     f"{field} must be an absolute path (jobs run with the PATH and cwd of "
@@ -124,9 +125,7 @@ class RayConfig:
         for vendor, resource in dict(self.gpu_resources).items():
             key = str(vendor).upper()
             if key not in ("NVIDIA", "AMD"):
-                raise ValueError(
-                    f"gpu_resources: unknown GPU vendor {vendor!r} (NVIDIA or AMD)"
-                )
+                raise ValueError(f"gpu_resources: unknown GPU vendor {vendor!r} (NVIDIA or AMD)")
             if (
                 not isinstance(resource, str)
                 or not resource
@@ -178,12 +177,24 @@ class RayScheduler(Scheduler):
         res = definition.resources
         sid = self.submission_id(submission)
         job_id = self.job_id(sid)
-        argv = snakegrinder_argv(self.config.snakegrinder_path, definition, self.out_dir(sid))
+        argv = snakegrinder_argv(self.config.snakegrinder, definition, self.out_dir(sid))
+        # Ray runs os.path.expandvars on runtime_env values ($HOME, ${X} would change and
+        # unknown ${X} vanish), so values holding "$" go through `env` in the entrypoint,
+        # quoted by shlex like every other argument, and arrive verbatim.
+        env = {str(k): str(v) for k, v in definition.environment.items()}
+        literal = {k: v for k, v in env.items() if "$" in v}
+        env = {k: v for k, v in env.items() if k not in literal}
+        env["WARPFORGE_JOB_ID"] = job_id
+        env["WARPFORGE_CORRELATION_ID"] = str(submission.correlation_id)
+        literal = {k: v for k, v in literal.items() if k not in env}
+        prefix: list[str] = []
+        if literal:
+            prefix += [ENV_COMMAND, "--", *(f"{k}={v}" for k, v in sorted(literal.items()))]
         if self.config.timeout_command:
             seconds = max(1, int(definition.timeout.total_seconds()))
-            argv = [self.config.timeout_command, "--kill-after=30", f"{seconds}s", *argv]
+            prefix += [self.config.timeout_command, "--kill-after=30", f"{seconds}s"]
         body: dict[str, Any] = {
-            "entrypoint": shlex.join(argv),
+            "entrypoint": shlex.join([*prefix, *argv]),
             "submission_id": sid,
             "entrypoint_num_cpus": res.cpu_cores,
             "entrypoint_num_gpus": res.gpu_count if res.gpu_type != GpuType.NONE else 0,
@@ -192,9 +203,6 @@ class RayScheduler(Scheduler):
         resources = self._custom_resources(res)
         if resources:
             body["entrypoint_resources"] = resources
-        env = {str(k): str(v) for k, v in definition.environment.items()}
-        env["WARPFORGE_JOB_ID"] = job_id
-        env["WARPFORGE_CORRELATION_ID"] = str(submission.correlation_id)
         body["runtime_env"] = {"env_vars": env}
         body["metadata"] = {
             "job_name": definition.name,
