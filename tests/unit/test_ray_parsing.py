@@ -127,8 +127,8 @@ def test_cluster_info_counts_gpus_by_vendor_and_usage():
         8,
         16384,
     )
-    free = info.details["available"]
-    assert free["10.9.0.1"] == {"CPU": 5.0, "GPU": 1.0, "memory": 2.0**34, "nvidia_gpu": 1.0}
+    free = info.details["free"]
+    assert free["10.9.0.1"] == {"CPU": 5.0, "GPU": 1.0, "nvidia_gpu": 1.0, "memory_mb": 16384}
     assert n2.gpu_type is GpuType.AMD and free["10.9.0.2"]["GPU"] == 1.0
     assert "10.9.0.3" not in free
     assert n3.status == "DEAD"

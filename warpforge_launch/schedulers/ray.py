@@ -563,8 +563,7 @@ def ray_state(job: Mapping[str, Any]) -> tuple[JobState, str]:
             return JobState.TIMEOUT, "ran past its timeout and was stopped"
         if job.get("error_type") == START_TIMEOUT_ERROR:
             return JobState.FAILED, (
-                "never started: the resources it asks for were not free before Ray's "
-                "job start timeout (RAY_JOB_START_TIMEOUT_SECONDS)"
+                "never started: its resources were not free within Ray's start timeout"
             )
     if state == JobState.PENDING and message and "waiting for resources" in message:
         message = "waiting for resources (CPUs, GPUs, memory or a GPU vendor resource)"
@@ -633,8 +632,10 @@ def build_cluster_info(
                 gpus_by_type[vendor] = gpus_by_type.get(vendor, 0) + count
             if gpu_count and not vendors:
                 gpus_by_type["ANY"] = gpus_by_type.get("ANY", 0) + gpu_count
-            names = ["CPU", "GPU", "memory", *sorted(r for r in totals if r in vendor_of)]
+            names = ["CPU", "GPU", *sorted(r for r in totals if r in vendor_of)]
             free[node_name] = {r: _available(r, totals, usage) for r in names if r in totals}
+            if "memory" in totals:
+                free[node_name]["memory_mb"] = _available("memory", totals, usage) // 2**20
         infos.append(
             NodeInfo(
                 name=node_name,
@@ -652,7 +653,7 @@ def build_cluster_info(
         available_nodes=alive,
         gpus_by_type=gpus_by_type,
         nodes=tuple(infos),
-        details={"available": free, "session": version.get("session_name")},
+        details={"free": free, "session": version.get("session_name")},
     )
 
 

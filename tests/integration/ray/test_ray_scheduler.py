@@ -207,7 +207,7 @@ def test_cluster_info_is_what_the_head_was_started_with(sched, ray_head):
     # one fake GPU declared as both vendors: by type 1 + 1, on the node "any" GPU
     assert dict(info.gpus_by_type) == {"NVIDIA": 1, "AMD": 1}
     assert node.gpu_type is GpuType.ANY
-    free = info.details["available"]["127.0.0.1"]
+    free = info.details["free"]["127.0.0.1"]
     assert 0 <= free["CPU"] <= raylab.NUM_CPUS and "nvidia" in free and "amd" in free
 
 
