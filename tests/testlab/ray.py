@@ -45,10 +45,10 @@ PORTS = {
     "--min-worker-port": 16400,
     "--max-worker-port": 16499,
 }
-NUM_CPUS = 2
+NUM_CPUS = 8  # declared, not real: lets the tiny test payloads run side by side
 NUM_GPUS = 1
 CUSTOM_RESOURCES = {"nvidia": 1, "amd": 1}
-JOB_START_TIMEOUT_S = 8
+JOB_START_TIMEOUT_S = 10
 OBJECT_STORE_BYTES = 100_000_000
 
 

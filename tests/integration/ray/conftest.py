@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def ray_head():
-    """The lab's Ray head (127.0.0.1:18265): 2 CPUs, 1 fake GPU, resources nvidia=1, amd=1."""
+    """The lab head on 127.0.0.1:18265: 8 CPUs (declared), 1 fake GPU, nvidia=1, amd=1."""
     try:
         head = raylab.start_head()
     except raylab.LabError as exc:
