@@ -139,7 +139,7 @@ class RayHead:
     def processes(self) -> list[int]:
         return lab_processes(self.temp_dir)
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def stop(self, grace_s: float = 3.0) -> None:
         """End this lab's processes by PID; a head this process did not start stays up."""
         if self.owned:
             stop_lab_processes(self.temp_dir, grace_s=grace_s)
@@ -272,8 +272,12 @@ def _node_ids(temp_dir: Path) -> set[str]:
     }
 
 
-def stop_lab_processes(temp_dir: Path, grace_s: float = 10.0) -> list[int]:
-    """SIGTERM this lab's processes, SIGKILL what is left after ``grace_s``."""
+def stop_lab_processes(temp_dir: Path, grace_s: float = 3.0) -> list[int]:
+    """SIGTERM this lab's processes, SIGKILL what is left after ``grace_s``.
+
+    gcs_server and the autoscaler monitor outlive a SIGTERM for long (like `ray stop`, which
+    waits 16 s by default): a short grace and then SIGKILL keeps teardown quick.
+    """
     pids = lab_processes(temp_dir)
     for pid in pids:
         _signal(pid, signal.SIGTERM)
