@@ -77,3 +77,12 @@ def dead_url() -> str:
 
 def pytest_report_header(config):
     return f"ray lab: venv {raylab.venv_dir()}, api {raylab.api_url()}, pid {os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def model_file(ray_workdir) -> Path:
+    """A model source on the client side (shipped with each job as a Ray package)."""
+    path = ray_workdir / "models" / "mlp.py"
+    path.parent.mkdir()
+    path.write_text("class SimpleMLP:\n    pass\n")
+    return path

@@ -4,9 +4,10 @@ It accepts snakegrinder's options, writes ``model.mlir`` and ``manifest.json`` i
 ``--out`` like ``--trace-with-values`` does, and echoes what it received so tests can check
 that arguments and environment arrive verbatim. Behaviour knobs come from the job's
 environment (the user's ``--env``): ``WF_FAKE_EXIT`` (exit code), ``WF_FAKE_SLEEP``
-(seconds to run before finishing).
+(seconds to run before finishing). A missing ``--source`` fails like the real program.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -31,6 +32,13 @@ def main(argv: list[str]) -> int:
             print(f"unknown option: {arg}", file=sys.stderr)
             return 2
     print("ARGV " + json.dumps(argv), flush=True)
+    source = opts.get("--source")
+    if source is not None:
+        if not os.path.isfile(source):
+            print(f"FAILED: model source not found: {source} (cwd {os.getcwd()})", flush=True)
+            return 1
+        with open(source, "rb") as fh:
+            print("SOURCE " + json.dumps(hashlib.sha256(fh.read()).hexdigest()), flush=True)
     print("CUDA_VISIBLE_DEVICES " + json.dumps(os.environ.get("CUDA_VISIBLE_DEVICES")), flush=True)
     print("WARPFORGE_JOB_ID " + json.dumps(os.environ.get("WARPFORGE_JOB_ID")), flush=True)
     print("WARPFORGE_CORRELATION_ID " + json.dumps(os.environ.get("WARPFORGE_CORRELATION_ID")))

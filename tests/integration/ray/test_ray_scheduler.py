@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -24,7 +27,15 @@ from warpforge_launch.jobs import (
 from warpforge_launch.schedulers.base import SubmissionPlan
 from warpforge_launch.schedulers.ray import RayConfig, RayScheduler
 
-HOSTILE = "it's \"q\"; echo PWNED $(id) `id` $HOME | & > /tmp/x\nsecond line * ?"
+HOSTILE = 'it\'s "q"; echo PWNED $(id) `id` $HOME | & > /tmp/x\nsecond line * ?'
+
+
+@pytest.fixture(autouse=True)
+def _model(model_file, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "MODEL", str(model_file))
+
+
+MODEL = ""
 
 
 @pytest.fixture()
@@ -43,7 +54,7 @@ def sched(ray_url, fake_snakegrinder, output_root, tmp_path):
 def submission(resources=None, env=None, who="tester", timeout=timedelta(minutes=5), **kw):
     definition = JobDefinition(
         name=kw.pop("name", "mlp"),
-        source=kw.pop("source", "/models/mlp.py"),
+        source=kw.pop("source", MODEL),
         model_class=kw.pop("model_class", "SimpleMLP"),
         inputs=parse_inputs(kw.pop("inputs", "[(1, 8)]")),
         resources=resources or ResourceRequirements(memory_mb=256),
@@ -153,22 +164,50 @@ def test_logs_are_the_job_output_without_ray_lines(sched):
     assert text.rstrip().splitlines()[-1].startswith("SUCCESS:")
 
 
-def test_hostile_arguments_reach_the_payload_verbatim(sched):
+def test_hostile_arguments_reach_the_payload_verbatim(sched, ray_workdir):
+    """A shared source path (no upload): every argument crosses Ray's /bin/sh -c intact."""
+    source = ray_workdir / "odd dir" / (HOSTILE.replace("/", "_") + ".py")
+    source.parent.mkdir(exist_ok=True)
+    source.write_text("class Net: pass\n")
+    shared = RayScheduler(
+        "raylab", dataclasses.replace(sched.config, upload_source=False), home=sched.home
+    )
     sub = submission(
-        source=f"/models/odd dir/{HOSTILE}.py",
+        source=str(source),
         model_class="Net;reboot",
         name=HOSTILE,
         env={"WF_USER_HOSTILE": HOSTILE},
         inputs="[(1, 128, 'i64'), (2, 3)]",
     )
-    plan = sched.plan(sub)
+    with shared:
+        plan = shared.plan(sub)
+        job_id = shared.execute(plan)
+        assert wait(shared, job_id).state is JobState.COMPLETED
+        text = "".join(shared.logs(job_id))
+    assert log_value(text, "ARGV") == list(plan.argv[1:])
+    assert str(source) in plan.argv
+    assert log_value(text, "USER_ENV") == {"WF_USER_HOSTILE": HOSTILE}
+    assert not any(line.startswith("PWNED") for line in text.splitlines())
+
+
+def test_model_source_ships_with_the_job(sched, ray_workdir):
+    """Uploaded as a Ray package: the job reads it by name from its own working dir."""
+    source = ray_workdir / "models" / "uploaded_model.py"
+    source.write_text(f"# {uuid.uuid4()}\nclass SimpleMLP: pass\n")
+    plan = sched.plan(submission(source=str(source)))
+    assert "working_dir" in plan.request["runtime_env"]
     job_id = sched.execute(plan)
     assert wait(sched, job_id).state is JobState.COMPLETED
     text = "".join(sched.logs(job_id))
-    payload_argv = list(plan.argv[plan.argv.index(sched.config.snakegrinder) + 1 :])
-    assert log_value(text, "ARGV") == payload_argv
-    assert log_value(text, "USER_ENV") == {"WF_USER_HOSTILE": HOSTILE}
-    assert not any(line.startswith("PWNED") for line in text.splitlines())
+    assert log_value(text, "SOURCE") == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert log_value(text, "ARGV")[2] == "uploaded_model.py"
+    again = sched.submit(submission(source=str(source)))  # package already there: reused
+    assert wait(sched, again).state is JobState.COMPLETED
+
+
+def test_missing_source_fails_before_submission(sched, ray_workdir):
+    with pytest.raises(UsageError, match="cannot be read"):
+        sched.submit(submission(source=str(ray_workdir / "missing.py")))
 
 
 def test_timeout_is_enforced_on_the_worker(sched):
@@ -230,7 +269,11 @@ def test_duplicate_submission_is_refused_in_one_line(sched):
 
 def test_ray_traceback_is_reduced_to_one_line(sched):
     plan = sched.plan(submission())
-    body = dict(plan.request, submission_id=f"wf-bad-{uuid.uuid4().hex[:6]}", metadata={"n": 1})
+    body = dict(
+        plan.request,
+        submission_id=f"wf-bad-{uuid.uuid4().hex[:6]}",
+        metadata={**plan.request["metadata"], "n": 1},
+    )
     bad = SubmissionPlan(plan.instance, body["submission_id"], plan.kind, plan.argv, body)
     with pytest.raises(UsageError) as info:
         sched.execute(bad)
