@@ -616,7 +616,9 @@ def ray_state(job: Mapping[str, Any]) -> tuple[JobState, str]:
                 "never started: its resources were not free within Ray's start timeout"
             )
     if state == JobState.PENDING and message and "waiting for resources" in message:
-        message = "waiting for resources (CPUs, GPUs, memory or a GPU vendor resource)"
+        message = (
+            "not started yet: setting up, or waiting for resources (CPUs, GPUs, memory, GPU vendor)"
+        )
     return state, message
 
 
