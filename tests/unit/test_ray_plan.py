@@ -241,3 +241,9 @@ def test_missing_source_is_bad_input_before_anything_is_sent(models):
         scheduler().plan(sub)
     plan = scheduler(upload_source=False).plan(sub)
     assert plan.argv[plan.argv.index("--source") + 1] == str(models / "nope.py")
+
+
+def test_a_queue_is_refused_not_ignored(models):
+    sub = submission(models, ResourceRequirements(queue="gpu"))
+    with pytest.raises(UsageError, match="no queues"):
+        scheduler().plan(sub)

@@ -14,6 +14,10 @@ What Ray does that shapes this module (TESTLAB.md, checked against Ray 2.60):
   ``RAY_JOB_START_TIMEOUT_SECONDS`` (900 s by default) turns it FAILED: cancel says so.
 - Errors come back as text/plain Python tracebacks; a duplicate submission id is HTTP 500.
 - ``/api/cluster_status`` camelCases its keys, resource names included.
+- ``runtime_env.env_vars`` values go through ``os.path.expandvars`` on the worker.
+
+The model source ships with the job as a Ray working_dir package (``upload_source``), so
+workers need not see the client's files.
 
 Outputs: the payload writes into ``<output_root>/<submission id>`` on the worker. The result
 step reads ``model.mlir``/``manifest.json`` from there when that root is shared with the
@@ -53,7 +57,7 @@ from warpforge_launch.jobs import (
 )
 from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan
 
-# Ray job status -> ours. FAILED is refined by error_type/exit code in _state().
+# Ray job status -> ours. FAILED is refined by error_type/exit code in ray_state().
 RAY_STATES = {
     "PENDING": JobState.PENDING,
     "RUNNING": JobState.RUNNING,
@@ -175,7 +179,8 @@ class RayScheduler(Scheduler):
         return f"{self.config.output_root.rstrip('/')}/{submission_id}"
 
     def plan(self, submission: JobSubmission) -> SubmissionPlan:
-        """The exact ``POST /api/jobs/`` body; touches nothing."""
+        """The exact ``POST /api/jobs/`` body. Reads the model source (its package is named
+        by its content) and sends nothing."""
         from warpforge_launch.payload import snakegrinder_argv
 
         definition = submission.definition
@@ -236,6 +241,11 @@ class RayScheduler(Scheduler):
         )
 
     def _custom_resources(self, res) -> dict[str, float]:
+        if res.queue:
+            raise UsageError(
+                f"Ray has no queues: --queue {res.queue!r} cannot be honoured",
+                hint="drop --queue, or submit to a Slurm scheduler",
+            )
         out: dict[str, float] = {}
         if res.gpu_type in (GpuType.NVIDIA, GpuType.AMD):
             resource = self.config.gpu_resources.get(res.gpu_type.name)
