@@ -31,16 +31,9 @@ def test_guard_allows_loopback():
         s.close()
 
 
-@pytest.mark.parametrize(
-    "addr,ok",
-    [
-        (("127.0.0.21", 22), True),
-        (("::1", 22, 0, 0), True),
-        ("/tmp/sock", True),
-        (("10.0.0.1", 22), False),
-        (("8.8.8.8", 53), False),
-        (("example.com", 80), False),
-    ],
-)
+@pytest.mark.parametrize("addr,ok", [
+    (("127.0.0.21", 22), True), (("::1", 22, 0, 0), True), ("/tmp/sock", True),
+    (("10.0.0.1", 22), False), (("8.8.8.8", 53), False), (("example.com", 80), False),
+])
 def test_is_allowed_table(addr, ok):
     assert netguard.is_allowed(addr) is ok
