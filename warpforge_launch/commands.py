@@ -140,6 +140,10 @@ def cmd_result(args) -> int:
 
 def cmd_logs(args) -> int:
     with _launcher(args) as launcher:
+        if args.json:
+            text = "".join(launcher.logs(args.job_id, follow=args.follow))
+            emit_json({"job_id": args.job_id, "logs": text})
+            return 0
         for chunk in launcher.logs(args.job_id, follow=args.follow):
             sys.stdout.write(chunk)
             sys.stdout.flush()

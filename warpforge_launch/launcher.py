@@ -121,9 +121,10 @@ class Launcher:
         return status
 
     def status(self, job_id: str) -> JobStatus:
-        record, sched = self._route(job_id)
+        record = self.store.find(job_id)
         if record is not None and record.state.terminal:
-            return record.status  # final: no call to the backend
+            return record.status  # final: no backend is even loaded
+        record, sched = self._route(job_id)
         status = self._stamp(record, sched.status(job_id))
         if record is not None:
             self.store.update_status(status)

@@ -122,11 +122,17 @@ class LocalScheduler(Scheduler):
         for child in list(_children):
             if child.poll() is not None:
                 _children.remove(child)
-        with open(job_dir / "supervisor.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "warpforge_launch.schedulers.local_supervisor",
-                 str(job_dir)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True, close_fds=True, env=_supervisor_env())
+        # SIGTERM stays blocked in the supervisor until its cancel handler is installed, so a
+        # cancel sent right after submit is never lost (the mask survives fork and exec).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            with open(job_dir / "supervisor.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "warpforge_launch.schedulers.local_supervisor",
+                     str(job_dir)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    start_new_session=True, close_fds=True, env=_supervisor_env())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         _children.append(proc)
         start = ls.proc_start_time(proc.pid)
         (job_dir / ls.SUPERVISOR_PID).write_text(f"{proc.pid} {start}\n")

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine, no lab needed: set up, build the stand-in snakegrinder,
+# trace a sample model with the Local scheduler, wait, and print the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q -e .
+# TODO(#3): build the stand-in dist here once it lands
+exec .venv/bin/warpforge-launch submit --source examples/models/simple_mlp.py \
+  --class SimpleMLP --inputs '[(1, 8)]' --wait

@@ -1,0 +1,249 @@
+"""The Local scheduler with real processes: the fake payload behaves like snakegrinder."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FAKE_SNAKEGRINDER, local_inventory, model_file, run_cli
+from warpforge_launch.errors import UsageError
+from warpforge_launch.inputs import parse_inputs
+from warpforge_launch.jobs import JobDefinition, JobQuery, JobState
+from warpforge_launch.launcher import Launcher
+from warpforge_launch.schedulers.local_state import proc_start_time
+
+
+def alive(pid: int) -> bool:
+    return proc_start_time(pid) is not None
+
+
+@pytest.fixture
+def setup(tmp_path):
+    def make(**settings):
+        inv = local_inventory(tmp_path / f"inv{len(settings)}.yaml", **settings)
+        return Launcher(str(inv))
+    return make
+
+
+@pytest.fixture
+def launcher(setup):
+    with setup() as launcher:
+        yield launcher
+
+
+@pytest.fixture
+def model(tmp_path):
+    return model_file(tmp_path)
+
+
+def define(model: Path, env=None, timeout=timedelta(minutes=5), name="simple_mlp"):
+    return JobDefinition(name=name, source=str(model), inputs=parse_inputs("[(1,8)]"),
+                         model_class="SimpleMLP", environment=env or {}, timeout=timeout)
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_completed_job_has_result_with_stablehlo(launcher, model):
+    job = launcher.submit(define(model))
+    status = launcher.wait(job, timeout=30)
+    assert status.state is JobState.COMPLETED, status.message
+    result = launcher.result(job)
+    assert result.success and result.exit_code == 0
+    assert "stablehlo.return" in result.mlir_output
+    names = {Path(p).name for p in result.outputs}
+    assert {"model.mlir", "manifest.json"} <= names
+    assert result.execution_time is not None and result.correlation_id
+    out = Path(result.outputs[0]).parent
+    argv = json.loads((out / "argv.json").read_text())
+    assert argv[argv.index("--inputs") + 1] == "[(1, 8, 'f32')]"
+    env = json.loads((out / "env.json").read_text())
+    assert env["WARPFORGE_JOB_ID"] == job
+
+
+def test_failed_job_keeps_exit_code_and_message(launcher, model):
+    job = launcher.submit(define(model, env={"FAKE_SG_EXIT": "3",
+                                             "FAKE_SG_STDERR": "relu6 is not supported"}))
+    status = launcher.wait(job, timeout=30)
+    assert status.state is JobState.FAILED
+    result = launcher.result(job)
+    assert not result.success and result.exit_code == 3
+    assert result.error_message == "exit code 3: FAILED: relu6 is not supported"
+
+
+def test_timeout_kills_the_whole_group(launcher, model, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60",
+                                             "FAKE_SG_GRANDCHILD": str(pidfile)},
+                                 timeout=timedelta(seconds=1.5)))
+    status = launcher.wait(job, timeout=30)
+    assert status.state is JobState.TIMEOUT and "timed out after 1.5 s" in status.message
+    payload = status.scheduler_metadata["payload_pid"]
+    assert wait_for(lambda: not alive(payload), 5)
+    assert pidfile.exists() and wait_for(lambda: not alive(int(pidfile.read_text())), 5)
+
+
+def test_cancel_kills_grandchildren(launcher, model, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60",
+                                             "FAKE_SG_GRANDCHILD": str(pidfile)}))
+    assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING and pidfile.exists()
+                    and pidfile.read_text())
+    grandchild = int(pidfile.read_text())
+    assert alive(grandchild)
+    cancelled, status = launcher.cancel(job)
+    assert cancelled and status.state is JobState.CANCELLED
+    assert wait_for(lambda: not alive(grandchild), 5), "detached grandchild survived the cancel"
+    again, status = launcher.cancel(job)
+    assert not again and status.state is JobState.CANCELLED
+
+
+def test_cancel_a_finished_job_says_so(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    job = run_cli("--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+                  "--inputs", "[(1,8)]", "--wait", "--json", check_json=True).json["job_id"]
+    proc = run_cli("--inventory", inv, "cancel", job)
+    assert proc.returncode == 0 and "not cancelled, already COMPLETED" in proc.stdout
+
+
+def test_concurrency_limit_queues_jobs(setup, model):
+    with setup(max_concurrent_jobs=1) as launcher:
+        first = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60"}))
+        assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
+        second = launcher.submit(define(model))
+        time.sleep(0.5)
+        assert launcher.status(second).state is JobState.PENDING
+        launcher.cancel(first)
+        assert launcher.wait(second, timeout=30).state is JobState.COMPLETED
+
+
+def test_cancel_while_pending(setup, model):
+    with setup(max_concurrent_jobs=1) as launcher:
+        first = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60"}))
+        assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
+        second = launcher.submit(define(model))
+        cancelled, status = launcher.cancel(second)
+        assert cancelled and status.state is JobState.CANCELLED
+        assert "waiting for a free slot" in status.message
+        launcher.cancel(first)
+
+
+def test_killed_supervisor_is_reported_failed(launcher, model, tmp_path):
+    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60"}))
+    assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
+    payload = launcher.status(job).scheduler_metadata["payload_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    assert wait_for(lambda: launcher.status(job).state is JobState.FAILED, 10)
+    status = launcher.status(job)
+    assert f"supervisor process {supervisor} died" in status.message
+    assert wait_for(lambda: not alive(payload), 5), "orphaned payload left running"
+
+
+def test_status_from_a_later_process(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    sub = run_cli("--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+                  "--inputs", "[(1,8)]", "--env", "FAKE_SG_SLEEP=0.5")
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip()
+    assert job.startswith("local-")
+
+    def state():
+        return json.loads(run_cli("--inventory", inv, "status", "--json", job).stdout)["state"]
+    assert wait_for(lambda: state() == "COMPLETED", 30)
+    res = run_cli("--inventory", inv, "result", job)
+    assert res.returncode == 0 and "stablehlo.return" in res.stdout
+    listed = run_cli("--inventory", inv, "list", "--state", "COMPLETED", "--json",
+                     check_json=True).json
+    assert [row["job_id"] for row in listed] == [job]
+
+
+HOSTILE = ["$(touch PWNED)", "a; touch PWNED2", "`touch PWNED3`", "it's \"quoted\"",
+           "line1\nline2", "  spaces  ", "|| true &&", "*"]
+
+
+def test_hostile_arguments_reach_the_payload_verbatim(launcher, tmp_path):
+    weird = tmp_path / "dir with spaces; $(touch PWNED4)"
+    weird.mkdir()
+    model = model_file(weird, "mo'del $x.py")
+    env = {f"USER_{i}": v for i, v in enumerate(HOSTILE)}
+    job = launcher.submit(define(model, env=env, name="name; rm -rf /"))
+    assert launcher.wait(job, timeout=30).state is JobState.COMPLETED
+    out = Path(launcher.result(job).outputs[0]).parent
+    argv = json.loads((out / "argv.json").read_text())
+    assert argv[argv.index("--source") + 1] == str(model)
+    seen = json.loads((out / "env.json").read_text())
+    assert [seen[f"USER_{i}"] for i in range(len(HOSTILE))] == HOSTILE
+    for d in (tmp_path, weird, Path.cwd()):
+        assert not list(d.glob("PWNED*")), "a shell interpreted an argument"
+
+
+def test_twenty_concurrent_cli_submits(tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml", max_concurrent_jobs=4))
+    model = model_file(tmp_path)
+    argv = ["--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+            "--inputs", "[(1,8)]"]
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        procs = list(pool.map(lambda _: run_cli(*argv, timeout=120), range(20)))
+    assert [p.returncode for p in procs] == [0] * 20, [p.stderr for p in procs if p.returncode]
+    ids = {p.stdout.strip() for p in procs}
+    assert len(ids) == 20
+    with Launcher(inv) as launcher:
+        rows = launcher.list(JobQuery(limit=None), refresh=False)
+        assert {r.job_id for r, _ in rows} == ids
+        for job in ids:
+            assert launcher.wait(job, timeout=60).state is JobState.COMPLETED
+
+
+def test_logs_and_follow(launcher, model):
+    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "1", "FAKE_SG_STDERR": "warn"}))
+    text = "".join(launcher.logs(job, follow=True))
+    assert "tracing" in text and "SUCCESS: traced" in text and "warn" in text
+    assert launcher.status(job).state is JobState.COMPLETED
+
+
+def test_result_of_a_running_job_is_refused(launcher, model):
+    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "30"}))
+    with pytest.raises(UsageError, match="has not finished"):
+        launcher.result(job)
+    launcher.cancel(job)
+
+
+def test_wait_exit_codes(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    base = ["--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+            "--inputs", "[(1,8)]", "--wait"]
+    ok = run_cli(*base)
+    assert ok.returncode == 0 and "stablehlo" in ok.stdout
+    bad = run_cli(*base, "--env", "FAKE_SG_EXIT=4")
+    assert bad.returncode == 1 and "exit code 4" in bad.stdout
+
+
+def test_fake_payload_rejects_unknown_options(tmp_path):
+    import subprocess
+    proc = subprocess.run([str(FAKE_SNAKEGRINDER), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 2
+
+
+def test_logs_through_the_cli(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    job = run_cli("--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+                  "--inputs", "[(1,8)]", "--env", "FAKE_SG_SLEEP=0.5").stdout.strip()
+    followed = run_cli("--inventory", inv, "logs", "--follow", job)
+    assert followed.returncode == 0 and "SUCCESS: traced" in followed.stdout
+    as_json = run_cli("--inventory", inv, "logs", "--json", job, check_json=True).json
+    assert as_json["job_id"] == job and "tracing" in as_json["logs"]

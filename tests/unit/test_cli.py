@@ -1,0 +1,141 @@
+"""CLI parsing, output and exit codes. Bad input: one line, exit 2, never a traceback."""
+
+import json
+
+import pytest
+
+from tests.helpers import local_inventory, model_file, run_cli
+from warpforge_launch import __version__
+from warpforge_launch.cli import main
+from warpforge_launch.commands import parse_memory
+
+
+def call(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture
+def inv(tmp_path):
+    return str(local_inventory(tmp_path / "inv.yaml"))
+
+
+@pytest.fixture
+def model(tmp_path):
+    return str(model_file(tmp_path))
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    ([], None),
+    (["submit"], "the following arguments are required: --source"),
+    (["submit", "--source", "x.py", "--gpu", "INTEL"], "invalid choice"),
+    (["submit", "--source", "x.py", "--gpu-count", "two"], "invalid int value"),
+    (["frobnicate"], "invalid choice"),
+    (["status"], "required: JOB_ID"),
+    (["list", "--state", "DONE"], "invalid choice"),
+])
+def test_usage_errors_exit_2(capsys, argv, fragment):
+    rc, out, err = call(capsys, *argv)
+    assert rc == 2
+    if fragment:
+        assert err.startswith("error: ") and fragment in err
+        assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    ([], "--inputs is required"),
+    (["--inputs", "[(1,0)]"], "dimension 0 must be a positive"),
+    (["--inputs", "[(1,8)", ], "unbalanced"),
+    (["--inputs", "[(1,8)]", "--memory", "lots"], "--memory 'lots' is not a size"),
+    (["--inputs", "[(1,8)]", "--timeout", "0"], "--timeout must be positive"),
+    (["--inputs", "[(1,8)]", "--env", "NOEQUALS"], "not KEY=VALUE"),
+    (["--inputs", "[(1,8)]", "--priority", "200"], "0-100"),
+    (["--inputs", "[(1,8)]", "--gpu", "NVIDIA"], "cannot give a job NVIDIA GPUs"),
+    (["--inputs", "[(1,8)]", "--scheduler", "nope"], "no scheduler 'nope'"),
+    (["--inputs", "[(1,8)]", "--snakegrinder", "/nonexistent/sg"], "missing or not executable"),
+])
+def test_submit_bad_input(capsys, inv, model, extra, fragment):
+    rc, out, err = call(capsys, "submit", "--inventory", inv, "--source", model,
+                        "--class", "SimpleMLP", *extra)
+    assert rc == 2, err
+    assert fragment in err and err.startswith("error: ")
+
+
+def test_missing_source_and_class(capsys, inv, tmp_path):
+    rc, _, err = call(capsys, "submit", "--inventory", inv, "--source",
+                      str(tmp_path / "nope.py"), "--class", "M", "--inputs", "[(1,8)]")
+    assert rc == 2 and "does not exist" in err
+    rc, _, err = call(capsys, "submit", "--inventory", inv, "--source", str(tmp_path / "m.py"),
+                      "--inputs", "[(1,8)]")
+    assert rc == 2 and "needs a model class" in err
+
+
+def test_missing_snakegrinder_is_clear(capsys, tmp_path, model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    rc, _, err = call(capsys, "submit", "--source", model, "--class", "M", "--inputs", "[(1,8)]")
+    assert rc == 2 and "snakegrinder not found" in err and "invoke build" in err
+
+
+def test_dry_run_prints_the_plan_and_submits_nothing(capsys, inv, model):
+    rc, out, _ = call(capsys, "submit", "--inventory", inv, "--source", model, "--class",
+                      "SimpleMLP", "--inputs", "[(1,3,224,224):f32]", "--dry-run", "--json")
+    assert rc == 0
+    plan = json.loads(out)["plan"]
+    argv = plan["argv"]
+    assert argv[argv.index("--inputs") + 1] == "[(1, 3, 224, 224, 'f32')]"
+    assert plan["kind"] == "local-process"
+    rc, out, _ = call(capsys, "list", "--json")
+    assert json.loads(out) == []
+
+
+def test_unknown_job_ids(capsys, inv):
+    rc, _, err = call(capsys, "status", "--inventory", inv, "local-deadbeef")
+    assert rc == 2 and "no local job" in err
+    rc, _, err = call(capsys, "status", "--inventory", inv, "nohyphen")
+    assert rc == 2 and "is not a job id" in err
+    rc, _, err = call(capsys, "result", "--inventory", inv, "ray-123")
+    assert rc == 2 and "no scheduler 'ray'" in err
+
+
+def test_bad_inventory_is_exit_2(capsys, tmp_path, model):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schedulers: {local: {type: local, max_concurrent_jobs: x}}\n")
+    rc, _, err = call(capsys, "--inventory", str(bad), "submit", "--source", model,
+                      "--class", "M", "--inputs", "[(1,8)]")
+    assert rc == 2 and "schedulers.local.max_concurrent_jobs" in err
+
+
+def test_version_and_help_in_a_real_process():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"warpforge-launch {__version__}"
+    proc = run_cli("submit", "--help")
+    assert proc.returncode == 0 and "--dry-run" in proc.stdout
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
+    proc = run_cli("submit", "--source", "m.py", "--class", "M", "--inputs", "[(1,8):f99]",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: bad input spec") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text,mb", [("4096", 4096), ("16G", 16384), ("512M", 512),
+                                     ("1.5g", 1536), ("2GB", 2048)])
+def test_memory_units(text, mb):
+    assert parse_memory(text) == mb
+
+
+def test_list_of_empty_store_and_limit(capsys):
+    rc, out, _ = call(capsys, "list")
+    assert rc == 0 and "JOB ID" in out
+    rc, _, err = call(capsys, "list", "--limit", "0")
+    assert rc == 2 and "--limit must be > 0" in err
+
+
+def test_cluster_info_json(capsys, inv):
+    rc, out, _ = call(capsys, "--json", "cluster-info", "--inventory", inv)
+    info = json.loads(out)
+    assert rc == 0 and info["scheduler_name"] == "local" and info["nodes"][0]["cpu_cores"] >= 1

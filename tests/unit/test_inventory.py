@@ -1,0 +1,125 @@
+from pathlib import Path
+
+import pytest
+
+from warpforge_launch import inventory
+from warpforge_launch.errors import NotFoundError, UsageError
+from warpforge_launch.schedulers.local import LocalConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, text):
+    p = tmp_path / "inv.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_builtin_default_has_local_scheduler_and_box(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    inv = inventory.load(env={})
+    assert inv.path is None and inv.default_scheduler == "local"
+    assert inv.scheduler().type == "local" and isinstance(inv.scheduler().config, LocalConfig)
+    assert inv.boxes["local"].transport == "local"
+
+
+def test_production_inventory_loads():
+    inv = inventory.load(REPO / "inventory.yaml", env={})
+    assert {"nuc", "nvidia", "amd"} <= set(inv.boxes)
+    assert inv.select_boxes(["mark1amd"])[0].name == "amd"
+    assert [b.name for b in inv.select_boxes(["gpu-boxes"])] == ["nvidia", "amd"]
+    macs = [b.mac for b in inv.boxes.values() if b.mac]
+    assert len(macs) == len(set(macs))  # one MAC per box, in one place
+
+
+def test_search_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "inventory.yaml").write_text("schedulers: {cwd: {type: local}}\n")
+    assert inventory.load(env={}).default_scheduler == "cwd"
+    env_file = write(tmp_path, "schedulers: {envsched: {type: local}}\n")
+    monkeypatch.setenv("WARPFORGE_INVENTORY", str(env_file))
+    assert inventory.load(env={}).default_scheduler == "envsched"
+    explicit = tmp_path / "x.yaml"
+    explicit.write_text("schedulers: {explicit: {type: local}}\n")
+    assert inventory.load(explicit, env={}).default_scheduler == "explicit"
+
+
+def test_every_error_is_reported_with_its_path(tmp_path):
+    p = write(tmp_path, """
+schedulers:
+  local: {type: local, max_concurrent_jobs: many, colour: blue}
+  bad-name: {type: local}
+  other: {type: nosuch}
+boxes:
+  nvidia: {port: notaport, transport: telnet, mac: "zz:zz"}
+lab: {wake_timeout: soon}
+extra: 1
+""")
+    with pytest.raises(UsageError) as err:
+        inventory.load(p, env={})
+    msg = str(err.value)
+    for fragment in ("schedulers.local.max_concurrent_jobs", "schedulers.local.colour",
+                     "schedulers.bad-name", "schedulers.other.type", "boxes.nvidia.port",
+                     "boxes.nvidia.transport", "lab.wake_timeout", "extra: unknown section"):
+        assert fragment in msg, fragment
+    assert "\n" not in msg
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    p = write(tmp_path, "schedulers:\n  local: {type: local\n")
+    with pytest.raises(UsageError, match=r"not valid YAML at line \d+"):
+        inventory.load(p, env={})
+
+
+def test_missing_and_non_mapping(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        inventory.load(tmp_path / "nope.yaml", env={})
+    with pytest.raises(UsageError, match="must be a mapping"):
+        inventory.load(write(tmp_path, "- a\n- b\n"), env={})
+
+
+def test_duplicate_mac_and_alias(tmp_path):
+    p = write(tmp_path, """
+boxes:
+  a: {mac: "aa:bb:cc:dd:ee:01", aliases: [x]}
+  b: {mac: "AA:BB:CC:DD:EE:01", aliases: [x]}
+""")
+    with pytest.raises(UsageError) as err:
+        inventory.load(p, env={})
+    assert "given to several boxes" in str(err.value) and "'x' is also used" in str(err.value)
+
+
+def test_default_scheduler_must_exist(tmp_path):
+    p = write(tmp_path, "default_scheduler: ray\nschedulers: {local: {type: local}}\n")
+    with pytest.raises(UsageError, match="default_scheduler: 'ray' is not among"):
+        inventory.load(p, env={})
+
+
+def test_env_overrides():
+    inv = inventory.load(REPO / "inventory.yaml", env={
+        "NVIDIA_HOST_OVERRIDE": "127.0.0.21", "AMD_HOST_OVERRIDE": "127.0.0.22",
+        "INSTALL_DIR_OVERRIDE": "/tmp/wf", "WAKE_BOXES": "0", "SKIP_IF_UNREACHABLE": "0",
+        "DIST_DIR_OVERRIDE": "/tmp/dist"})
+    assert inv.boxes["nvidia"].host == "127.0.0.21" and inv.boxes["amd"].host == "127.0.0.22"
+    assert {b.install_dir for b in inv.boxes.values()} == {"/tmp/wf"}
+    assert not inv.lab.wake_boxes and not inv.lab.skip_if_unreachable
+    assert inv.build.dist_dir == "/tmp/dist"
+
+
+def test_bad_override_values(tmp_path):
+    with pytest.raises(UsageError, match="WAKE_BOXES must be 0 or 1"):
+        inventory.load(REPO / "inventory.yaml", env={"WAKE_BOXES": "yes"})
+    p = write(tmp_path, "schedulers: {local: {type: local}}\n")
+    with pytest.raises(UsageError, match="no box called 'nvidia'"):
+        inventory.load(p, env={"NVIDIA_HOST_OVERRIDE": "h"})
+
+
+def test_selectors():
+    inv = inventory.load(REPO / "inventory.yaml", env={})
+    assert len(inv.select_boxes([])) == len(inv.boxes)
+    with pytest.raises(NotFoundError, match="'gpu-box'"):
+        inv.select_boxes(["gpu-box"])
+    with pytest.raises(NotFoundError, match="no scheduler 'nope'"):
+        inv.scheduler("nope")
