@@ -472,28 +472,36 @@ class RayScheduler(Scheduler):
         answer = self._request("POST", f"/api/jobs/{quote(sid, safe='')}/stop", job_id=job_id)
         if not answer.get("stopped", False):
             return False  # it finished between our two calls
-        # A running job turns STOPPED within a second or two; one still waiting for
+        # A running job turns STOPPED within a second or two. One still waiting for
         # resources ignores the stop (Ray 2.x) and stays PENDING: say so instead of lying.
-        was_pending = before.get("status") == "PENDING"
-        wait_s = min(3.0 if was_pending else 15.0, self.config.request_timeout)
-        deadline = time.monotonic() + wait_s
+        # One that was only starting may run anyway: stop it again once it runs.
+        stop_sent_running = before.get("status") == "RUNNING"
+        now = time.monotonic()
+        pending_deadline = now + min(5.0, self.config.request_timeout)
+        deadline = now + max(15.0, self.config.request_timeout)
         while True:
             state = self._job(job_id).get("status")
             if state not in ("PENDING", "RUNNING"):
                 return True
-            if time.monotonic() > deadline:
-                break
+            now = time.monotonic()
+            if state == "RUNNING" and not stop_sent_running:
+                self._request("POST", f"/api/jobs/{quote(sid, safe='')}/stop", job_id=job_id)
+                stop_sent_running = True
+                deadline = now + max(15.0, self.config.request_timeout)
+            elif state == "PENDING" and now > pending_deadline:
+                raise LaunchError(
+                    f"Ray cannot stop job {job_id} while it is PENDING: a job waiting for "
+                    "resources stays PENDING until Ray gives up starting it "
+                    "(RAY_JOB_START_TIMEOUT_SECONDS on the head, 900 s by default) and then "
+                    "ends FAILED",
+                    hint="nothing of it runs while it waits; should it start, cancel it again",
+                )
+            if now > deadline:
+                raise InfrastructureError(
+                    f"Ray accepted the stop of {job_id} but it is still {state}",
+                    hint="look at the job with `warpforge-launch status`",
+                )
             time.sleep(0.25)
-        if state == "PENDING":
-            raise LaunchError(
-                f"Ray cannot stop job {job_id} while it waits for resources: it stays PENDING "
-                "until Ray gives up starting it (RAY_JOB_START_TIMEOUT_SECONDS on the head, "
-                "900 s by default), then ends FAILED; nothing of it runs meanwhile",
-                hint="free or add the resources it asks for, or wait for Ray's start timeout",
-            )
-        raise InfrastructureError(
-            f"Ray accepted the stop of {job_id} but it was still {state} after {wait_s:g} s"
-        )
 
     def delete(self, job_id: str) -> None:
         """Forget a finished job on the Ray side (its logs and record go with it)."""

@@ -127,7 +127,7 @@ def test_job_needing_more_gpus_than_exist_pends_and_cancel_says_so(sched):
     status = sched.status(job_id)
     assert status.state is JobState.PENDING
     assert "waiting for resources" in status.message
-    with pytest.raises(LaunchError, match="waits for resources") as info:
+    with pytest.raises(LaunchError, match="cannot stop .* while it is PENDING") as info:
         sched.cancel(job_id)
     assert info.value.exit_code == 1
     assert "RAY_JOB_START_TIMEOUT_SECONDS" in str(info.value)
@@ -286,7 +286,8 @@ def test_delete_finished_job_only(sched):
     job_id = sched.submit(submission(env={"WF_FAKE_SLEEP": "30"}))
     with pytest.raises(UsageError, match="finished jobs only"):
         sched.delete(job_id)
-    sched.cancel(job_id)
+    assert sched.cancel(job_id) is True  # just submitted: stopped, even if it was starting
+    assert sched.status(job_id).state is JobState.CANCELLED
     time.sleep(1.0)  # Ray's job monitor may still be writing the final state
     sched.delete(job_id)
     with pytest.raises(NotFoundError):
