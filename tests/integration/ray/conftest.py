@@ -80,9 +80,8 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session")
-def model_file(ray_workdir) -> Path:
-    """A model source on the client side (shipped with each job as a Ray package)."""
-    path = ray_workdir / "models" / "mlp.py"
-    path.parent.mkdir()
+def model_file(tmp_path_factory) -> Path:
+    """A model source on the client side only: it ships with each job as a Ray package."""
+    path = tmp_path_factory.mktemp("models") / "mlp.py"
     path.write_text("class SimpleMLP:\n    pass\n")
     return path

@@ -192,7 +192,7 @@ def test_hostile_arguments_reach_the_payload_verbatim(sched, ray_workdir):
 
 def test_model_source_ships_with_the_job(sched, ray_workdir):
     """Uploaded as a Ray package: the job reads it by name from its own working dir."""
-    source = ray_workdir / "models" / "uploaded_model.py"
+    source = ray_workdir / "uploaded_model.py"
     source.write_text(f"# {uuid.uuid4()}\nclass SimpleMLP: pass\n")
     plan = sched.plan(submission(source=str(source)))
     assert "working_dir" in plan.request["runtime_env"]
