@@ -247,3 +247,21 @@ def test_a_queue_is_refused_not_ignored(models):
     sub = submission(models, ResourceRequirements(queue="gpu"))
     with pytest.raises(UsageError, match="no queues"):
         scheduler().plan(sub)
+
+
+def test_outputs_through_the_shared_root_or_their_location(tmp_path):
+    shared = tmp_path / "seen-here"
+    (shared / "wf-1").mkdir(parents=True)
+    (shared / "wf-1" / "model.mlir").write_text("module @main {}\n")
+    (shared / "wf-1" / "manifest.json").write_text("{}")
+    sched = scheduler(local_output_root=str(shared))
+    files, mlir = sched._outputs("/srv/warpforge/jobs/wf-1", "10.0.0.5", True)
+    assert [Path(f).name for f in files] == ["manifest.json", "model.mlir"]
+    assert mlir == "module @main {}\n"
+    assert sched._outputs("/srv/warpforge/jobs/wf-2", "10.0.0.5", False) == ((), None)
+    remote = scheduler(local_output_root=str(tmp_path / "not-mounted"))
+    assert remote._outputs("/srv/warpforge/jobs/wf-1", "10.0.0.5", True) == (
+        ("10.0.0.5:/srv/warpforge/jobs/wf-1/",),
+        None,
+    )
+    assert remote._outputs("/srv/warpforge/jobs/wf-1", "10.0.0.5", False) == ((), None)

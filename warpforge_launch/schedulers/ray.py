@@ -520,7 +520,7 @@ class RayScheduler(Scheduler):
         log_text = strip_ray_header(self._raw_logs(job_id), sid, job.get("entrypoint", ""))
         tail = log_text.splitlines()[-LOG_TAIL_LINES:]
         out_dir = (job.get("metadata") or {}).get(f"{META_PREFIX}out_dir") or self.out_dir(sid)
-        outputs, mlir = self._outputs(out_dir, status.node_name)
+        outputs, mlir = self._outputs(out_dir, status.node_name, status.state.success)
         error = None
         if not status.state.success:
             error = _failure_line(tail) or status.message or status.state.value
@@ -537,18 +537,22 @@ class RayScheduler(Scheduler):
             log_tail="\n".join(tail),
         )
 
-    def _outputs(self, out_dir: str, node: str | None) -> tuple[tuple[str, ...], str | None]:
+    def _outputs(
+        self, out_dir: str, node: str | None, success: bool
+    ) -> tuple[tuple[str, ...], str | None]:
         """Files of the job's --out dir and the MLIR text, through the shared output root.
 
-        When the root is not shared with this machine, the one output reported is where
-        the files are: ``<node>:<out dir>/`` (fetch them over SSH).
+        When the root is not visible here, a successful job reports where its files are,
+        ``<node>:<out dir>/`` (fetch them over SSH); a failed one reports none.
         """
         root = self.config.output_root.rstrip("/")
         local_root = (self.config.local_output_root or root).rstrip("/")
         inside = out_dir == root or out_dir.startswith(root + "/")
         local = Path(local_root + out_dir[len(root) :]) if inside else Path(out_dir)
+        if not Path(local_root).is_dir():
+            return ((f"{node or 'ray-worker'}:{out_dir}/",) if success else ()), None
         if not local.is_dir():
-            return (f"{node or 'ray-worker'}:{out_dir}/",), None
+            return (), None
         files = tuple(sorted(str(p) for p in local.rglob("*") if p.is_file()))
         mlir_path = local / "model.mlir"
         mlir = mlir_path.read_text(errors="replace") if mlir_path.is_file() else None
