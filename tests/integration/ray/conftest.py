@@ -8,6 +8,7 @@ so the "shared output root" is simply a directory under the lab dir.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import sys
 import uuid
@@ -39,11 +40,12 @@ def ray_head():
 
 
 @pytest.fixture(scope="session")
-def ray_workdir(ray_head) -> Path:
+def ray_workdir(ray_head):
     """A per-session directory the Ray jobs (same machine) and the tests both see."""
     path = raylab.lab_dir() / "work" / uuid.uuid4().hex[:8]
     path.mkdir(parents=True)
-    return path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
