@@ -265,3 +265,14 @@ def test_outputs_through_the_shared_root_or_their_location(tmp_path):
         None,
     )
     assert remote._outputs("/srv/warpforge/jobs/wf-1", "10.0.0.5", False) == ((), None)
+
+
+def test_auth_header_token_comes_from_the_environment(monkeypatch):
+    sched = scheduler(auth_header="Authorization: Bearer ${WF_TEST_RAY_TOKEN}")
+    monkeypatch.delenv("WF_TEST_RAY_TOKEN", raising=False)
+    with pytest.raises(UsageError, match="WF_TEST_RAY_TOKEN"):
+        sched._http()
+    monkeypatch.setenv("WF_TEST_RAY_TOKEN", "s3cret")
+    assert sched._http().headers["Authorization"] == "Bearer s3cret"
+    assert "s3cret" not in json.dumps(sched.config.__dict__)
+    sched.close()

@@ -93,7 +93,8 @@ class RayConfig:
     # machine sees that same directory (a shared mount), None = the same path
     output_root: str = "/var/tmp/warpforge/jobs"
     local_output_root: str | None = None
-    # "Header-Name: value", e.g. "Authorization: Bearer abc" for a dashboard behind a proxy
+    # "Header-Name: value" for a dashboard behind an authenticating proxy, e.g.
+    # "Authorization: Bearer ${RAY_TOKEN}" (${VAR} is read from the environment per call)
     auth_header: str | None = None
     # GPU vendor -> the Ray custom resource the workers of that vendor declare
     gpu_resources: dict[str, str] = dataclasses.field(
@@ -274,7 +275,7 @@ class RayScheduler(Scheduler):
             headers = {"Accept": "application/json"}
             if self.config.auth_header:
                 name, _, value = self.config.auth_header.partition(":")
-                headers[name.strip()] = value.strip()
+                headers[name.strip()] = self._secret(value.strip())
             self._client = httpx.Client(
                 base_url=self.config.dashboard_url,
                 timeout=httpx.Timeout(
@@ -288,6 +289,24 @@ class RayScheduler(Scheduler):
                 follow_redirects=False,
             )
         return self._client
+
+    def _secret(self, template: str) -> str:
+        """``${VAR}`` in auth_header comes from the environment at call time, so tokens stay
+        out of the inventory and out of the job store (which keeps each job's config)."""
+        import os
+        import string
+
+        try:
+            return string.Template(template).substitute(os.environ)
+        except KeyError as exc:
+            raise UsageError(
+                f"schedulers.{self.name}.auth_header names ${{{exc.args[0]}}}, which is not set",
+                hint=f"export {exc.args[0]}",
+            ) from None
+        except ValueError:
+            raise UsageError(
+                f"schedulers.{self.name}.auth_header has a stray '$' (write $$ for a '$')"
+            ) from None
 
     def _request(
         self,
