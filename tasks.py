@@ -39,3 +39,19 @@ def submit(c, source="examples/models/simple_mlp.py", cls="SimpleMLP", inputs="[
     if scheduler:
         argv += ["--scheduler", scheduler]
     c.run(shlex.join(argv))
+
+
+@task(help={"inventory": "inventory file (default: the usual search order)",
+            "branch": "branch to build (default: build.branch; CI passes $GITHUB_REF_NAME)",
+            "run_id": "run id for the log name (default: $GITHUB_RUN_ID, else a timestamp)",
+            "no_sync": "build the source tree as it is: no fetch, reset or clean"})
+def build(c, inventory="", branch="", run_id="", no_sync=False):
+    """NUC build: sync the source, run the build steps, check test floors and the dist."""
+    from invoke import Exit
+
+    from warpforge_launch.lab.build import main as build_main
+
+    code = build_main(inventory or None, branch=branch or None, run_id=run_id or None,
+                      sync=not no_sync)
+    if code:
+        raise Exit(code=code)

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -e .
-# TODO(#3): build the stand-in dist here once it lands
-exec .venv/bin/warpforge-launch submit --source examples/models/simple_mlp.py \
+bash .ci/setup.d/20-torch.sh     # PyTorch for the stand-in (offline wheel on this machine)
+.venv/bin/invoke build --inventory examples/snakegrinder/inventory.yaml
+exec .venv/bin/warpforge-launch --inventory examples/snakegrinder/inventory.yaml submit --source examples/models/simple_mlp.py \
   --class SimpleMLP --inputs '[(1, 8)]' --wait

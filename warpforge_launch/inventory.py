@@ -92,7 +92,7 @@ class BuildConfig:
     branch: str = "main"
     cache_paths: tuple[str, ...] = (".gradle", "build-cache")
     steps: tuple[BuildStep, ...] | None = None  # None: the profile's defaults
-    test_floors: Mapping[str, int] = field(default_factory=dict)
+    test_floors: Mapping[str, int] | None = field(default=None)  # None: profile floors; {}: none
     dist_dir: str = "snakegrinder-dist/build/dist"  # relative to source, or absolute
 
 

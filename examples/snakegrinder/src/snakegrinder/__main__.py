@@ -1,0 +1,5 @@
+import sys
+
+from snakegrinder.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Lab tasks: wake, distribute, rollback and smoke-test the dist on GPU boxes."""
