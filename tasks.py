@@ -55,3 +55,60 @@ def build(c, inventory="", branch="", run_id="", no_sync=False):
                       sync=not no_sync)
     if code:
         raise Exit(code=code)
+
+
+# ---- lab: wake, distribute, rollback, smoke (issue #4; bodies in warpforge_launch.lab) ------
+_LAB_HELP = {"boxes": "box names, aliases or groups, comma-separated (default: all)",
+             "inventory": "inventory file (tests generate a loopback one)",
+             "json": "machine-readable output", "accept_new": "record unknown host keys "
+             "(like ssh's accept-new; a changed key is still refused)"}
+
+
+def _exit(code: int) -> None:
+    from invoke import Exit
+
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={**{k: v for k, v in _LAB_HELP.items() if k != "accept_new"},
+            "no_send": "only wait for SSH, send no magic packet",
+            "timeout": "seconds to wait per box", "interval": "seconds between polls"})
+def wake(c, boxes="", inventory="", no_send=False, timeout="", interval="", json=False):
+    """Wake boxes (wake-on-LAN) and wait until they answer SSH."""
+    from warpforge_launch.lab import commands
+
+    _exit(commands.wake(boxes=boxes, inventory=inventory, send=not no_send, timeout=timeout,
+                        interval=interval, as_json=json))
+
+
+@task(help={**_LAB_HELP, "dist": "dist directory (default: DIST_DIR_OVERRIDE or the build's)",
+            "keep": "releases to keep per box", "verify": "re-check every file's checksum"})
+def distribute(c, boxes="", inventory="", dist="", keep="", accept_new=False, verify=False,
+               json=False):
+    """Push the dist to boxes: atomic release switch, only changed files sent, in parallel."""
+    from warpforge_launch.lab import commands
+
+    _exit(commands.distribute(boxes=boxes, inventory=inventory, dist=dist, keep=keep,
+                              accept_new=accept_new, verify=verify, as_json=json))
+
+
+@task(help={**_LAB_HELP, "to": "release (hash prefix) to switch to (default: the previous)"})
+def rollback(c, boxes="", inventory="", to="", accept_new=False, json=False):
+    """Switch boxes back to their previous release."""
+    from warpforge_launch.lab import commands
+
+    _exit(commands.rollback(boxes=boxes, inventory=inventory, to=to, accept_new=accept_new,
+                            as_json=json))
+
+
+@task(help={**_LAB_HELP, "dist": "dist directory (default: DIST_DIR_OVERRIDE or the build's)",
+            "checks": "comma-separated: exists,help,version,trace-example,checksums",
+            "junit": "JUnit XML report path ('' for none)"})
+def smoke(c, boxes="", inventory="", dist="", checks="", junit="reports/smoke-junit.xml",
+          accept_new=False, json=False):
+    """Smoke-test the dist on boxes: dist check, wake, wait, distribute, verify (testinfra)."""
+    from warpforge_launch.lab import commands
+
+    _exit(commands.smoke(boxes=boxes, inventory=inventory, dist=dist, checks=checks,
+                         junit=junit, accept_new=accept_new, as_json=json))

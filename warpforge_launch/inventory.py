@@ -71,6 +71,11 @@ class LabSettings:
     keep_releases: int = 3
     connect_timeout: float = 5.0
     log_root: str = "~/.local/state/warpforge-launch/logs"
+    parallel: int = 4  # boxes worked on at once by wake/distribute/smoke
+    lock_wait: float = 120.0  # how long distribute/rollback wait for a box's lock
+    command_timeout: float = 600.0  # one remote command (a push has this plus 5 MB/s)
+    # smoke checks, in order; `version` is off because the real snakegrinder has no --version
+    smoke_checks: tuple[str, ...] = ("exists", "help", "trace-example", "checksums")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""Wake-on-LAN: the packet goes exactly where the inventory says; waiting has a deadline."""
+
+import socket
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from warpforge_launch.errors import UsageError
+from warpforge_launch.inventory import Box
+from warpforge_launch.lab import wake
+
+
+@pytest.fixture
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(5)
+    yield s
+    s.close()
+
+
+def box(**kw):
+    base = Box(name="gpu", address="127.0.0.1", port=1, mac="aa:bb:cc:dd:ee:42",
+               wol_host="127.0.0.1", wol_port=9)
+    return replace(base, **kw)
+
+
+def test_magic_packet_goes_to_the_configured_host_and_port(udp):
+    wake.send_magic_packet(box(wol_port=udp.getsockname()[1]))
+    data, _ = udp.recvfrom(200)
+    assert data == b"\xff" * 6 + bytes.fromhex("aabbccddee42") * 16
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"mac": None}, "no valid MAC"), ({"mac": "aa:bb"}, "no valid MAC"),
+    ({"wol_host": None}, "wol_host and wol_port"),
+])
+def test_no_packet_without_a_full_address(kw, message):
+    with pytest.raises(UsageError, match=message):
+        wake.send_magic_packet(box(**kw))
+
+
+def test_wake_refuses_bad_settings_before_sending(udp):
+    with pytest.raises(UsageError, match="positive"):
+        wake.wake([box()], timeout=0)
+    with pytest.raises(UsageError, match="invalid MAC"):
+        wake.wake([box(wol_port=udp.getsockname()[1]), box(name="b2", mac="zz")], timeout=1)
+    udp.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        udp.recvfrom(200)  # not even the good box got a packet
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_waiting_for_a_dead_box_stops_at_the_deadline():
+    t0 = time.monotonic()
+    r = wake.wait_for_ssh(box(port=closed_port()), timeout=1.0, poll=0.25)
+    took = time.monotonic() - t0
+    assert not r.reachable and 0.9 < took < 2.5
+    assert 3 <= r.attempts <= 6 and "connection refused" in r.note
+
+
+def test_waiting_ends_when_the_banner_arrives():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve_later():
+        time.sleep(0.4)
+        srv.listen()
+        conn, _ = srv.accept()
+        conn.sendall(b"SSH-2.0-test\r\n")
+        conn.close()
+
+    t = threading.Thread(target=serve_later)
+    t.start()
+    r = wake.wait_for_ssh(box(port=port), timeout=5, poll=0.1)
+    t.join()
+    srv.close()
+    assert r.reachable and r.attempts >= 2 and r.seconds < 3
+
+
+def test_local_boxes_are_always_up_and_get_no_packet():
+    [r] = wake.wake([box(transport="local", mac=None)], timeout=1)
+    assert r.reachable and not r.sent
