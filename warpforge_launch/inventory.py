@@ -265,6 +265,7 @@ def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory
             boxes[str(name)] = box
     _check_box_names(boxes, errors)
 
+    schedulers = _resolve_login_boxes(schedulers, boxes, errors)
     build = _validate(BuildConfig, document.get("build") or {}, "build", errors)
     lab = _validate(LabSettings, document.get("lab") or {}, "lab", errors)
     if errors:
@@ -272,6 +273,33 @@ def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory
                          f"{'s' if len(errors) > 1 else ''}): " + "; ".join(errors))
     inv = Inventory(path, default or "local", schedulers, boxes, build, lab)
     return apply_overrides(inv, env)
+
+
+_LOGIN_FIELDS = {"login_host": "host", "login_port": "port", "login_user": "user",
+                 "identity_file": "identity_file", "known_hosts_file": "known_hosts_file"}
+
+
+def _resolve_login_boxes(schedulers: dict[str, SchedulerEntry], boxes: Mapping[str, Box],
+                         errors: list[str]) -> dict[str, SchedulerEntry]:
+    """A scheduler's ``login: <box>`` takes that box's SSH settings (one source of truth);
+    fields set explicitly in the scheduler's own section win."""
+    resolved = {}
+    for name, entry in schedulers.items():
+        ref = getattr(entry.config, "login", None)
+        if ref:
+            box = next((b for b in boxes.values() if ref == b.name or ref in b.aliases), None)
+            if box is None:
+                errors.append(f"schedulers.{name}.login: no box {ref!r} in boxes")
+            elif box.transport == "ssh":
+                defaults = {f.name: f.default for f in dataclasses.fields(entry.config)}
+                updates = {field_name: getattr(box, attr)
+                           for field_name, attr in _LOGIN_FIELDS.items()
+                           if field_name in defaults
+                           and getattr(entry.config, field_name) == defaults[field_name]}
+                entry = dataclasses.replace(entry, config=dataclasses.replace(entry.config,
+                                                                              **updates))
+        resolved[name] = entry
+    return resolved
 
 
 def _check_box_names(boxes: Mapping[str, Box], errors: list[str]) -> None:

@@ -140,10 +140,10 @@ class Launcher:
         for members in groups.values():
             sched = self._for_record(members[0])
             by_id = {r.job_id: r for r in members}
-            for job_id, status in sched.statuses(list(by_id)).items():
-                status = self._stamp(by_id.get(job_id), status)
-                self.store.update_status(status)
-                fresh[job_id] = status
+            batch = [self._stamp(by_id.get(job_id), status)
+                     for job_id, status in sched.statuses(list(by_id)).items()]
+            self.store.update_status(*batch)
+            fresh.update((s.job_id, s) for s in batch)
         for r in records:
             fresh.setdefault(r.job_id, r.status)
         return fresh

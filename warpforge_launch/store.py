@@ -124,13 +124,19 @@ class JobStore:
     def remove(self, job_id: str) -> None:
         self.db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
-    def update_status(self, status: JobStatus) -> None:
-        """Record a fresh status; a terminal state is never overwritten by a later read."""
-        self.db.execute(
-            "UPDATE jobs SET state = ?, status = ?, updated_at = ? "
-            "WHERE job_id = ? AND state NOT IN ('COMPLETED','FAILED','CANCELLED','TIMEOUT')",
-            (status.state.value, json.dumps(status.to_dict()), utcnow().isoformat(),
-             status.job_id))
+    def update_status(self, *statuses: JobStatus) -> None:
+        """Record fresh statuses in one transaction; a terminal state is never overwritten."""
+        now = utcnow().isoformat()
+        rows = [(s.state.value, json.dumps(s.to_dict()), now, s.job_id) for s in statuses]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "UPDATE jobs SET state = ?, status = ?, updated_at = ? WHERE job_id = ? "
+                "AND state NOT IN ('COMPLETED','FAILED','CANCELLED','TIMEOUT')", rows)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def get(self, job_id: str) -> JobRecord:
         row = self.db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()

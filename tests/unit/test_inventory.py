@@ -123,3 +123,20 @@ def test_selectors():
         inv.select_boxes(["gpu-box"])
     with pytest.raises(NotFoundError, match="no scheduler 'nope'"):
         inv.scheduler("nope")
+
+
+def test_login_box_fills_the_ssh_settings(tmp_path):
+    p = write(tmp_path, """
+schedulers:
+  hpc: {type: slurm, login: head, login_user: alice}
+  bad: {type: slurm, login: nobox}
+boxes:
+  head: {address: 127.0.0.41, port: 2241, user: forge, known_hosts_file: /k, identity_file: /i}
+""")
+    with pytest.raises(UsageError, match="schedulers.bad.login: no box 'nobox'"):
+        inventory.load(p, env={})
+    p.write_text(p.read_text().replace("  bad: {type: slurm, login: nobox}\n", ""))
+    cfg = inventory.load(p, env={}).scheduler("hpc").config
+    assert (cfg.login_host, cfg.login_port, cfg.known_hosts_file, cfg.identity_file) == (
+        "127.0.0.41", 2241, "/k", "/i")
+    assert cfg.login_user == "alice"  # set in the scheduler's own section: it wins

@@ -1,0 +1,26 @@
+#!/bin/bash
+# warpforge-launch job 1a2b3c4d-5e6f-4a0b-8c9d-0e1f2a3b4c5d (simple_mlp): generated, do not edit.
+#SBATCH --job-name=warpforge-1a2b3c4d
+#SBATCH --chdir=/scratch/warpforge
+#SBATCH --output=/scratch/warpforge/warpforge-%j.out
+#SBATCH --error=/scratch/warpforge/warpforge-%j.err
+#SBATCH --partition=long
+#SBATCH --qos=high
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=16384M
+#SBATCH --gres=gpu:nvidia:1
+#SBATCH --nodelist=gpu01,gpu02
+#SBATCH --time=30
+#SBATCH --exclusive
+#SBATCH --constraint="a100&nvlink"
+
+set -euo pipefail
+WORK_DIR=/scratch/warpforge
+OUT_DIR="$WORK_DIR/output-$SLURM_JOB_ID"
+mkdir -p -- "$OUT_DIR"
+export WARPFORGE_CORRELATION_ID=1a2b3c4d-5e6f-4a0b-8c9d-0e1f2a3b4c5d
+export WARPFORGE_OUT_DIR="$OUT_DIR"
+
+exec singularity run --nv --bind "$WORK_DIR" /shared/containers/warpforge-nvidia.sif /opt/warpforge/bin/snakegrinder --trace-with-values --source /models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"

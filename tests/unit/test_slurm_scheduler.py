@@ -1,0 +1,192 @@
+"""SlurmScheduler's call pattern and error mapping, with a scripted transport that answers
+with real captured output (tests/unit/fixtures/slurm). The real-cluster behaviour is covered
+by tests/integration/slurm."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
+from warpforge_launch.jobs import JobState
+from warpforge_launch.schedulers.slurm import SlurmConfig, SlurmScheduler
+from warpforge_launch.schedulers.slurm_transport import Completed, LocalTransport, Transport
+
+FIX = Path(__file__).parent / "fixtures" / "slurm"
+
+
+class Scripted(Transport):
+    """Answers each client by its name; records every argv."""
+
+    def __init__(self, answers: dict[str, Completed]):
+        self.answers = answers
+        self.argvs: list[list[str]] = []
+
+    def run(self, argv, *, input=None, timeout):
+        self.argvs.append(list(argv))
+        cmd = argv[2] if argv[0] == "env" else argv[0]
+        return self.answers.get(cmd, Completed(0, "", ""))
+
+
+def ok(name: str) -> Completed:
+    return Completed(0, (FIX / name).read_text(), "")
+
+
+def err(name: str, rc: int = 1) -> Completed:
+    return Completed(rc, "", (FIX / name).read_text())
+
+
+def sched(tmp_path, answers, **cfg) -> tuple[SlurmScheduler, Scripted]:
+    t = Scripted(answers)
+    return SlurmScheduler("hpc", SlurmConfig(work_dir="/scratch/wf", **cfg), home=tmp_path,
+                          transport=t), t
+
+
+def test_active_jobs_need_only_squeue(tmp_path):
+    s, t = sched(tmp_path, {"squeue": ok("squeue_active.txt"), "sacct": ok("sacct_mixed_x.txt")})
+    got = s.statuses(["hpc-14", "hpc-15"])
+    assert got["hpc-14"].state is JobState.RUNNING and got["hpc-15"].state is JobState.PENDING
+    assert s.calls == ["squeue"]
+    squeue = t.argvs[0]
+    assert squeue[:5] == ["squeue", "-h", "-t", "all", "-j"] and squeue[5] == "14,15"
+
+
+def test_finished_jobs_one_squeue_one_sacct_then_cached(tmp_path):
+    s, t = sched(tmp_path, {"squeue": ok("squeue_mixed.txt"), "sacct": ok("sacct_mixed_x.txt")})
+    ids = [f"hpc-{n}" for n in (1, 2, 4, 5, 6, 8, 13)]
+    got = s.statuses(ids)
+    assert s.calls == ["squeue", "sacct"]
+    assert got["hpc-2"].scheduler_metadata["exit_code"] == 3
+    assert got["hpc-13"].state is JobState.TIMEOUT
+    assert got["hpc-8"].state is JobState.FAILED and "out of memory" in got["hpc-8"].message
+    assert t.argvs[1][:4] == ["sacct", "-X", "-P", "-n"]
+    s.calls.clear()
+    assert s.statuses(ids) == got and s.calls == []
+
+
+def test_expired_ids_squeue_exit_1_then_sacct(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": err("squeue_invalid.stderr"),
+                            "sacct": ok("sacct_mixed_x.txt")})
+    assert s.status("hpc-1").state is JobState.COMPLETED
+    assert s.calls == ["squeue", "sacct"]
+
+
+def test_accounting_disabled_detected_once_and_remembered(tmp_path):
+    answers = {"squeue": err("squeue_invalid.stderr"), "sacct": err("sacct_disabled.stderr"),
+               "scontrol": ok("scontrol_noacct_failed.txt")}
+    s, _ = sched(tmp_path, answers)
+    status = s.status("hpc-1")
+    assert status.state is JobState.FAILED and status.scheduler_metadata["exit_code"] == 3
+    assert s.calls == ["squeue", "sacct", "scontrol"]
+    again, _ = sched(tmp_path, answers)  # a later process, same home
+    again.statuses(["hpc-1", "hpc-2"])
+    assert again.calls == ["scontrol"]
+
+
+def test_unreachable_controller_is_exit_3(tmp_path):
+    down = Completed(1, "", "slurm_load_jobs error: Unable to contact slurm controller "
+                            "(connect failure)\n")
+    s, _ = sched(tmp_path, {"squeue": down})
+    with pytest.raises(InfrastructureError, match="controller unreachable") as e:
+        s.status("hpc-7")
+    assert e.value.exit_code == 3
+
+
+def test_unknown_job_is_not_found(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": Completed(0, "", ""), "sacct": Completed(0, "", "")})
+    with pytest.raises(NotFoundError):
+        s.status("hpc-424242")
+    with pytest.raises(NotFoundError):
+        s.status("hpc-42; rm -rf /")
+    with pytest.raises(NotFoundError):
+        s.status("other-42")
+
+
+def test_sbatch_rejection_is_usage_error(tmp_path):
+    driver_out = ("WF warpforge-x-0.sbatch 1 sbatch: error: Batch job submission failed: "
+                  "Invalid partition name specified\n")
+
+    class Submit(Scripted):
+        def run(self, argv, *, input=None, timeout):
+            self.argvs.append(list(argv))
+            name = argv[5]
+            return Completed(0, driver_out.replace("warpforge-x-0.sbatch", name), "")
+
+    t = Submit({})
+    s = SlurmScheduler("hpc", SlurmConfig(work_dir="/scratch/wf", runtime="none"),
+                       home=tmp_path, transport=t)
+    from tests.unit.test_slurm_script import submission
+
+    with pytest.raises(UsageError, match="^sbatch rejected the job: Invalid partition name"):
+        s.submit(submission())
+    assert t.argvs[0][:2] == ["bash", "-c"] and t.argvs[0][4] == "/scratch/wf"
+
+
+def test_adaptive_interval_answers_from_memory(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_active.txt")})
+    s.status("hpc-14")
+    s.status("hpc-14")  # asked again at once: no new call
+    assert s.calls == ["squeue"]
+    assert 0.5 <= s.poll_interval("hpc-14") <= 30  # 3:12 elapsed -> 19.2 s
+    assert s.poll_interval("hpc-14") == pytest.approx(19.2)
+
+
+def test_client_timeout_is_bounded_infrastructure_error(tmp_path):
+    slow = LocalTransport(prefix=[sys.executable, "-c", "import time; time.sleep(30)"])
+    s = SlurmScheduler("hpc", SlurmConfig(work_dir="/scratch/wf", command_timeout=0.5),
+                       home=tmp_path, transport=slow)
+    t0 = time.monotonic()
+    with pytest.raises(InfrastructureError, match="did not answer within 0.5s"):
+        s.status("hpc-1")
+    assert time.monotonic() - t0 < 5
+
+
+def test_slurm_conf_is_passed_to_every_client(tmp_path):
+    s, t = sched(tmp_path, {"squeue": ok("squeue_active.txt")}, slurm_conf="/etc/slurm/x.conf")
+    s.status("hpc-14")
+    assert t.argvs[0][:2] == ["env", "SLURM_CONF=/etc/slurm/x.conf"]
+
+
+def test_ssh_transport_argv_is_strict_and_reuses_connections(tmp_path):
+    from warpforge_launch.schedulers.slurm_transport import SshTransport
+
+    t = SshTransport("login.example", port=2222, user="alice", identity_file="/k",
+                     known_hosts_file="/kh", control_dir=tmp_path / "cm")
+    argv = t.base_argv()
+    for opt in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ControlMaster=auto",
+                "ControlPersist=600", "UserKnownHostsFile=/kh"):
+        assert opt in argv
+    assert "accept-new" not in " ".join(argv)
+    assert len(str(t.control_path)) < 100  # unix socket path limit
+
+
+def test_timeout_kills_the_whole_client_group(tmp_path):
+    """A shell killed at the deadline must not leave an sbatch behind that submits later."""
+    pidfile = tmp_path / "grandchild.pid"
+    t = LocalTransport()
+    with pytest.raises(InfrastructureError):
+        t.run(["bash", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], timeout=0.5)
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"grandchild {pid} survived the timeout")
+
+
+@pytest.mark.parametrize("host,user", [("-oProxyCommand=touch /tmp/x", None),
+                                       ("login node", None), ("login", "-oX"), ("", None)])
+def test_ssh_login_host_and_user_cannot_become_options(tmp_path, host, user):
+    from warpforge_launch.schedulers.slurm_transport import SshTransport
+
+    with pytest.raises(UsageError):
+        SshTransport(host, user=user, control_dir=tmp_path)
