@@ -29,7 +29,11 @@ import json
 import os
 import re
 import secrets
+import shutil
+import signal
+import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -133,7 +137,7 @@ set -f; set -- $rest; set +f
 cd -- "$d/releases"
 rm -rf -- "$stage"
 mkdir -- "$stage"
-tar -x -p --no-same-owner -f - -C "$stage"
+tar -x -i -p --no-same-owner -f - -C "$stage"
 cd -- "$stage"
 if [ ! -f .warpforge-verify.sha256 ]; then
   echo "transfer incomplete: the checksum list never arrived" >&2; exit 65
@@ -171,6 +175,7 @@ class Options:
     host_key_policy: str | None = None
     bulk: str = "auto"  # the stream's transport: auto (OpenSSH if present), openssh, paramiko
     prestart: bool = True  # open the stream's connection early when a push is likely
+    local_tar: bool = True  # stream the files with this machine's GNU tar when it has one
 
     def __post_init__(self) -> None:
         if self.keep < 2:
@@ -340,6 +345,96 @@ def _tar_producer(dist: Path, m: Manifest, send: list[Entry], control: dict[str,
     return produce
 
 
+def _gnu_tar() -> str | None:
+    """This machine's GNU tar, if any: it streams the dist's files for a fraction of the CPU
+    of Python's tarfile (which costs about 0.1 ms per file, 1 s per box for a 9000-file
+    dist); the generated control files then follow as a second archive."""
+    global _GNU_TAR
+    if _GNU_TAR is None:
+        path = shutil.which("tar")
+        try:
+            ok = bool(path) and "GNU tar" in subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        _GNU_TAR = path if ok else ""
+    return _GNU_TAR or None
+
+
+_GNU_TAR: str | None = None
+
+
+def _gnu_tar_producer(tar_bin: str, dist: Path, m: Manifest, send: list[Entry],
+                      control: dict[str, bytes], on_bytes: Callable[[int], None]):
+    def produce(write: Callable[[bytes], None]) -> None:
+        names = [e.path for e in m.entries if e.kind in ("d", "l")] + [e.path for e in send]
+        fd = getattr(write, "fd", None)  # a local pipe (the ssh client's stdin): tar writes
+        with tempfile.NamedTemporaryFile(prefix="wf-tar-") as listing, \
+                tempfile.TemporaryFile() as errors:
+            listing.write(b"".join(n.encode() + b"\0" for n in names))
+            listing.flush()
+            argv = [tar_bin, "-c", "-f", "-", "--format=gnu", "--numeric-owner", "--owner=0",
+                    "--group=0", "--no-recursion", "--null", "--verbatim-files-from",
+                    "-C", str(dist), "-T", listing.name]
+            if fd is not None:  # straight into the pipe: no copy through Python
+                write.flush()
+                proc = subprocess.Popen(argv, stdout=fd, stderr=errors,
+                                        stdin=subprocess.DEVNULL)
+                try:
+                    _follow_writes(proc, on_bytes)
+                except BaseException:
+                    proc.kill()
+                    proc.wait(timeout=10)
+                    raise
+            else:
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors,
+                                        stdin=subprocess.DEVNULL)
+                try:
+                    while chunk := os.read(proc.stdout.fileno(), 1 << 20):
+                        write(chunk)
+                        on_bytes(len(chunk))
+                except BaseException:
+                    proc.kill()
+                    proc.wait(timeout=10)
+                    raise
+                finally:
+                    proc.stdout.close()
+            rc = proc.wait(timeout=60)
+            errors.seek(0)
+            err = errors.read().decode(errors="replace").strip()
+        if rc == -signal.SIGPIPE:  # the reader (the ssh client) went away: its status says why
+            raise BrokenPipeError("the stream's reader went away")
+        if rc != 0:
+            raise LaunchError(f"tar could not stream the dist {dist}: "
+                              f"{err.splitlines()[-1] if err else f'exit {rc}'}")
+        # the control files, last: their arrival proves the stream complete
+        _tar_producer(dist, Manifest(()), [], control, on_bytes)(write)
+
+    return produce
+
+
+def _follow_writes(proc: subprocess.Popen, on_bytes: Callable[[int], None]) -> None:
+    """Report the bytes a child has written (Linux /proc/<pid>/io) until it exits."""
+    done = 0
+    while True:
+        finished = proc.poll() is not None
+        try:
+            text = Path(f"/proc/{proc.pid}/io").read_text()
+            wchar = int(next(line.split()[1] for line in text.splitlines()
+                             if line.startswith("wchar:")))
+        except (OSError, StopIteration, ValueError):
+            wchar = done
+        if wchar > done:
+            on_bytes(wchar - done)
+            done = wchar
+        if finished:
+            return
+        try:
+            proc.wait(timeout=0.1)  # wakes at once when tar is done
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def push_box(session: BoxSession, install_dir: str, dist: Path, m: Manifest, opts: Options,
              progress: Progress, pending: Started | None = None) -> BoxResult:
     """Bring one box to release m (under its lock) and say what that took.
@@ -407,7 +502,9 @@ def _push_locked(session, install_dir, dist, m, opts, progress, state, r, pendin
         sent[0] += n
         progress.advance(session.name, n)
 
-    tar = _tar_producer(dist, m, send, control, on_bytes)
+    tar_bin = _gnu_tar() if opts.local_tar else None
+    tar = (_gnu_tar_producer(tar_bin, dist, m, send, control, on_bytes) if tar_bin else
+           _tar_producer(dist, m, send, control, on_bytes))
 
     def producer(write: Callable[[bytes], None]) -> None:
         write(header)

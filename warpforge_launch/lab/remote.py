@@ -463,6 +463,22 @@ def _send(ch, data: bytes, stall: float, name: str) -> None:
             raise InfrastructureError(f"box {name}: transfer stalled for {stall:.0f}s")
 
 
+class Sink:
+    """What a producer writes to: callable with bytes; `fd` is set when the stream is a local
+    pipe a child process can write to directly (flush first), None for an SSH channel."""
+
+    def __init__(self, write: Callable[[bytes], Any], fd: int | None = None,
+                 flush: Callable[[], Any] | None = None):
+        self.write, self.fd, self._flush = write, fd, flush
+
+    def __call__(self, data: bytes) -> None:
+        self.write(data)
+
+    def flush(self) -> None:
+        if self._flush:
+            self._flush()
+
+
 def _feed(input: bytes | Producer, write: Callable[[bytes], Any]) -> None:
     if isinstance(input, (bytes, bytearray, memoryview)):
         write(bytes(input))
@@ -501,7 +517,8 @@ class Started:
         try:
             if input is not None:
                 try:
-                    _feed(input, proc.stdin.write)
+                    _feed(input, Sink(proc.stdin.write, fd=proc.stdin.fileno(),
+                                      flush=proc.stdin.flush))
                     proc.stdin.close()
                 except BrokenPipeError:
                     pass  # the command stopped reading: its exit status says why

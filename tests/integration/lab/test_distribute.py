@@ -91,7 +91,7 @@ def test_interrupted_push_leaves_the_old_release_working(ssh_lab, box, install_d
     hook = KillConnectionAfter(ssh_lab, "amd", 4 * 1024 * 1024)
     [cut] = dist_mod.distribute([b], v2, progress=hook)
     assert hook.killed and not cut.ok
-    assert cut.exit_code == 3 and "amd" in cut.error
+    assert cut.exit_code == 3 and "amd" in cut.error, cut.error
     assert current(ssh_lab, "amd", install_dir) == f"releases/{r1.release}"
     p = runs(ssh_lab, "amd", install_dir)
     assert p.returncode == 0 and "SUCCESS" in p.stdout, p.stderr
