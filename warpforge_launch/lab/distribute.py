@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -78,7 +79,11 @@ if [ -f .history ]; then sed 's/^/history /' .history; fi
 if command -v python3 >/dev/null 2>&1; then echo "python3 yes"; fi
 echo "holder $$"
 if [ -n "$cur" ] && [ -d "$d/$cur" ]; then
-  find "$d/$cur/" -type f -printf 'size %s %P\n'
+  if [ -f "$d/$cur/.warpforge-release.json" ]; then echo "record yes"; fi
+  # one line instead of a line per file: the digest of the sorted "size path" listing
+  printf 'listing '
+  find "$d/$cur/" -type f ! -path "$d/$cur/.warpforge-release.json" -printf '%s %P\n' \
+    | LC_ALL=C sort | sha256sum | cut -d' ' -f1
 fi
 echo @@warpforge-locked@@
 exec cat >/dev/null
@@ -224,6 +229,8 @@ class BoxState:
     holder: str = ""  # PID of the process holding the box lock (checked before a switch)
     manifest: Manifest | None = None
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+    listing: str | None = None  # digest of the current release's sorted "size path" lines
+    record: bool = False  # the current release has its .warpforge-release.json
 
 
 def parse_state(text: str) -> BoxState:
@@ -251,6 +258,10 @@ def parse_state(text: str) -> BoxState:
         elif word == "size":
             size, _, path = rest.partition(" ")
             s.sizes[path] = int(size)
+        elif word == "listing":
+            s.listing = rest.strip()
+        elif word == "record":
+            s.record = True
     return s
 
 
@@ -258,10 +269,23 @@ def release_hash(name: str) -> str:
     return name.split(".", 1)[0]
 
 
+def listing_digest(m: Manifest) -> str:
+    """What the probe's `listing` line is for a release holding exactly m's files."""
+    lines = sorted(os.fsencode(f"{e.size} {e.path}\n") for e in m.files)
+    return hashlib.sha256(b"".join(lines)).hexdigest()
+
+
 def intact(state: BoxState, m: Manifest) -> bool:
     """Does the box's current release hold exactly m's files with their sizes?"""
+    if state.listing is not None:
+        return state.listing == listing_digest(m)
     sizes = {p: n for p, n in state.sizes.items() if p != RELEASE_FILE}
     return sizes == {e.path: e.size for e in m.files}
+
+
+_SIZES = r"""
+cd -- "$1" && find . -type f -printf 'size %s %P\n'
+"""
 
 
 def plan_prune(state: BoxState, new: str, keep: int) -> list[str]:
@@ -478,8 +502,12 @@ def _push_locked(session, install_dir, dist, m, opts, progress, state, r, pendin
         return
     # the current release with this hash is damaged: re-push it beside it under a new name
     rel = target if target not in state.releases else f"{target}.{secrets.token_hex(3)}"
-    if state.current and RELEASE_FILE in state.sizes:
+    if state.current and (state.record or RELEASE_FILE in state.sizes):
         state.manifest = _read_manifest(session, install_dir, state.current)
+        if state.manifest is not None and not state.sizes:  # sizes: only for what we link
+            listed = session.run(["sh", "-c", _SIZES, "wf-sizes",
+                                  f"{install_dir}/releases/{state.current}"], check=False)
+            state.sizes = parse_state(listed.out).sizes if listed.ok else {}
     old = state.current if state.manifest is not None else None
     link, send = _split(m, state if old else None)
     sums = m.sha256sums(m.files if opts.verify_all else send)

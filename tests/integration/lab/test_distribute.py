@@ -259,3 +259,18 @@ def test_early_stream_connection_is_let_go_when_nothing_needs_sending(
     assert sorted(p.name for p in releases.iterdir()) == [".history", first.release]
     [third] = dist_mod.distribute([b], fake_dist)  # now this machine knows: no early stream
     assert third.action == "unchanged" and len(started) == 1
+
+
+def test_a_damaged_current_release_is_repaired_beside_it(ssh_lab, box, install_dir, fake_dist):
+    b = box("nvidia")
+    [first] = dist_mod.distribute([b], fake_dist)
+    victim = "venv/lib/python3.12/site-packages/pkg03/mod0003.py"
+    ssh_lab.ssh("nvidia", "truncate", "-s", "0", f"{install_dir}/current/{victim}")
+    [fixed] = dist_mod.distribute([b], fake_dist)
+    assert fixed.ok and fixed.action == "pushed" and fixed.files_sent == 1
+    assert fixed.release.startswith(first.release + ".")  # same tree, new directory
+    assert current(ssh_lab, "nvidia", install_dir) == f"releases/{fixed.release}"
+    landed = ssh_lab.landed("nvidia", f"{install_dir}/releases/{fixed.release}/{victim}")
+    assert landed.read_bytes() == (fake_dist / victim).read_bytes()
+    [again] = dist_mod.distribute([b], fake_dist)
+    assert again.action == "unchanged"
