@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -271,8 +270,7 @@ def release_hash(name: str) -> str:
 
 def listing_digest(m: Manifest) -> str:
     """What the probe's `listing` line is for a release holding exactly m's files."""
-    lines = sorted(os.fsencode(f"{e.size} {e.path}\n") for e in m.files)
-    return hashlib.sha256(b"".join(lines)).hexdigest()
+    return m.listing
 
 
 def intact(state: BoxState, m: Manifest) -> bool:

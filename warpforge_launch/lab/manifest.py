@@ -9,6 +9,7 @@ per file, not a re-read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -45,14 +46,19 @@ class Entry:
 class Manifest:
     entries: tuple[Entry, ...]
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         """Content hash of the whole tree (paths, kinds, modes, contents, link targets)."""
-        h = hashlib.sha256()
-        for e in self.entries:
-            h.update(json.dumps(e.key(), separators=(",", ":")).encode())
-            h.update(b"\n")
-        return h.hexdigest()[:20]
+        text = "".join(f"{e.path}\0{e.kind}\0{e.mode:o}\0{e.size}\0{e.sha256 or ''}\0"
+                       f"{e.target or ''}\n" for e in self.entries)
+        return hashlib.sha256(os.fsencode(text)).hexdigest()[:20]
+
+    @functools.cached_property
+    def listing(self) -> str:
+        """SHA-256 of the sorted "size path" lines of the files (what a box reports for a
+        release holding exactly these files: `find -printf '%s %P\\n' | LC_ALL=C sort`)."""
+        lines = sorted(os.fsencode(f"{e.size} {e.path}\n") for e in self.files)
+        return hashlib.sha256(b"".join(lines)).hexdigest()
 
     @property
     def files(self) -> list[Entry]:

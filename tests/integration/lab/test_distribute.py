@@ -82,14 +82,17 @@ class KillConnectionAfter(dist_mod.Progress):
             self.killed = self.lab.kill_connections(self.name) > 0
 
 
+@pytest.mark.parametrize("local_tar", [True, False], ids=["gnu-tar", "python-tar"])
 def test_interrupted_push_leaves_the_old_release_working(ssh_lab, box, install_dir,
-                                                         make_fake_dist):
+                                                         make_fake_dist, local_tar):
     b = box("amd")
     v1 = make_fake_dist()
     [r1] = dist_mod.distribute([b], v1)
-    v2 = make_fake_dist(size_mb=24, seed=7)
+    # big enough that the cut lands mid-stream (GNU tar's progress is polled every 0.1 s)
+    v2 = make_fake_dist(size_mb=80, seed=7)
     hook = KillConnectionAfter(ssh_lab, "amd", 4 * 1024 * 1024)
-    [cut] = dist_mod.distribute([b], v2, progress=hook)
+    [cut] = dist_mod.distribute([b], v2, progress=hook,
+                                opts=dist_mod.Options(local_tar=local_tar))
     assert hook.killed and not cut.ok
     assert cut.exit_code == 3 and "amd" in cut.error, cut.error
     assert current(ssh_lab, "amd", install_dir) == f"releases/{r1.release}"
