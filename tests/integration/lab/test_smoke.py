@@ -160,3 +160,14 @@ def test_invoke_smoke_command_end_to_end(write_inventory, fake_dist, tmp_path):
     assert {b["box"]: b["status"] for b in doc["boxes"]} == {"nvidia": "PASSED",
                                                              "amd": "PASSED"}
     assert junit.exists()
+
+
+def test_a_local_box_runs_the_whole_pipeline_without_ssh(tmp_path, fake_dist, capsys):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(json.dumps({"version": 1, "boxes": {"here": {
+        "transport": "local", "install_dir": str(tmp_path / "box")}}}))
+    rc, out, junit = run_smoke(inv, fake_dist, tmp_path, capsys)
+    assert rc == 0 and "here: PASSED" in out.out, out.out + out.err
+    _, cases = junit_cases(junit)
+    assert cases[("smoke.here", "trace-example")][0] == "passed"
+    assert (tmp_path / "box/bin/snakegrinder").exists()
