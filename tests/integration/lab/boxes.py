@@ -12,7 +12,8 @@ from warpforge_launch import inventory
 def lab_inventory(lab: SshLab, path: Path | None = None, *, env: dict | None = None, **kw):
     """Write a loopback lab inventory (YAML) and load it as a user's command would."""
     if path is None:
-        path = Path(tempfile.mkdtemp(prefix="wf-inv-")) / "inventory.yaml"
+        with tempfile.TemporaryDirectory(prefix="wf-inv-") as tmp:
+            return lab_inventory(lab, Path(tmp) / "inventory.yaml", env=env, **kw)
     lab.write_inventory(path, **kw)
     return inventory.load(path, env=env or {})
 
