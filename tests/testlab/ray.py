@@ -48,7 +48,7 @@ PORTS = {
 NUM_CPUS = 8  # declared, not real: lets the tiny test payloads run side by side
 NUM_GPUS = 1
 CUSTOM_RESOURCES = {"nvidia": 1, "amd": 1}
-JOB_START_TIMEOUT_S = 30  # low enough for the pending-job test, high enough for a loaded 2-core CI box
+JOB_START_TIMEOUT_S = 30  # low for the pending-job test; 10 s failed jobs on a loaded CI box
 OBJECT_STORE_BYTES = 100_000_000
 
 
