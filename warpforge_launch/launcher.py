@@ -149,13 +149,14 @@ class Launcher:
         return fresh
 
     def list(self, query: JobQuery, refresh: bool = True) -> list[tuple[JobRecord, JobStatus]]:
-        records = self.store.query(dataclasses.replace(query, states=frozenset()) if refresh
-                                   and query.states else query)
+        """Jobs from the store, newest first; active ones are refreshed before the state
+        filter and the limit apply (a RUNNING row may have COMPLETED since)."""
+        records = self.store.query(query, include_active=refresh)
         statuses = self.refresh(records) if refresh else {r.job_id: r.status for r in records}
         rows = [(r, statuses[r.job_id]) for r in records]
         if query.states:
             rows = [(r, s) for r, s in rows if s.state in query.states]
-        return rows
+        return rows[: query.limit] if query.limit else rows
 
     def result(self, job_id: str) -> JobResult:
         status = self.status(job_id)

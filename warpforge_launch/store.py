@@ -151,11 +151,16 @@ class JobStore:
         except NotFoundError:
             return None
 
-    def query(self, query: JobQuery) -> list[JobRecord]:
+    def query(self, query: JobQuery, include_active: bool = False) -> list[JobRecord]:
+        """Rows matching the query, newest first. ``include_active`` also returns jobs still
+        PENDING/RUNNING whatever the state filter, for a caller that refreshes them first."""
         sql, args = "SELECT * FROM jobs WHERE 1=1", []
         if query.states:
-            sql += f" AND state IN ({','.join('?' * len(query.states))})"
-            args += [s.value for s in query.states]
+            states = {s.value for s in query.states}
+            if include_active:
+                states |= {"PENDING", "RUNNING"}
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += sorted(states)
         if query.schedulers:
             sql += f" AND instance IN ({','.join('?' * len(query.schedulers))})"
             args += sorted(query.schedulers)
@@ -169,7 +174,7 @@ class JobStore:
             sql += " AND submitted_at < ?"
             args.append(query.submitted_before.isoformat())
         sql += " ORDER BY submitted_at DESC"
-        if query.limit:
+        if query.limit and not (include_active and query.states):
             sql += " LIMIT ?"
             args.append(query.limit)
         return [_record(r) for r in self.db.execute(sql, args)]

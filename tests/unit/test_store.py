@@ -63,3 +63,12 @@ def test_corrupt_store_is_a_clear_error_and_untouched(tmp_path):
     with pytest.raises(LaunchError, match="unreadable"):
         JobStore(path).query(JobQuery())
     assert path.read_bytes() == b"this is not a database" * 100
+
+
+def test_state_filter_keeps_active_rows_for_a_refresh(tmp_path):
+    store = JobStore(tmp_path / "j.db")
+    for i, st in enumerate([JobState.RUNNING, JobState.FAILED, JobState.COMPLETED]):
+        store.add(record(f"local-{i}", st))
+    done = JobQuery(states={JobState.COMPLETED}, limit=1)
+    assert [r.job_id for r in store.query(done)] == ["local-2"]
+    assert [r.job_id for r in store.query(done, include_active=True)] == ["local-2", "local-0"]

@@ -247,3 +247,11 @@ def test_logs_through_the_cli(model, tmp_path):
     assert followed.returncode == 0 and "SUCCESS: traced" in followed.stdout
     as_json = run_cli("--inventory", inv, "logs", "--json", job, check_json=True).json
     assert as_json["job_id"] == job and "tracing" in as_json["logs"]
+
+
+def test_list_state_filter_sees_jobs_that_finished_since(launcher, model):
+    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "0.3"}))
+    assert launcher.store.get(job).state is JobState.PENDING  # nobody has looked yet
+    assert wait_for(lambda: [r.job_id for r, _ in launcher.list(
+        JobQuery(states={JobState.COMPLETED}, limit=5))] == [job])
+    assert launcher.list(JobQuery(states={JobState.RUNNING})) == []
