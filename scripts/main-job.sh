@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q -e .
-bash .ci/setup.d/20-torch.sh     # PyTorch for the stand-in (offline wheel on this machine)
+# the package, and the PyTorch + numpy the stand-in's dist bundles (pinned)
+.venv/bin/pip install -q -e . -r examples/snakegrinder/pins.txt
 .venv/bin/invoke build --inventory examples/snakegrinder/inventory.yaml
-exec .venv/bin/warpforge-launch --inventory examples/snakegrinder/inventory.yaml submit --source examples/models/simple_mlp.py \
-  --class SimpleMLP --inputs '[(1, 8)]' --wait
+exec .venv/bin/warpforge-launch --inventory examples/snakegrinder/inventory.yaml submit \
+  --source examples/models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8)]' --wait
