@@ -27,12 +27,6 @@ class NotFoundError(UsageError):
     """A job id, scheduler or box that nobody knows."""
 
 
-class JobFailedError(LaunchError):
-    """The work ran and failed."""
-
-    exit_code = 1
-
-
 class InfrastructureError(LaunchError):
     """A cluster, box or service could not be reached, or did not answer in time."""
 

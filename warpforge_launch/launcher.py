@@ -75,8 +75,9 @@ class Launcher:
                                                    record.config, home())
         return self._instances[key]
 
-    def _route(self, job_id: str) -> tuple[JobRecord | None, Scheduler]:
-        record = self.store.find(job_id)
+    def _route(self, job_id: str, record: JobRecord | None = None
+               ) -> tuple[JobRecord | None, Scheduler]:
+        record = record or self.store.find(job_id)
         if record is not None:
             return record, self._for_record(record)
         instance, sep, native = job_id.partition("-")
@@ -115,16 +116,18 @@ class Launcher:
         return job_id
 
     # -- tracking --------------------------------------------------------------------------
-    def _stamp(self, record: JobRecord | None, status: JobStatus) -> JobStatus:
-        if record is not None and status.correlation_id is None:
-            status = dataclasses.replace(status, correlation_id=record.correlation_id)
-        return status
+    @staticmethod
+    def _stamp(record: JobRecord | None, answer):
+        """Backends may not know the correlation id (Slurm, Local): the store does."""
+        if record is not None and answer.correlation_id is None:
+            answer = dataclasses.replace(answer, correlation_id=record.correlation_id)
+        return answer
 
     def status(self, job_id: str) -> JobStatus:
         record = self.store.find(job_id)
         if record is not None and record.state.terminal:
             return record.status  # final: no backend is even loaded
-        record, sched = self._route(job_id)
+        record, sched = self._route(job_id, record)
         status = self._stamp(record, sched.status(job_id))
         if record is not None:
             self.store.update_status(status)
@@ -164,13 +167,7 @@ class Launcher:
             raise UsageError(f"job {job_id} has not finished ({status.state.value})",
                              hint="wait with `warpforge-launch status`, or submit with --wait")
         record, sched = self._route(job_id)
-        return self._stamp_result(record, sched.result(job_id))
-
-    @staticmethod
-    def _stamp_result(record: JobRecord | None, result: JobResult) -> JobResult:
-        if record is not None and result.correlation_id is None:
-            result = dataclasses.replace(result, correlation_id=record.correlation_id)
-        return result
+        return self._stamp(record, sched.result(job_id))
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         _, sched = self._route(job_id)
