@@ -219,7 +219,7 @@ def bench_submit(shared: Path, login: lab.LoginNode, rounds: int, home: Path):
     remote = SlurmScheduler("hpc", sched_config(shared, login), home=home)
     held = definition()
     all_ids: list[str] = []
-    script = remote.plan(JobSubmission.new(held)).request.replace(
+    script = remote.plan(JobSubmission.new(held)).request.script.replace(
         "#SBATCH --nodes=1", "#SBATCH --nodes=1\n#SBATCH --hold")
     script_path = shared / "work" / "bench-hand.sbatch"
     script_path.write_text(script)

@@ -104,8 +104,8 @@ class Launcher:
     def submit(self, definition: JobDefinition, scheduler: str | None = None,
                **overrides: Any) -> str:
         submission, sched, plan = self.plan(definition, scheduler, **overrides)
-        job_id = sched.execute(plan)
-        native = sched.native_id(job_id)
+        native = sched.execute(plan).native_id
+        job_id = sched.job_id(native)
         from warpforge_launch.jobs import JobState, utcnow
 
         status = JobStatus(job_id, submission.correlation_id, JobState.PENDING, utcnow())

@@ -118,7 +118,7 @@ def test_plan_matches_golden(case, models):
 @pytest.mark.parametrize("case", sorted(SHARED))
 def test_plan_without_upload_matches_golden(case, models):
     plan = scheduler(upload_source=False).plan(SHARED[case](models))
-    assert "working_dir" not in plan.request["runtime_env"]
+    assert "working_dir" not in plan.request.body["runtime_env"]
     assert plan.argv[plan.argv.index("--source") + 1] == f"/srv/odd dir/{HOSTILE}.py"
     check_golden(case, render(plan, models))
 
@@ -127,7 +127,7 @@ def test_plan_without_upload_matches_golden(case, models):
 def test_entrypoint_is_the_payload_argv_through_a_shell(case, models):
     sub = CASES[case](models)
     plan = scheduler().plan(sub)
-    body = plan.request
+    body = plan.request.body
     words = shlex.split(body["entrypoint"])
     assert words[-len(plan.argv) :] == list(plan.argv)
     assert plan.argv[0] == "/opt/warpforge/bin/snakegrinder"
@@ -140,21 +140,21 @@ def test_entrypoint_is_the_payload_argv_through_a_shell(case, models):
 
 
 def test_gpu_jobs_ask_gpus_and_the_vendor_resource(models):
-    nvidia = scheduler().plan(CASES["nvidia"](models)).request
+    nvidia = scheduler().plan(CASES["nvidia"](models)).request.body
     assert nvidia["entrypoint_num_gpus"] == 2
     assert nvidia["entrypoint_resources"] == {"nvidia": 2}
     assert nvidia["entrypoint_memory"] == 16384 * 1024 * 1024
     assert nvidia["entrypoint_num_cpus"] == 4
-    any_gpu = scheduler().plan(CASES["any"](models)).request
+    any_gpu = scheduler().plan(CASES["any"](models)).request.body
     assert any_gpu["entrypoint_num_gpus"] == 1 and "entrypoint_resources" not in any_gpu
-    cpu = scheduler().plan(CASES["cpu"](models)).request
+    cpu = scheduler().plan(CASES["cpu"](models)).request.body
     assert cpu["entrypoint_num_gpus"] == 0 and "entrypoint_resources" not in cpu
 
 
 def test_job_ids_and_env_reach_the_job(models):
     plan = scheduler().plan(CASES["env"](models))
     assert plan.native_id == "wf-1a2b3c4d" and plan.job_id == "ray-wf-1a2b3c4d"
-    env = plan.request["runtime_env"]["env_vars"]
+    env = plan.request.body["runtime_env"]["env_vars"]
     assert env["WARPFORGE_JOB_ID"] == "ray-wf-1a2b3c4d"
     assert env["WARPFORGE_CORRELATION_ID"] == CORRELATION
     assert env["WF_USER_MULTI"] == "two\nlines" and env["EMPTY"] == ""
@@ -162,22 +162,22 @@ def test_job_ids_and_env_reach_the_job(models):
 
 def test_user_env_cannot_override_the_job_identity(models):
     sub = submission(models, environment={"WARPFORGE_JOB_ID": "forged"})
-    env = scheduler().plan(sub).request["runtime_env"]["env_vars"]
+    env = scheduler().plan(sub).request.body["runtime_env"]["env_vars"]
     assert env["WARPFORGE_JOB_ID"] == "ray-wf-1a2b3c4d"
 
 
 def test_env_values_with_dollar_bypass_ray_expansion(models):
     sub = submission(models, environment={"WF_USER_PLAIN": "x", "WF_USER_D": "$HOME ${X} $"})
     plan = scheduler().plan(sub)
-    env = plan.request["runtime_env"]["env_vars"]
+    env = plan.request.body["runtime_env"]["env_vars"]
     assert env["WF_USER_PLAIN"] == "x" and "WF_USER_D" not in env
-    words = shlex.split(plan.request["entrypoint"])
+    words = shlex.split(plan.request.body["entrypoint"])
     assert words[:3] == ["/usr/bin/env", "--", "WF_USER_D=$HOME ${X} $"]
 
 
 def test_timeout_wrapper_can_be_turned_off(models):
     plan = scheduler(timeout_command=None).plan(CASES["cpu"](models))
-    assert shlex.split(plan.request["entrypoint"])[0] == "/opt/warpforge/bin/snakegrinder"
+    assert shlex.split(plan.request.body["entrypoint"])[0] == "/opt/warpforge/bin/snakegrinder"
 
 
 def test_vendor_without_a_configured_resource_is_refused(models):
@@ -217,12 +217,12 @@ def test_plan_is_pure_and_stable(models):
 
 def test_source_ships_as_a_package_named_by_its_content(models):
     plan = scheduler().plan(CASES["cpu"](models))
-    uri = plan.request["runtime_env"]["working_dir"]
+    uri = plan.request.body["runtime_env"]["working_dir"]
     assert uri.startswith("gcs://_ray_pkg_") and uri.endswith(".zip")
     assert plan.argv[plan.argv.index("--source") + 1] == "mlp.py"  # the job's cwd holds it
-    assert plan.request["metadata"]["warpforge_source"] == str(models / "mlp.py")
+    assert plan.request.body["metadata"]["warpforge_source"] == str(models / "mlp.py")
     (models / "mlp.py").write_text(MODEL_TEXT + "# changed\n")
-    changed = scheduler().plan(CASES["cpu"](models)).request["runtime_env"]["working_dir"]
+    changed = scheduler().plan(CASES["cpu"](models)).request.body["runtime_env"]["working_dir"]
     assert changed != uri
 
 

@@ -84,16 +84,17 @@ def test_golden_scripts(tmp_path, golden):
     cfg, res = CASES[golden]
     plan = scheduler(tmp_path, **cfg).plan(submission(**res))
     assert plan.kind == "sbatch" and plan.native_id is None
-    check_golden(golden, plan.request)
-    assert plan.render() == plan.request
-    bash = subprocess.run(["bash", "-n"], input=plan.request, text=True, capture_output=True,
+    check_golden(golden, plan.request.script)
+    assert plan.render() == plan.request.script
+    bash = subprocess.run(["bash", "-n"], input=plan.request.script, text=True, capture_output=True,
                           timeout=10)
     assert bash.returncode == 0, bash.stderr
 
 
 def test_script_shape(tmp_path):
-    text = scheduler(tmp_path).plan(submission(gpu_type=GpuType.NVIDIA, gpu_count=1,
-                                               timeout=timedelta(minutes=90, seconds=1))).request
+    sub = submission(gpu_type=GpuType.NVIDIA, gpu_count=1,
+                     timeout=timedelta(minutes=90, seconds=1))
+    text = scheduler(tmp_path).plan(sub).request.script
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash"
     assert "#SBATCH --job-name=warpforge-1a2b3c4d" in lines
@@ -106,16 +107,16 @@ def test_script_shape(tmp_path):
 
 
 def test_any_gpu_is_untyped_gres(tmp_path):
-    text = scheduler(tmp_path).plan(submission(gpu_type=GpuType.ANY, gpu_count=3)).request
+    text = scheduler(tmp_path).plan(submission(gpu_type=GpuType.ANY, gpu_count=3)).request.script
     assert "#SBATCH --gres=gpu:3" in text.splitlines()
 
 
 def test_priority_below_50_gives_nice_and_low_qos(tmp_path):
     sched = scheduler(tmp_path, qos_by_priority={"80": "high"}, qos="normal",
                       nice_from_priority=True)
-    low = sched.plan(submission(priority=10)).request.splitlines()
+    low = sched.plan(submission(priority=10)).request.script.splitlines()
     assert "#SBATCH --nice=400" in low and "#SBATCH --qos=normal" in low
-    high = sched.plan(submission(priority=85)).request.splitlines()
+    high = sched.plan(submission(priority=85)).request.script.splitlines()
     assert "#SBATCH --qos=high" in high and not any("--nice" in ln for ln in high)
 
 
@@ -139,12 +140,12 @@ def test_hostile_values_stay_inside_their_quotes(tmp_path, runtime):
                       snakegrinder=str(bin_dir / "snakegrinder"),
                       partition='gpu" --uid=0 "', account="a b#c")
     plan = sched.plan(submission(gpu_type=GpuType.NVIDIA, gpu_count=1, **HOSTILE))
-    sbatch_lines = [ln for ln in plan.request.splitlines() if ln.startswith("#SBATCH")]
+    sbatch_lines = [ln for ln in plan.request.script.splitlines() if ln.startswith("#SBATCH")]
     assert '#SBATCH --partition="gpu\\" --uid=0 \\""' in sbatch_lines
     assert '#SBATCH --account="a b#c"' in sbatch_lines
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "77"}
-    proc = subprocess.run(["bash", "-c", plan.request], env=env, capture_output=True, text=True,
-                          timeout=30, cwd=tmp_path)
+    proc = subprocess.run(["bash", "-c", plan.request.script], env=env, capture_output=True,
+                          text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(record.read_text())
     payload = [a.replace(f"{work}/output-$SLURM_JOB_ID", f"{work}/output-77")
@@ -179,7 +180,7 @@ def test_bad_work_dir_is_a_usage_error(tmp_path, work_dir):
 
 
 def test_percent_in_work_dir_is_literal_for_slurm(tmp_path):
-    text = scheduler(tmp_path, work_dir="/scratch/100%").plan(submission()).request
+    text = scheduler(tmp_path, work_dir="/scratch/100%").plan(submission()).request.script
     assert "#SBATCH --output=/scratch/100%%/warpforge-%j.out" in text.splitlines()
 
 

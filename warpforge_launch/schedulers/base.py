@@ -8,12 +8,11 @@ command can route by id alone (``local-1a2b3c4d``, ``slurm-42``).
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from warpforge_launch.errors import NotFoundError
 from warpforge_launch.jobs import (
@@ -26,15 +25,36 @@ from warpforge_launch.jobs import (
 )
 
 
+class Request(Protocol):
+    """A backend's typed submit request (Local's job request, Ray's POST body plus source
+    package, Slurm's script spec and text, a Kubernetes Job manifest).
+
+    It is secret-free by construction: ``--secret-env`` names travel in it, values are read
+    from the submitting process's environment only inside ``execute``.
+    """
+
+    def render(self) -> str:
+        """The human form ``--dry-run`` prints (scripts as they are, bodies as JSON/YAML)."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form kept in the job store and printed by ``--dry-run --json``."""
+        ...
+
+
+R = TypeVar("R", bound=Request)
+
+
 @dataclass(frozen=True)
-class SubmissionPlan:
+class SubmissionPlan(Generic[R]):
     """Everything a submit will send, rendered before anything is sent."""
 
     instance: str
     native_id: str | None  # chosen up front (local, ray, k8s) or None (assigned by sbatch)
     kind: str  # "local-process" | "ray-job" | "sbatch" | "k8s-job"
     argv: tuple[str, ...]  # the snakegrinder payload argv
-    request: Any  # JSON-able: argv/dict body/script text/manifest
+    request: R
+    correlation_id: str  # carried in the request so a crash after the send can be reconciled
 
     @property
     def job_id(self) -> str | None:
@@ -42,13 +62,18 @@ class SubmissionPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"instance": self.instance, "native_id": self.native_id, "kind": self.kind,
-                "argv": list(self.argv), "request": self.request}
+                "argv": list(self.argv), "correlation_id": self.correlation_id,
+                "request": self.request.to_dict()}
 
     def render(self) -> str:
-        """Human form for --dry-run: scripts as they are, structured requests as JSON."""
-        if isinstance(self.request, str):
-            return self.request
-        return json.dumps(self.request, indent=2, sort_keys=True)
+        return self.request.render()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What ``execute`` learned from the backend: the native id it accepted the job under."""
+
+    native_id: str
 
 
 class Scheduler(ABC):
@@ -83,11 +108,18 @@ class Scheduler(ABC):
         """Render the exact request; pure (no I/O beyond reading local files)."""
 
     @abstractmethod
-    def execute(self, plan: SubmissionPlan) -> str:
-        """Send the planned request; return the job id."""
+    def execute(self, plan: SubmissionPlan) -> Submitted:
+        """Send the planned request: the one I/O step of a submit."""
 
     def submit(self, submission: JobSubmission) -> str:
-        return self.execute(self.plan(submission))
+        """Plan and send; the job id. (The launcher records the job around ``execute``.)"""
+        return self.job_id(self.execute(self.plan(submission)).native_id)
+
+    def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
+        """Native ids of jobs this backend accepted, by the correlation id their request
+        carried: how a submit interrupted between send and record is found again. One
+        batched call; the default knows nothing (the job stays SUBMITTING, then FAILED)."""
+        return {}
 
     @abstractmethod
     def status(self, job_id: str) -> JobStatus: ...

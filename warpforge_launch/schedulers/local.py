@@ -7,6 +7,7 @@ supervisor that was killed is detected (pid + kernel start time) and reported as
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from warpforge_launch import __version__
 from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
@@ -34,7 +36,32 @@ from warpforge_launch.jobs import (
 )
 from warpforge_launch.payload import snakegrinder_argv
 from warpforge_launch.schedulers import local_state as ls
-from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan
+from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
+
+
+@dataclass(frozen=True)
+class LocalRequest:
+    """The job request the detached supervisor reads from ``request.json``."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    job_dir: str
+    work_dir: str
+    timeout_seconds: float
+    kill_grace_seconds: float
+    max_concurrent_jobs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"argv": list(self.argv), "env": dict(self.env), "cwd": self.cwd,
+                "job_dir": self.job_dir, "work_dir": self.work_dir,
+                "timeout_seconds": self.timeout_seconds,
+                "kill_grace_seconds": self.kill_grace_seconds,
+                "max_concurrent_jobs": self.max_concurrent_jobs}
+
+    def render(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
 
 DIST_LAUNCHER = "snakegrinder-dist/build/dist/bin/snakegrinder"
 _children: list[subprocess.Popen] = []  # supervisors we spawned, reaped as we go
@@ -102,21 +129,20 @@ class LocalScheduler(Scheduler):
         env = dict(d.environment)
         env.update(WARPFORGE_JOB_ID=self.job_id(native),
                    WARPFORGE_CORRELATION_ID=submission.correlation_id)
-        request = {"argv": argv, "env": env, "cwd": str(source.resolve().parent),
-                   "job_dir": str(job_dir), "work_dir": str(self.work_dir),
-                   "timeout_seconds": d.timeout.total_seconds(),
-                   "kill_grace_seconds": self.config.kill_grace_seconds,
-                   "max_concurrent_jobs": self.max_concurrent}
-        return SubmissionPlan(self.name, native, "local-process", tuple(argv), request)
+        request = LocalRequest(tuple(argv), env, str(source.resolve().parent), str(job_dir),
+                               str(self.work_dir), d.timeout.total_seconds(),
+                               self.config.kill_grace_seconds, self.max_concurrent)
+        return SubmissionPlan(self.name, native, "local-process", tuple(argv), request,
+                              submission.correlation_id)
 
-    def execute(self, plan: SubmissionPlan) -> str:
-        job_dir = Path(plan.request["job_dir"])
+    def execute(self, plan: SubmissionPlan[LocalRequest]) -> Submitted:
+        job_dir = Path(plan.request.job_dir)
         job_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             job_dir.mkdir(mode=0o700)
         except FileExistsError:
             raise UsageError(f"local job directory {job_dir} already exists") from None
-        ls.write_json(str(job_dir / ls.REQUEST), plan.request)
+        ls.write_json(str(job_dir / ls.REQUEST), plan.request.to_dict())
         ls.write_json(str(job_dir / ls.STATE), {"state": "PENDING", "state_changed_at":
                                                  ls.now_iso(), "submitted_at": ls.now_iso()})
         for child in list(_children):
@@ -136,7 +162,7 @@ class LocalScheduler(Scheduler):
         _children.append(proc)
         start = ls.proc_start_time(proc.pid)
         (job_dir / ls.SUPERVISOR_PID).write_text(f"{proc.pid} {start}\n")
-        return self.job_id(plan.native_id)
+        return Submitted(plan.native_id)
 
     # -- state ---------------------------------------------------------------------------
     def _read(self, job_id: str) -> tuple[Path, dict]:

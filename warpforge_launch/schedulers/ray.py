@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import shlex
 import time
@@ -55,7 +56,21 @@ from warpforge_launch.jobs import (
     NodeInfo,
     SchedulerCapabilities,
 )
-from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan
+from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
+
+
+@dataclasses.dataclass(frozen=True)
+class RayRequest:
+    """The ``POST /api/jobs/`` body."""
+
+    body: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.body
+
+    def render(self) -> str:
+        return json.dumps(self.body, indent=2, sort_keys=True)
+
 
 # Ray job status -> ours. FAILED is refined by error_type/exit code in ray_state().
 RAY_STATES = {
@@ -238,7 +253,8 @@ class RayScheduler(Scheduler):
             native_id=sid,
             kind="ray-job",
             argv=tuple(argv),
-            request=body,
+            request=RayRequest(body),
+            correlation_id=str(submission.correlation_id),
         )
 
     def _custom_resources(self, res) -> dict[str, float]:
@@ -381,8 +397,8 @@ class RayScheduler(Scheduler):
 
     # --- the Scheduler interface --------------------------------------------------------------
 
-    def execute(self, plan: SubmissionPlan) -> str:
-        body = plan.request
+    def execute(self, plan: SubmissionPlan[RayRequest]) -> Submitted:
+        body = plan.request.body
         job_id = self.job_id(body["submission_id"])
         package = (body.get("runtime_env") or {}).get("working_dir")
         if package:
@@ -391,11 +407,7 @@ class RayScheduler(Scheduler):
                 raise UsageError(f"plan for {job_id} ships a package but names no source file")
             self._upload_source(package, source)
         answer = self._request("POST", "/api/jobs/", json_body=body, job_id=job_id)
-        sid = answer.get("submission_id") or body["submission_id"]
-        return self.job_id(sid)
-
-    def submit(self, submission: JobSubmission) -> str:
-        return self.execute(self.plan(submission))
+        return Submitted(answer.get("submission_id") or body["submission_id"])
 
     def _upload_source(self, uri: str, source: str) -> None:
         """PUT the model source as a Ray package, unless the cluster has it already."""

@@ -39,7 +39,7 @@ from warpforge_launch.jobs import (
 )
 from warpforge_launch.payload import snakegrinder_argv
 from warpforge_launch.schedulers import slurm_parse as sp
-from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan
+from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
 from warpforge_launch.schedulers.slurm_transport import (
     Completed,
     LocalTransport,
@@ -53,6 +53,19 @@ _UNREACHABLE = ("unable to contact slurm controller", "socket timed out",
                 "slurm_persist_conn_open", "unable to establish")
 _INVALID_ID = "invalid job id specified"
 _MAX_LOG_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SlurmRequest:
+    """The batch script sbatch receives."""
+
+    script: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"script": self.script}
+
+    def render(self) -> str:
+        return self.script
 
 
 @dataclass(frozen=True)
@@ -203,10 +216,11 @@ class SlurmScheduler(Scheduler):
             raise UsageError(str(exc)) from None
         payload = tuple(a.replace(ss.OUT_DIR_TOKEN, f"{spec.work_dir}/output-$SLURM_JOB_ID")
                         for a in spec.argv)
-        return SubmissionPlan(self.name, None, "sbatch", payload, script)
+        return SubmissionPlan(self.name, None, "sbatch", payload, SlurmRequest(script),
+                              str(submission.correlation_id))
 
-    def execute(self, plan: SubmissionPlan) -> str:
-        return self.execute_many([plan])[0]
+    def execute(self, plan: SubmissionPlan[SlurmRequest]) -> Submitted:
+        return Submitted(self.native_id(self.execute_many([plan])[0]))
 
     def submit_many(self, submissions: Sequence[JobSubmission]) -> list[str]:
         """Submit a sweep in one round trip to the login node."""
@@ -222,10 +236,10 @@ class SlurmScheduler(Scheduler):
         stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
         with tarfile.open(fileobj=archive, mode="w") as tar:
             for i, plan in enumerate(plans):
-                if plan.kind != "sbatch" or not isinstance(plan.request, str):
+                if plan.kind != "sbatch" or not isinstance(plan.request, SlurmRequest):
                     raise UsageError(f"plan for {plan.instance} is not an sbatch plan")
                 name = f"warpforge-{stamp}-{i}.sbatch"
-                data = plan.request.encode()
+                data = plan.request.script.encode()
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
                 tar.addfile(info, io.BytesIO(data))

@@ -25,7 +25,7 @@ from warpforge_launch.jobs import (
     ResourceRequirements,
 )
 from warpforge_launch.schedulers.base import SubmissionPlan
-from warpforge_launch.schedulers.ray import RayConfig, RayScheduler
+from warpforge_launch.schedulers.ray import RayConfig, RayRequest, RayScheduler
 
 HOSTILE = 'it\'s "q"; echo PWNED $(id) `id` $HOME | & > /tmp/x\nsecond line * ?'
 
@@ -195,7 +195,7 @@ def test_model_source_ships_with_the_job(sched, ray_workdir):
     source = ray_workdir / "uploaded_model.py"
     source.write_text(f"# {uuid.uuid4()}\nclass SimpleMLP: pass\n")
     plan = sched.plan(submission(source=str(source)))
-    assert "working_dir" in plan.request["runtime_env"]
+    assert "working_dir" in plan.request.body["runtime_env"]
     job_id = sched.execute(plan)
     assert wait(sched, job_id).state is JobState.COMPLETED
     text = "".join(sched.logs(job_id))
@@ -270,11 +270,12 @@ def test_duplicate_submission_is_refused_in_one_line(sched):
 def test_ray_traceback_is_reduced_to_one_line(sched):
     plan = sched.plan(submission())
     body = dict(
-        plan.request,
+        plan.request.body,
         submission_id=f"wf-bad-{uuid.uuid4().hex[:6]}",
-        metadata={**plan.request["metadata"], "n": 1},
+        metadata={**plan.request.body["metadata"], "n": 1},
     )
-    bad = SubmissionPlan(plan.instance, body["submission_id"], plan.kind, plan.argv, body)
+    bad = SubmissionPlan(plan.instance, body["submission_id"], plan.kind, plan.argv,
+                         RayRequest(body), plan.correlation_id)
     with pytest.raises(UsageError) as info:
         sched.execute(bad)
     message = str(info.value)
