@@ -140,10 +140,14 @@ class JobDefinition(_Json):
     environment: Mapping[str, str] = field(default_factory=dict)
     timeout: timedelta = DEFAULT_TIMEOUT
     seed: int = DEFAULT_SEED
+    # names only: values come from the submitting process's environment at send time
+    # (secrets.resolve) and are never printed, planned or stored
+    secret_env: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "type", JobType(self.type))
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "secret_env", tuple(self.secret_env))
         _freeze(self, "environment", self.environment)
         if not self.name or not self.name.strip():
             raise UsageError("job name must not be blank")
@@ -155,9 +159,12 @@ class JobDefinition(_Json):
             raise UsageError(f"job type {self.type.value} needs a model class (--class)")
         if self.timeout <= timedelta(0):
             raise UsageError(f"timeout must be positive, got {self.timeout}")
-        for key in self.environment:
+        for key in (*self.environment, *self.secret_env):
             if not key or "=" in key or "\0" in key:
                 raise UsageError(f"environment variable name {key!r} is not valid")
+        both = set(self.environment) & set(self.secret_env)
+        if both:
+            raise UsageError(f"{', '.join(sorted(both))} is given both as --env and --secret-env")
 
 
 @dataclass(frozen=True)
