@@ -14,6 +14,18 @@ netguard.install()
 def pytest_sessionfinish(session, exitstatus):
     if netguard.blocked:
         print(f"\nnetwork guard blocked {len(netguard.blocked)} attempt(s): {netguard.blocked[:5]}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _network_guard():
+    """A test whose code tried to leave loopback fails, even if it caught the error."""
+    before = len(netguard.blocked)
+    yield
+    new = netguard.blocked[before:]
+    if new:
+        pytest.fail(f"network guard blocked {len(new)} attempt(s) to leave loopback: {new[:3]}",
+                    pytrace=False)
 
 
 @pytest.fixture(autouse=True)

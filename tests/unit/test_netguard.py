@@ -37,3 +37,20 @@ def test_guard_allows_loopback():
 ])
 def test_is_allowed_table(addr, ok):
     assert netguard.is_allowed(addr) is ok
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("localhost", True), (None, True), ("127.0.0.5", True), ("::1", True),
+    ("example.com", False), ("nuc.local", False), ("10.1.2.3", False),
+])
+def test_name_lookup_table(name, ok):
+    assert netguard.name_allowed(name) is ok
+
+
+def test_guard_refuses_dns_lookup_and_records_it():
+    before = len(netguard.blocked)
+    with pytest.raises(netguard.NetworkGuardError, match="needs DNS"):
+        socket.getaddrinfo("warpforge-guard-test.example", 80)
+    assert socket.getaddrinfo("localhost", 80)  # loopback names still resolve
+    assert len(netguard.blocked) == before + 1
+    netguard.blocked[before:] = []
