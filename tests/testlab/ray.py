@@ -47,7 +47,7 @@ PORTS = {
 }
 NUM_CPUS = 8  # declared, not real: lets the tiny test payloads run side by side
 NUM_GPUS = 1
-CUSTOM_RESOURCES = {"nvidia": 1, "amd": 1}
+CUSTOM_RESOURCES = {"nvidia": 1}  # no amd: an AMD job must find no node
 JOB_START_TIMEOUT_S = 30  # low for the pending-job test; 10 s failed jobs on a loaded CI box
 OBJECT_STORE_BYTES = 100_000_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from warpforge_launch.jobs import GpuType, JobState
-from warpforge_launch.schedulers.ray import (
+from warpforge_launch.schedulers.ray_parse import (
     build_cluster_info,
     camel,
     ray_state,
