@@ -216,6 +216,10 @@ def test_more_than_one_node_in_affinity_is_refused(models):
         {"gpu_resources": {"INTEL": "xe"}},
         {"gpu_resources": {"NVIDIA": "GPU"}},
         {"auth_header": "Bearer abc"},
+        {"connect_timeout": float("nan")},
+        {"request_timeout": float("inf")},
+        {"dashboard_url": "http://ray-head:70000"},
+        {"dashboard_url": "http://ray-head:0"},
     ],
 )
 def test_bad_config_is_refused(bad):
@@ -342,3 +346,11 @@ def test_job_ids_that_are_not_one_safe_segment_are_bad_input(bad):
                                   "ray-a.b:c"])
 def test_plain_job_ids_pass(good):
     assert scheduler().native_id(good) == good.removeprefix("ray-")
+
+
+def test_auth_header_value_with_a_line_break_is_refused(monkeypatch):
+    sched = scheduler(auth_header="Authorization: Bearer ${WF_TEST_RAY_TOKEN}")
+    monkeypatch.setenv("WF_TEST_RAY_TOKEN", "abc\r\nX-Injected: 1")
+    with pytest.raises(UsageError, match="line break") as info:
+        sched.client  # noqa: B018 (the property builds the client)
+    assert "abc" not in str(info.value)

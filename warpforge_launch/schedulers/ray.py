@@ -201,7 +201,7 @@ class RayScheduler(Scheduler):
         import string
 
         try:
-            return string.Template(template).substitute(os.environ)
+            value = string.Template(template).substitute(os.environ)
         except KeyError as exc:
             raise UsageError(
                 f"schedulers.{self.name}.auth_header names ${{{exc.args[0]}}}, which is not set",
@@ -211,6 +211,9 @@ class RayScheduler(Scheduler):
             raise UsageError(
                 f"schedulers.{self.name}.auth_header has a stray '$' (write $$ for a '$')"
             ) from None
+        if any(c in value for c in "\r\n\0"):
+            raise UsageError(f"schedulers.{self.name}.auth_header: the value holds a line break")
+        return value
 
     def _job(self, job_id: str) -> dict:
         sid = self.native_id(job_id)
