@@ -188,3 +188,10 @@ def test_a_kept_connection_the_server_closed_is_reopened_for_a_get(listener):
     time.sleep(0.3)
     assert c.call("GET", "/api/version") == {}  # retried once on a fresh connection
     assert len(server.conns) == 2
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_login_points_at_the_auth_header(http_server, status):
+    with pytest.raises(InfrastructureError, match=f"HTTP {status}") as info:
+        client(http_server(status, "denied")).call("GET", "/api/jobs/")
+    assert info.value.exit_code == 3 and "auth_header" in info.value.hint

@@ -103,7 +103,7 @@ class RayClient:
             what = f"{method} {path} (HTTP {status}): {detail}"
             if status in (401, 403):
                 raise RayServerError(f"Ray dashboard at {self.base_url} refused {what}",
-                                     status, detail, hint=self.hint)
+                                     status, detail, hint="check the scheduler's auth_header")
             if status >= 500:
                 raise RayServerError(f"Ray at {self.base_url} failed {what}", status, detail,
                                      hint=self.hint)
