@@ -5,8 +5,9 @@ Why this shape (TESTLAB.md, "Ray"):
   must not find the Ray SDK importable.
 - Everything binds 127.0.0.1 with every port pinned inside the project's Ray range, and
   ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` stops Ray from rebinding to the machine's NIC.
-- The head declares a fake GPU and one custom resource per GPU vendor, so vendor routing,
-  ``CUDA_VISIBLE_DEVICES`` and "more GPUs than exist" can be tested without hardware.
+- The head declares a fake GPU and the ``nvidia`` custom resource only, so vendor routing can
+  fail (an AMD job must never start on it), and ``CUDA_VISIBLE_DEVICES`` and "more GPUs than
+  exist" can be tested without hardware.
 - ``RAY_JOB_START_TIMEOUT_SECONDS`` is low: a job waiting for resources ignores ``/stop``
   and only fails when that timeout expires.
 - Stopping never uses ``ray stop`` (it kills every Ray process on the machine): it ends the
@@ -47,7 +48,7 @@ PORTS = {
 }
 NUM_CPUS = 8  # declared, not real: lets the tiny test payloads run side by side
 NUM_GPUS = 1
-CUSTOM_RESOURCES = {"nvidia": 1, "amd": 1}
+CUSTOM_RESOURCES = {"nvidia": 1}  # no amd: an AMD job must find no node
 JOB_START_TIMEOUT_S = 30  # low for the pending-job test; 10 s failed jobs on a loaded CI box
 OBJECT_STORE_BYTES = 100_000_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from warpforge_launch.jobs import GpuType, JobState
-from warpforge_launch.schedulers.ray import (
+from warpforge_launch.schedulers.ray_parse import (
     build_cluster_info,
     camel,
     ray_state,
@@ -133,3 +133,21 @@ def test_cluster_info_counts_gpus_by_vendor_and_usage():
     assert "10.9.0.3" not in free
     assert n3.status == "DEAD"
     assert "2.60.0" in info.scheduler_version
+
+
+def test_jobs_with_unsafe_submission_ids_are_skipped_not_turned_into_job_ids():
+    from warpforge_launch.schedulers.ray_parse import by_correlation, submissions
+
+    meta = {"warpforge_correlation_id": "c1"}
+    jobs = [{"submission_id": s, "metadata": meta} for s in ("..", ".", "a/b", None, 5, "")]
+    jobs += [{"submission_id": "wf-ok", "metadata": {"warpforge_correlation_id": "c2"}}]
+    jobs += ["not a record", {"submission_id": "raysubmit_1", "metadata": "junk"}]
+    assert [sid for sid, _ in submissions(jobs)] == ["wf-ok", "raysubmit_1"]
+    assert by_correlation(jobs, ["c1", "c2", "c3"]) == {"c2": "wf-ok"}
+
+
+def test_status_message_is_one_line_whatever_ray_sends():
+    state, message = ray_state({"status": "RUNNING", "message": "\n  first\nsecond\r\nthird"})
+    assert state is JobState.RUNNING and message == "first"
+    state, message = ray_state({"status": "WEIRD\nSTATE"})
+    assert "\n" not in message

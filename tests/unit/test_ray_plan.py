@@ -1,7 +1,9 @@
 """The Ray request body, whole, as golden files: what `submit --dry-run` shows and sends.
 
-Regenerate after an intended change with WF_UPDATE_GOLDEN=1 and review the diff. The model
-directory is a temp dir, written as <models> in the golden files.
+Regenerate after an intended change with WF_UPDATE_GOLDEN=1 and review the diff; that rewrites
+existing files only. A missing golden file always fails: add a new case by creating its file
+deliberately (an empty one) and regenerating. The model directory is a temp dir, written as
+<models> in the golden files.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from warpforge_launch.jobs import (
     JobType,
     ResourceRequirements,
 )
-from warpforge_launch.schedulers.ray import RayConfig, RayScheduler, source_package_zip
+from warpforge_launch.schedulers import ray_package
+from warpforge_launch.schedulers.ray import RayConfig, RayScheduler
 
 GOLDEN = Path(__file__).parent / "golden" / "ray"
 WHEN = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -88,6 +91,9 @@ CASES = {
     "stablehlo_only": lambda m: submission(
         m, type=JobType.STABLEHLO_ONLY, model_class=None, seed=7
     ),
+    "secret": lambda m: submission(
+        m, environment={"WF_USER_PLAIN": "visible"}, secret_env=("WF_USER_TOKEN", "HF_TOKEN")
+    ),
 }
 # a shared mount instead of an upload: --source is the client's path, verbatim
 SHARED = {
@@ -102,12 +108,19 @@ def render(plan, models: Path) -> str:
     return text.replace(json.dumps(str(models))[1:-1], "<models>")
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / f"{name}.json"
+def check_golden(name: str, text: str, folder: Path = GOLDEN) -> None:
+    path = folder / f"{name}.json"
+    assert path.is_file(), f"missing golden file {path}: create it, run with WF_UPDATE_GOLDEN=1"
     if os.environ.get("WF_UPDATE_GOLDEN") == "1":
         path.write_text(text)
-    assert path.is_file(), f"missing golden file {path} (run with WF_UPDATE_GOLDEN=1)"
     assert text == path.read_text()
+
+
+def test_a_missing_golden_file_fails_and_is_not_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("WF_UPDATE_GOLDEN", "1")
+    with pytest.raises(AssertionError, match="missing golden file"):
+        check_golden("new_case", "{}", folder=tmp_path)
+    assert not (tmp_path / "new_case.json").exists()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -119,6 +132,7 @@ def test_plan_matches_golden(case, models):
 def test_plan_without_upload_matches_golden(case, models):
     plan = scheduler(upload_source=False).plan(SHARED[case](models))
     assert "working_dir" not in plan.request.body["runtime_env"]
+    assert plan.request.package is None
     assert plan.argv[plan.argv.index("--source") + 1] == f"/srv/odd dir/{HOSTILE}.py"
     check_golden(case, render(plan, models))
 
@@ -202,6 +216,10 @@ def test_more_than_one_node_in_affinity_is_refused(models):
         {"gpu_resources": {"INTEL": "xe"}},
         {"gpu_resources": {"NVIDIA": "GPU"}},
         {"auth_header": "Bearer abc"},
+        {"connect_timeout": float("nan")},
+        {"request_timeout": float("inf")},
+        {"dashboard_url": "http://ray-head:70000"},
+        {"dashboard_url": "http://ray-head:0"},
     ],
 )
 def test_bad_config_is_refused(bad):
@@ -220,7 +238,9 @@ def test_source_ships_as_a_package_named_by_its_content(models):
     uri = plan.request.body["runtime_env"]["working_dir"]
     assert uri.startswith("gcs://_ray_pkg_") and uri.endswith(".zip")
     assert plan.argv[plan.argv.index("--source") + 1] == "mlp.py"  # the job's cwd holds it
-    assert plan.request.body["metadata"]["warpforge_source"] == str(models / "mlp.py")
+    assert plan.request.package.uri == uri and plan.request.package.file_name == "mlp.py"
+    # the client's own path is not sent to the cluster, nor read back from it
+    assert str(models) not in json.dumps(plan.request.body)
     (models / "mlp.py").write_text(MODEL_TEXT + "# changed\n")
     changed = scheduler().plan(CASES["cpu"](models)).request.body["runtime_env"]["working_dir"]
     assert changed != uri
@@ -228,8 +248,8 @@ def test_source_ships_as_a_package_named_by_its_content(models):
 
 def test_package_zip_is_reproducible_and_holds_the_file(models):
     source = str(models / HOSTILE_FILE)
-    data = source_package_zip(source)
-    assert data == source_package_zip(source)
+    data = ray_package.build(source).data
+    assert data == ray_package.build(source).data
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == [HOSTILE_FILE]
         assert archive.read(HOSTILE_FILE).decode() == MODEL_TEXT
@@ -255,24 +275,82 @@ def test_outputs_through_the_shared_root_or_their_location(tmp_path):
     (shared / "wf-1" / "model.mlir").write_text("module @main {}\n")
     (shared / "wf-1" / "manifest.json").write_text("{}")
     sched = scheduler(local_output_root=str(shared))
-    files, mlir = sched._outputs("/srv/warpforge/jobs/wf-1", "10.0.0.5", True)
+    files, mlir = sched._outputs("wf-1", "10.0.0.5", True)
     assert [Path(f).name for f in files] == ["manifest.json", "model.mlir"]
     assert mlir == "module @main {}\n"
-    assert sched._outputs("/srv/warpforge/jobs/wf-2", "10.0.0.5", False) == ((), None)
+    assert sched._outputs("wf-2", "10.0.0.5", False) == ((), None)
     remote = scheduler(local_output_root=str(tmp_path / "not-mounted"))
-    assert remote._outputs("/srv/warpforge/jobs/wf-1", "10.0.0.5", True) == (
+    assert remote._outputs("wf-1", "10.0.0.5", True) == (
         ("10.0.0.5:/srv/warpforge/jobs/wf-1/",),
         None,
     )
-    assert remote._outputs("/srv/warpforge/jobs/wf-1", "10.0.0.5", False) == ((), None)
+    assert remote._outputs("wf-1", "10.0.0.5", False) == ((), None)
 
 
 def test_auth_header_token_comes_from_the_environment(monkeypatch):
     sched = scheduler(auth_header="Authorization: Bearer ${WF_TEST_RAY_TOKEN}")
     monkeypatch.delenv("WF_TEST_RAY_TOKEN", raising=False)
     with pytest.raises(UsageError, match="WF_TEST_RAY_TOKEN"):
-        sched._http()
+        sched.client  # noqa: B018 (the property builds the client)
     monkeypatch.setenv("WF_TEST_RAY_TOKEN", "s3cret")
-    assert sched._http().headers["Authorization"] == "Bearer s3cret"
+    assert sched.client.headers["Authorization"] == "Bearer s3cret"
     assert "s3cret" not in json.dumps(sched.config.__dict__)
     sched.close()
+
+
+SECRET_VALUE = "tok-'\"`;|&\nline2"
+
+
+def test_secret_env_is_masked_in_the_plan_and_sent_in_runtime_env(models, monkeypatch):
+    monkeypatch.setenv("WF_USER_TOKEN", SECRET_VALUE)
+    monkeypatch.setenv("HF_TOKEN", "hf-value")
+    plan = scheduler().plan(CASES["secret"](models))
+    env = plan.request.body["runtime_env"]["env_vars"]
+    assert env["WF_USER_TOKEN"] == env["HF_TOKEN"] == "***"
+    assert '"WF_USER_TOKEN": "***"' in plan.render()
+    for shown in (plan.render(), json.dumps(plan.to_dict())):
+        assert SECRET_VALUE not in shown and "hf-value" not in shown
+    assert plan.request.to_dict()["secret_env"] == ["WF_USER_TOKEN", "HF_TOKEN"]
+    from warpforge_launch import secrets
+
+    wire = plan.request.wire_body(secrets.resolve(plan.request.secret_env))
+    assert wire["runtime_env"]["env_vars"]["WF_USER_TOKEN"] == SECRET_VALUE
+    assert wire["runtime_env"]["env_vars"]["HF_TOKEN"] == "hf-value"
+    assert wire["runtime_env"]["env_vars"]["WF_USER_PLAIN"] == "visible"
+    assert SECRET_VALUE not in wire["entrypoint"] and "hf-value" not in wire["entrypoint"]
+    # the plan itself is untouched: what the store keeps stays masked
+    assert plan.request.body["runtime_env"]["env_vars"]["WF_USER_TOKEN"] == "***"
+
+
+def test_a_secret_holding_a_dollar_is_refused_not_mangled(models):
+    plan = scheduler().plan(submission(models, secret_env=("WF_USER_TOKEN",)))
+    with pytest.raises(UsageError, match=r"WF_USER_TOKEN.*expands '\$'") as info:
+        plan.request.wire_body({"WF_USER_TOKEN": "pa$$word"})
+    assert "pa$$word" not in str(info.value) and info.value.exit_code == 2
+
+
+def test_a_secret_cannot_replace_the_job_identity(models):
+    with pytest.raises(UsageError, match="WARPFORGE_JOB_ID"):
+        scheduler().plan(submission(models, secret_env=("WARPFORGE_JOB_ID",)))
+
+
+@pytest.mark.parametrize("bad", ["ray-.", "ray-..", "ray-a/b", "ray-../api", "ray-%2e%2e",
+                                 "ray-wf 1", "ray-\n", "ray-" + "x" * 200])
+def test_job_ids_that_are_not_one_safe_segment_are_bad_input(bad):
+    with pytest.raises(UsageError, match="not a Ray job id") as info:
+        scheduler().native_id(bad)
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("good", ["ray-wf-1a2b3c4d", "ray-raysubmit_XyZ09", "ray-02000000",
+                                  "ray-a.b:c"])
+def test_plain_job_ids_pass(good):
+    assert scheduler().native_id(good) == good.removeprefix("ray-")
+
+
+def test_auth_header_value_with_a_line_break_is_refused(monkeypatch):
+    sched = scheduler(auth_header="Authorization: Bearer ${WF_TEST_RAY_TOKEN}")
+    monkeypatch.setenv("WF_TEST_RAY_TOKEN", "abc\r\nX-Injected: 1")
+    with pytest.raises(UsageError, match="line break") as info:
+        sched.client  # noqa: B018 (the property builds the client)
+    assert "abc" not in str(info.value)

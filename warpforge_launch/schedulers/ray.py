@@ -2,42 +2,25 @@
 
 Why REST and not the Ray SDK: the SDK costs about half a second to import and pins the
 client to the cluster's Ray version; the dashboard's HTTP API answers in milliseconds and
-works from any machine. httpx is imported lazily, on the first request.
+works from any machine. The pieces, one job each:
 
-What Ray does that shapes this module (TESTLAB.md, checked against Ray 2.60):
-- The entrypoint runs under ``/bin/sh -c`` with the PATH and cwd of ``ray start``: it is
-  ``shlex.join`` of the payload argv, whose program is an absolute path.
-- GPUs go in ``entrypoint_num_gpus`` (``{"GPU": n}`` in ``entrypoint_resources`` is accepted
-  and then fails); the vendor is a custom resource the workers declare (``nvidia``/``amd``),
-  so an AMD job cannot land on an NVIDIA worker.
-- A job waiting for resources ignores ``/stop`` and stays PENDING until
-  ``RAY_JOB_START_TIMEOUT_SECONDS`` (900 s by default) turns it FAILED: cancel says so.
-- Errors come back as text/plain Python tracebacks; a duplicate submission id is HTTP 500.
-- ``/api/cluster_status`` camelCases its keys, resource names included.
-- ``runtime_env.env_vars`` values go through ``os.path.expandvars`` on the worker.
+- ``ray_request``: the ``POST /api/jobs/`` body and the source package (pure, ``--dry-run``);
+- ``ray_package``: the model source as a Ray working_dir package, read once at plan time;
+- ``ray_client``: one warm HTTP connection with deadlines and one-line errors;
+- ``ray_parse``: Ray's states, messages, logs, errors and cluster figures in our terms;
+- ``ray_outputs``: a finished job's files through the shared output root, symlink-safe.
 
-The model source ships with the job as a Ray working_dir package (``upload_source``), so
-workers need not see the client's files.
-
-Outputs: the payload writes into ``<output_root>/<submission id>`` on the worker. The result
-step reads ``model.mlir``/``manifest.json`` from there when that root is shared with the
-client (``local_output_root`` says where the client sees it); otherwise it reports where the
-files are (node and path).
+A job waiting for resources ignores ``/stop`` and stays PENDING until
+``RAY_JOB_START_TIMEOUT_SECONDS`` (900 s by default) turns it FAILED: cancel says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import re
-import shlex
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from typing import ClassVar
+from urllib.parse import urlsplit
 
 from warpforge_launch.errors import (
     InfrastructureError,
@@ -50,45 +33,14 @@ from warpforge_launch.jobs import (
     GpuType,
     JobQuery,
     JobResult,
-    JobState,
     JobStatus,
     JobSubmission,
-    NodeInfo,
     SchedulerCapabilities,
 )
+from warpforge_launch.schedulers import ray_parse as rp
 from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
 
-
-@dataclasses.dataclass(frozen=True)
-class RayRequest:
-    """The ``POST /api/jobs/`` body."""
-
-    body: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.body
-
-    def render(self) -> str:
-        return json.dumps(self.body, indent=2, sort_keys=True)
-
-
-# Ray job status -> ours. FAILED is refined by error_type/exit code in ray_state().
-RAY_STATES = {
-    "PENDING": JobState.PENDING,
-    "RUNNING": JobState.RUNNING,
-    "SUCCEEDED": JobState.COMPLETED,
-    "FAILED": JobState.FAILED,
-    "STOPPED": JobState.CANCELLED,
-}
-ENV_COMMAND = "/usr/bin/env"  # carries env values Ray would expand (see plan)
-TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` when the job ran past its limit
-META_PREFIX = "warpforge_"
-START_TIMEOUT_ERROR = "JOB_SUPERVISOR_ACTOR_START_TIMEOUT"
 LOG_TAIL_LINES = 40
-MAX_SOURCE_BYTES = 64 * 2**20  # Ray keeps packages in the GCS (512 MiB cap, warns at half)
-_RAY_LOG_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\t(DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+:\d+ -- "
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,14 +75,21 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         url = urlsplit(self.dashboard_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        try:
+            port = url.port
+        except ValueError:
+            port = -1
+        if url.scheme not in ("http", "https") or not url.hostname or port == -1 or port == 0:
             raise ValueError(
-                f"dashboard_url must be http(s)://host:port, got {self.dashboard_url!r}"
+                f"dashboard_url must be http(s)://host:port (port 1-65535), "
+                f"got {self.dashboard_url!r}"
             )
         object.__setattr__(self, "dashboard_url", self.dashboard_url.rstrip("/"))
         for field in ("connect_timeout", "request_timeout"):
             value = getattr(self, field)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+                0 < value < float("inf")
+            ):
                 raise ValueError(f"{field} must be a positive number of seconds, got {value!r}")
         for field in ("snakegrinder", "output_root"):
             if not str(getattr(self, field)).startswith("/"):
@@ -188,121 +147,50 @@ class RayScheduler(Scheduler):
             max_job_duration=None,
         )
 
-    def submission_id(self, submission: JobSubmission) -> str:
-        return f"wf-{submission.short_id}"
-
-    def out_dir(self, submission_id: str) -> str:
-        return f"{self.config.output_root.rstrip('/')}/{submission_id}"
+    def native_id(self, job_id: str) -> str:
+        """The submission id of one of our job ids; it becomes a URL segment and a directory
+        name, so only plain ids pass (never ``.``, ``..`` or anything with a ``/``)."""
+        sid = super().native_id(job_id)
+        if not rp.valid_submission_id(sid):
+            raise UsageError(
+                f"{job_id!r} is not a Ray job id",
+                hint=f"expected {self.name}-<submission id> (letters, digits, '_', '.', ':', "
+                "'-'); `warpforge-launch list` shows the known jobs",
+            )
+        return sid
 
     def plan(self, submission: JobSubmission) -> SubmissionPlan:
-        """The exact ``POST /api/jobs/`` body. Reads the model source (its package is named
-        by its content) and sends nothing."""
-        from warpforge_launch.payload import snakegrinder_argv
+        """The exact ``POST /api/jobs/`` body and the source package; sends nothing."""
+        from warpforge_launch.schedulers import ray_request
 
-        definition = submission.definition
-        res = definition.resources
-        sid = self.submission_id(submission)
-        job_id = self.job_id(sid)
-        package = None
-        if self.config.upload_source:
-            # the job's cwd is the unpacked package, so the payload reads the file by name
-            package = source_package_uri(definition.source)
-            definition = dataclasses.replace(definition, source=Path(definition.source).name)
-        argv = snakegrinder_argv(self.config.snakegrinder, definition, self.out_dir(sid))
-        # Ray runs os.path.expandvars on runtime_env values ($HOME, ${X} would change and
-        # unknown ${X} vanish), so values holding "$" go through `env` in the entrypoint,
-        # quoted by shlex like every other argument, and arrive verbatim.
-        env = {str(k): str(v) for k, v in definition.environment.items()}
-        literal = {k: v for k, v in env.items() if "$" in v}
-        env = {k: v for k, v in env.items() if k not in literal}
-        env["WARPFORGE_JOB_ID"] = job_id
-        env["WARPFORGE_CORRELATION_ID"] = str(submission.correlation_id)
-        literal = {k: v for k, v in literal.items() if k not in env}
-        prefix: list[str] = []
-        if literal:
-            prefix += [ENV_COMMAND, "--", *(f"{k}={v}" for k, v in sorted(literal.items()))]
-        if self.config.timeout_command:
-            seconds = max(1, int(definition.timeout.total_seconds()))
-            prefix += [self.config.timeout_command, "--kill-after=30", f"{seconds}s"]
-        body: dict[str, Any] = {
-            "entrypoint": shlex.join([*prefix, *argv]),
-            "submission_id": sid,
-            "entrypoint_num_cpus": res.cpu_cores,
-            "entrypoint_num_gpus": res.gpu_count if res.gpu_type != GpuType.NONE else 0,
-            "entrypoint_memory": int(res.memory_mb) * 1024 * 1024,
-        }
-        resources = self._custom_resources(res)
-        if resources:
-            body["entrypoint_resources"] = resources
-        body["runtime_env"] = {"env_vars": env}
-        if package:
-            body["runtime_env"]["working_dir"] = package
-        body["metadata"] = {
-            "job_name": definition.name,
-            f"{META_PREFIX}instance": self.name,
-            f"{META_PREFIX}job_id": job_id,
-            f"{META_PREFIX}correlation_id": str(submission.correlation_id),
-            f"{META_PREFIX}submitted_by": str(submission.submitted_by),
-            f"{META_PREFIX}submitted_at": _iso(submission.submitted_at),
-            f"{META_PREFIX}job_name": definition.name,
-            f"{META_PREFIX}out_dir": self.out_dir(sid),
-            f"{META_PREFIX}source": submission.definition.source,
-        }
+        argv, request = ray_request.build(self.config, self.name, submission)
         return SubmissionPlan(
             instance=self.name,
-            native_id=sid,
+            native_id=request.body["submission_id"],
             kind="ray-job",
             argv=tuple(argv),
-            request=RayRequest(body),
+            request=request,
             correlation_id=str(submission.correlation_id),
         )
 
-    def _custom_resources(self, res) -> dict[str, float]:
-        if res.queue:
-            raise UsageError(
-                f"Ray has no queues: --queue {res.queue!r} cannot be honoured",
-                hint="drop --queue, or submit to a Slurm scheduler",
-            )
-        out: dict[str, float] = {}
-        if res.gpu_type in (GpuType.NVIDIA, GpuType.AMD):
-            resource = self.config.gpu_resources.get(res.gpu_type.name)
-            if resource is None:
-                raise UsageError(
-                    f"ray scheduler {self.name!r} has no resource for {res.gpu_type.name} GPUs",
-                    hint=f"add gpu_resources.{res.gpu_type.name} to schedulers.{self.name}",
-                )
-            out[resource] = res.gpu_count
-        affinity = sorted(res.node_affinity)
-        if len(affinity) > 1:
-            raise UsageError(
-                "ray can pin a job to one node only; got node affinity " + ", ".join(affinity)
-            )
-        if affinity:
-            # every Ray node has the resource node:<ip> = 1; a sliver of it pins the job there
-            out[f"node:{affinity[0]}"] = 0.001
-        return out
-
     # --- HTTP ---------------------------------------------------------------------------------
 
-    def _http(self):
+    @property
+    def client(self):
+        """The instance's one HTTP client, opened on first use and kept warm."""
         if self._client is None:
-            import httpx
+            from warpforge_launch.schedulers.ray_client import RayClient
 
-            headers = {"Accept": "application/json"}
+            headers = {}
             if self.config.auth_header:
                 name, _, value = self.config.auth_header.partition(":")
                 headers[name.strip()] = self._secret(value.strip())
-            self._client = httpx.Client(
-                base_url=self.config.dashboard_url,
-                timeout=httpx.Timeout(
-                    self.config.request_timeout, connect=self.config.connect_timeout
-                ),
+            self._client = RayClient(
+                self.config.dashboard_url,
+                connect_timeout=self.config.connect_timeout,
+                request_timeout=self.config.request_timeout,
                 headers=headers,
-                # TLS settings matter only for https; for plain http skipping them saves
-                # loading the CA bundle (~35 ms, a fifth of a `status` command)
-                verify=self.config.dashboard_url.startswith("https:"),
-                trust_env=False,  # a proxy from the environment must not sit between us and Ray
-                follow_redirects=False,
+                hint=f"is the Ray head up? check schedulers.{self.name}.dashboard_url",
             )
         return self._client
 
@@ -313,7 +201,7 @@ class RayScheduler(Scheduler):
         import string
 
         try:
-            return string.Template(template).substitute(os.environ)
+            value = string.Template(template).substitute(os.environ)
         except KeyError as exc:
             raise UsageError(
                 f"schedulers.{self.name}.auth_header names ${{{exc.args[0]}}}, which is not set",
@@ -323,137 +211,23 @@ class RayScheduler(Scheduler):
             raise UsageError(
                 f"schedulers.{self.name}.auth_header has a stray '$' (write $$ for a '$')"
             ) from None
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        content: bytes | None = None,
-        job_id: str | None = None,
-        missing_ok: bool = False,
-    ):
-        """One HTTP call; transport and HTTP errors become the project's one-line errors.
-
-        Returns the decoded JSON ({} for an empty answer), or None for a 404 with missing_ok.
-        """
-        import httpx
-
-        url = f"{self.config.dashboard_url}{path}"
-        try:
-            response = self._http().request(method, path, json=json_body, content=content)
-        except httpx.TimeoutException as exc:
-            kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "request"
-            limit = (
-                self.config.connect_timeout if kind == "connect" else self.config.request_timeout
-            )
-            raise InfrastructureError(
-                f"Ray dashboard at {self.config.dashboard_url} timed out "
-                f"({kind}, {limit:g} s): {method} {path}",
-                hint=f"is the Ray head up? check schedulers.{self.name}.dashboard_url",
-            ) from exc
-        except httpx.TransportError as exc:
-            raise InfrastructureError(
-                f"Ray dashboard at {self.config.dashboard_url} is unreachable: "
-                f"{_one_line(str(exc)) or type(exc).__name__}",
-                hint=f"is the Ray head up? check schedulers.{self.name}.dashboard_url",
-            ) from exc
-        if response.status_code == 404 and missing_ok:
-            return None
-        if response.status_code == 404 and job_id is not None:
-            raise NotFoundError(f"no job {job_id} on Ray at {self.config.dashboard_url}")
-        if response.status_code >= 400:
-            detail = reduce_ray_error(response.text)
-            if response.status_code in (401, 403):
-                raise InfrastructureError(
-                    f"Ray dashboard at {url} refused the request "
-                    f"(HTTP {response.status_code}): {detail}",
-                    hint=f"check schedulers.{self.name}.auth_header",
-                )
-            if method == "POST" and path == "/api/jobs/" and "already exists" in detail:
-                raise UsageError(
-                    f"job {job_id} already exists on Ray at {self.config.dashboard_url}",
-                    hint="each submission needs a new correlation id",
-                )
-            if response.status_code < 500:
-                raise UsageError(
-                    f"Ray rejected {method} {path} (HTTP {response.status_code}): {detail}"
-                )
-            raise LaunchError(f"Ray failed {method} {path} (HTTP {response.status_code}): {detail}")
-        if not response.content.strip():
-            return {}
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise InfrastructureError(
-                f"{url} did not answer JSON (is it a Ray dashboard?): "
-                f"{_one_line(response.text)[:120]}"
-            ) from exc
+        if any(c in value for c in "\r\n\0"):
+            raise UsageError(f"schedulers.{self.name}.auth_header: the value holds a line break")
+        return value
 
     def _job(self, job_id: str) -> dict:
         sid = self.native_id(job_id)
-        return self._request("GET", f"/api/jobs/{quote(sid, safe='')}", job_id=job_id)
-
-    # --- the Scheduler interface --------------------------------------------------------------
-
-    def execute(self, plan: SubmissionPlan[RayRequest]) -> Submitted:
-        body = plan.request.body
-        job_id = self.job_id(body["submission_id"])
-        package = (body.get("runtime_env") or {}).get("working_dir")
-        if package:
-            source = (body.get("metadata") or {}).get(f"{META_PREFIX}source")
-            if not source:
-                raise UsageError(f"plan for {job_id} ships a package but names no source file")
-            self._upload_source(package, source)
-        answer = self._request("POST", "/api/jobs/", json_body=body, job_id=job_id)
-        return Submitted(answer.get("submission_id") or body["submission_id"])
-
-    def _upload_source(self, uri: str, source: str) -> None:
-        """PUT the model source as a Ray package, unless the cluster has it already."""
-        if source_package_uri(source) != uri:
-            raise UsageError(
-                f"model source {source} changed since the job was planned", hint="plan again"
+        missing = NotFoundError(f"no job {job_id} on Ray at {self.config.dashboard_url}")
+        job = self.client.call("GET", f"/api/jobs/{sid}", not_found=missing)
+        if not isinstance(job, dict):
+            raise InfrastructureError(
+                f"Ray at {self.config.dashboard_url} answered /api/jobs/{sid} with "
+                f"{type(job).__name__}, not a job record"
             )
-        name = uri.removeprefix("gcs://")
-        path = f"/api/packages/gcs/{quote(name, safe='')}"
-        if self._request("GET", path, missing_ok=True) is not None:
-            return
-        self._request("PUT", path, content=source_package_zip(source))
-
-    def status(self, job_id: str) -> JobStatus:
-        return self._to_status(self._job(job_id))
-
-    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """Many jobs with ONE ``GET /api/jobs/``; ids Ray no longer knows are left out."""
-        wanted = set(job_ids)
-        if not wanted:
-            return {}
-        out = {}
-        for job in self._all_jobs():
-            sid = job.get("submission_id")
-            if sid and self.job_id(sid) in wanted:
-                out[self.job_id(sid)] = self._to_status(job)
-        return out
-
-    def list(self, query: JobQuery) -> list[JobStatus]:
-        """This tool's jobs on the cluster (metadata says so), newest first: one request."""
-        if query.schedulers and self.name not in query.schedulers:
-            return []
-        mine = [j for j in self._all_jobs() if _is_ours(j) and j.get("submission_id")]
-        mine.sort(key=lambda j: j.get("start_time") or 0, reverse=True)
-        found = []
-        for job in mine:
-            status = self._to_status(job)
-            if not _matches(query, status, job):
-                continue
-            found.append(status)
-            if query.limit and len(found) >= query.limit:
-                break
-        return found
+        return job
 
     def _all_jobs(self) -> list[dict]:
-        jobs = self._request("GET", "/api/jobs/")
+        jobs = self.client.call("GET", "/api/jobs/")
         if not isinstance(jobs, list):
             raise InfrastructureError(
                 f"Ray at {self.config.dashboard_url} answered /api/jobs/ with "
@@ -461,12 +235,80 @@ class RayScheduler(Scheduler):
             )
         return jobs
 
+    # --- the Scheduler interface --------------------------------------------------------------
+
+    def execute(self, plan: SubmissionPlan) -> Submitted:
+        """Upload the source package (unless Ray has it), then post the job. Secret values are
+        read here, go into runtime_env.env_vars and nowhere else."""
+        from warpforge_launch import secrets
+        from warpforge_launch.schedulers.ray_client import RayServerError
+
+        request = plan.request
+        body = request.wire_body(secrets.resolve(request.secret_env))
+        sid = body["submission_id"]
+        if request.package is not None:
+            path = f"/api/packages/gcs/{request.package.gcs_name}"
+            if self.client.call("GET", path, missing_ok=True) is None:
+                self.client.call("PUT", path, content=request.package.data)
+        try:
+            self.client.call("POST", "/api/jobs/", json_body=body)
+        except RayServerError as exc:
+            if rp.is_duplicate(exc.detail):
+                raise UsageError(
+                    f"Ray at {self.config.dashboard_url} already has a job with submission id "
+                    f"{sid} ({self.job_id(sid)}): nothing new was submitted",
+                    hint="each submission needs a new correlation id",
+                ) from None
+            raise
+        return Submitted(sid)
+
+    def status(self, job_id: str) -> JobStatus:
+        return rp.to_status(self._job(job_id), job_id)
+
+    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Many jobs with ONE ``GET /api/jobs/``; ids Ray no longer knows are left out."""
+        wanted = set(job_ids)
+        if not wanted:
+            return {}
+        out = {}
+        for sid, job in rp.submissions(self._all_jobs()):
+            job_id = self.job_id(sid)
+            if job_id in wanted:
+                out[job_id] = rp.to_status(job, job_id)
+        return out
+
+    def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
+        """Submission ids of jobs Ray accepted, by the correlation id in their metadata: ONE
+        ``GET /api/jobs/`` finds a submit that was interrupted between send and record."""
+        if not correlation_ids:
+            return {}
+        return rp.by_correlation(self._all_jobs(), correlation_ids)
+
+    def list(self, query: JobQuery) -> list[JobStatus]:
+        """This tool's jobs on the cluster (metadata says so), newest first: one request."""
+        if query.schedulers and self.name not in query.schedulers:
+            return []
+        mine = [(sid, j) for sid, j in rp.submissions(self._all_jobs()) if rp.is_ours(j)]
+        mine.sort(key=lambda item: rp.from_ms(item[1].get("start_time")) or rp.EPOCH,
+                  reverse=True)
+        found = []
+        for sid, job in mine:
+            status = rp.to_status(job, self.job_id(sid))
+            if not rp.matches(query, status, job):
+                continue
+            found.append(status)
+            if query.limit and len(found) >= query.limit:
+                break
+        return found
+
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         """The job's output without Ray's own lines; with ``follow``, polled until it ends."""
+        import time
+
         job = self._job(job_id)
-        sid, entrypoint = job["submission_id"], job.get("entrypoint", "")
+        sid, entrypoint = self.native_id(job_id), str(job.get("entrypoint") or "")
         if not follow:
-            text = strip_ray_header(self._raw_logs(job_id), sid, entrypoint)
+            text = rp.strip_ray_header(self._raw_logs(job_id), sid, entrypoint)
             if text:
                 yield text
             return
@@ -475,11 +317,11 @@ class RayScheduler(Scheduler):
         sent = 0
         delay = 0.2
         while True:
-            terminal = RAY_STATES.get(job.get("status", ""), JobState.PENDING).terminal
+            terminal = rp.is_terminal(job.get("status"))
             raw = self._raw_logs(job_id)
             if not terminal:
                 raw = raw[: raw.rfind("\n") + 1]
-            text = strip_ray_header(raw, sid, entrypoint)
+            text = rp.strip_ray_header(raw, sid, entrypoint)
             if len(text) > sent:
                 yield text[sent:]
                 sent = len(text)
@@ -490,18 +332,23 @@ class RayScheduler(Scheduler):
             job = self._job(job_id)
 
     def _raw_logs(self, job_id: str) -> str:
-        sid = quote(self.native_id(job_id), safe="")
-        answer = self._request("GET", f"/api/jobs/{sid}/logs", job_id=job_id)
-        return answer.get("logs", "") if isinstance(answer, dict) else ""
+        sid = self.native_id(job_id)
+        missing = NotFoundError(f"no job {job_id} on Ray at {self.config.dashboard_url}")
+        answer = self.client.call("GET", f"/api/jobs/{sid}/logs", not_found=missing)
+        logs = answer.get("logs", "") if isinstance(answer, dict) else ""
+        return logs if isinstance(logs, str) else ""
 
     def cancel(self, job_id: str) -> bool:
         """Stop a job; False when it had already finished. Honest about PENDING jobs."""
+        import time
+
         sid = self.native_id(job_id)
         before = self._job(job_id)
-        if RAY_STATES.get(before.get("status"), JobState.PENDING).terminal:
+        if rp.is_terminal(before.get("status")):
             return False
-        answer = self._request("POST", f"/api/jobs/{quote(sid, safe='')}/stop", job_id=job_id)
-        if not answer.get("stopped", False):
+        stop = f"/api/jobs/{sid}/stop"
+        answer = self.client.call("POST", stop, not_found=NotFoundError(f"no job {job_id}"))
+        if not (isinstance(answer, dict) and answer.get("stopped", False)):
             return False  # it finished between our two calls
         # A running job turns STOPPED within a second or two. One still waiting for
         # resources ignores the stop (Ray 2.x) and stays PENDING: say so instead of lying.
@@ -516,7 +363,7 @@ class RayScheduler(Scheduler):
                 return True
             now = time.monotonic()
             if state == "RUNNING" and not stop_sent_running:
-                self._request("POST", f"/api/jobs/{quote(sid, safe='')}/stop", job_id=job_id)
+                self.client.call("POST", stop, not_found=NotFoundError(f"no job {job_id}"))
                 stop_sent_running = True
                 deadline = now + max(15.0, self.config.request_timeout)
             elif state == "PENDING" and now > pending_deadline:
@@ -537,24 +384,27 @@ class RayScheduler(Scheduler):
     def delete(self, job_id: str) -> None:
         """Forget a finished job on the Ray side (its logs and record go with it)."""
         job = self._job(job_id)
-        if not RAY_STATES.get(job.get("status"), JobState.PENDING).terminal:
+        if not rp.is_terminal(job.get("status")):
             raise UsageError(
                 f"job {job_id} is still {job.get('status')}: Ray deletes finished jobs only"
             )
         sid = self.native_id(job_id)
-        self._request("DELETE", f"/api/jobs/{quote(sid, safe='')}", job_id=job_id)
+        self.client.call("DELETE", f"/api/jobs/{sid}", not_found=NotFoundError(f"no job {job_id}"))
 
     def result(self, job_id: str) -> JobResult:
+        """Outcome, log tail and the files of ``<output root>/<submission id>``: the directory
+        comes from our own job id and configuration, never from what the cluster reports."""
         job = self._job(job_id)
-        status = self._to_status(job)
-        sid = job["submission_id"]
-        log_text = strip_ray_header(self._raw_logs(job_id), sid, job.get("entrypoint", ""))
+        sid = self.native_id(job_id)
+        status = rp.to_status(job, job_id)
+        entrypoint = str(job.get("entrypoint") or "")
+        log_text = rp.strip_ray_header(self._raw_logs(job_id), sid, entrypoint)
         tail = log_text.splitlines()[-LOG_TAIL_LINES:]
-        out_dir = (job.get("metadata") or {}).get(f"{META_PREFIX}out_dir") or self.out_dir(sid)
-        outputs, mlir = self._outputs(out_dir, status.node_name, status.state.success)
+        outputs, mlir = self._outputs(sid, status.node_name, status.state.success)
         error = None
         if not status.state.success:
-            error = _failure_line(tail) or status.message or status.state.value
+            error = rp.failure_line(tail) or status.message or status.state.value
+        code = job.get("driver_exit_code")
         return JobResult(
             job_id=job_id,
             correlation_id=status.correlation_id,
@@ -564,34 +414,29 @@ class RayScheduler(Scheduler):
             execution_time=status.elapsed,
             error_message=error,
             metrics={},
-            exit_code=job.get("driver_exit_code"),
+            exit_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
             log_tail="\n".join(tail),
         )
 
     def _outputs(
-        self, out_dir: str, node: str | None, success: bool
+        self, sid: str, node: str | None, success: bool
     ) -> tuple[tuple[str, ...], str | None]:
         """Files of the job's --out dir and the MLIR text, through the shared output root.
 
         When the root is not visible here, a successful job reports where its files are,
         ``<node>:<out dir>/`` (fetch them over SSH); a failed one reports none.
         """
+        from warpforge_launch.schedulers.ray_outputs import read_outputs
+
         root = self.config.output_root.rstrip("/")
-        local_root = (self.config.local_output_root or root).rstrip("/")
-        inside = out_dir == root or out_dir.startswith(root + "/")
-        local = Path(local_root + out_dir[len(root) :]) if inside else Path(out_dir)
-        if not Path(local_root).is_dir():
-            return ((f"{node or 'ray-worker'}:{out_dir}/",) if success else ()), None
-        if not local.is_dir():
-            return (), None
-        files = tuple(sorted(str(p) for p in local.rglob("*") if p.is_file()))
-        mlir_path = local / "model.mlir"
-        mlir = mlir_path.read_text(errors="replace") if mlir_path.is_file() else None
-        return files, mlir
+        found = read_outputs(self.config.local_output_root or root, sid)
+        if not found.mounted:
+            return ((f"{node or 'ray-worker'}:{root}/{sid}/",) if success else ()), None
+        return tuple(found.files), found.mlir
 
     def cluster_info(self) -> ClusterInfo:
-        version = self._request("GET", "/api/version")
-        nodes_doc = self._request("GET", "/api/v0/nodes")
+        version = self.client.call("GET", "/api/version")
+        nodes_doc = self.client.call("GET", "/api/v0/nodes")
         try:
             nodes = nodes_doc["data"]["result"]["result"]
         except (KeyError, TypeError) as exc:
@@ -600,14 +445,14 @@ class RayScheduler(Scheduler):
             ) from exc
         try:
             usage_by_node = (
-                self._request("GET", "/api/cluster_status")["data"]["clusterStatus"][
+                self.client.call("GET", "/api/cluster_status")["data"]["clusterStatus"][
                     "loadMetricsReport"
                 ]["usageByNode"]
                 or {}
             )
         except (KeyError, TypeError):
             usage_by_node = {}  # empty for ~5 s after the head starts: totals still hold
-        return build_cluster_info(
+        return rp.build_cluster_info(
             self.name, version, nodes, usage_by_node, self.config.gpu_resources
         )
 
@@ -615,245 +460,3 @@ class RayScheduler(Scheduler):
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    # --- mapping ------------------------------------------------------------------------------
-
-    def _to_status(self, job: dict) -> JobStatus:
-        sid = job.get("submission_id") or job.get("job_id") or "?"
-        state, message = ray_state(job)
-        start = _from_ms(job.get("start_time"))
-        end = _from_ms(job.get("end_time"))
-        now = datetime.now(UTC)
-        elapsed = (end or now) - start if start else None
-        meta = job.get("metadata") or {}
-        node = urlsplit(job.get("driver_agent_http_address") or "").hostname
-        extra = {
-            "ray_status": job.get("status"),
-            "submission_id": sid,
-            "error_type": job.get("error_type"),
-            "driver_exit_code": job.get("driver_exit_code"),
-            "driver_node_id": job.get("driver_node_id"),
-            "start_time": _iso(start) if start else None,
-            "end_time": _iso(end) if end else None,
-        }
-        return JobStatus(
-            job_id=self.job_id(sid),
-            correlation_id=meta.get(f"{META_PREFIX}correlation_id"),
-            state=state,
-            state_changed_at=end or start or now,
-            node_name=node,
-            elapsed=elapsed,
-            message=message or "",
-            scheduler_metadata={k: v for k, v in extra.items() if v is not None},
-        )
-
-
-# --- pure helpers (unit-tested) -----------------------------------------------------------------
-
-
-def ray_state(job: Mapping[str, Any]) -> tuple[JobState, str]:
-    """Our state and a one-line message for one Ray job record."""
-    raw = job.get("status") or "PENDING"
-    state = RAY_STATES.get(raw)
-    if state is None:
-        return JobState.PENDING, f"unknown Ray job status {raw!r}"
-    message = _one_line(job.get("message") or "")
-    if message and message.startswith("Job entrypoint command failed with exit code"):
-        message = message.split(", last available logs", 1)[0]
-    code = job.get("driver_exit_code")
-    if state == JobState.FAILED:
-        if code == TIMEOUT_EXIT_CODE:
-            return JobState.TIMEOUT, "ran past its timeout and was stopped"
-        if job.get("error_type") == START_TIMEOUT_ERROR:
-            return JobState.FAILED, (
-                "never started: its resources were not free within Ray's start timeout"
-            )
-    if state == JobState.PENDING and message and "waiting for resources" in message:
-        message = (
-            "not started yet: setting up, or waiting for resources (CPUs, GPUs, memory, GPU vendor)"
-        )
-    return state, message
-
-
-def strip_ray_header(text: str, submission_id: str, entrypoint: str) -> str:
-    """The job's own output: without Ray's log lines and its "Running entrypoint" banner.
-
-    The banner repeats the entrypoint, which may itself span lines (quoted newlines), so it is
-    removed as one exact string, not line by line.
-    """
-    banner = f"Running entrypoint for job {submission_id}: {entrypoint}\n"
-    if banner in text:
-        text = text.replace(banner, "", 1)
-    kept = [line for line in text.splitlines(keepends=True) if not _RAY_LOG_LINE.match(line)]
-    return "".join(kept)
-
-
-def reduce_ray_error(text: str) -> str:
-    """Ray's text/plain traceback -> its last meaningful line (the exception)."""
-    lines = [ln.strip() for ln in (text or "").splitlines()]
-    lines = [ln for ln in lines if ln and ln != "."]
-    if not lines:
-        return "(empty answer)"
-    for line in reversed(lines):
-        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b:?", line):
-            return line.rstrip(".").strip() or line
-    return lines[-1][:300]
-
-
-def camel(name: str) -> str:
-    """Ray's camelCasing of /api/cluster_status keys: object_store_memory -> objectStoreMemory."""
-    first, *rest = name.split("_")
-    return first + "".join(part.capitalize() for part in rest)
-
-
-def build_cluster_info(
-    name: str,
-    version: Mapping[str, Any],
-    nodes: list[Mapping[str, Any]],
-    usage_by_node: Mapping[str, Mapping[str, list[float]]],
-    gpu_resources: Mapping[str, str],
-) -> ClusterInfo:
-    """Totals from /api/v0/nodes (exact resource names), free figures from cluster_status."""
-    vendor_of = {res: vendor for vendor, res in gpu_resources.items()}
-    infos = []
-    gpus_by_type: dict[str, int] = {}
-    free: dict[str, dict[str, float]] = {}
-    alive = 0
-    for node in nodes:
-        totals = node.get("resources_total") or {}
-        usage = usage_by_node.get(node.get("node_id", ""), {})
-        node_name = node.get("node_name") or node.get("node_ip") or node.get("node_id", "?")
-        gpu_count = int(totals.get("GPU", 0))
-        vendors = sorted(vendor_of[r] for r in totals if r in vendor_of and totals[r] > 0)
-        if len(vendors) == 1:
-            gpu_type = GpuType(vendors[0])
-        else:  # no vendor resource, or a node declaring both: only "any GPU" is sure
-            gpu_type = GpuType.ANY if gpu_count else GpuType.NONE
-        state = node.get("state", "UNKNOWN")
-        if state == "ALIVE":
-            alive += 1
-            for vendor in vendors:
-                count = int(totals[gpu_resources[vendor]])
-                gpus_by_type[vendor] = gpus_by_type.get(vendor, 0) + count
-            if gpu_count and not vendors:
-                gpus_by_type["ANY"] = gpus_by_type.get("ANY", 0) + gpu_count
-            names = ["CPU", "GPU", *sorted(r for r in totals if r in vendor_of)]
-            free[node_name] = {r: _available(r, totals, usage) for r in names if r in totals}
-            if "memory" in totals:
-                free[node_name]["memory_mb"] = _available("memory", totals, usage) // 2**20
-        infos.append(
-            NodeInfo(
-                name=node_name,
-                status=state,
-                gpu_type=gpu_type,
-                gpu_count=gpu_count,
-                memory_mb=int(float(totals.get("memory", 0)) // (1024 * 1024)),
-                cpu_cores=int(totals.get("CPU", 0)),
-            )
-        )
-    return ClusterInfo(
-        scheduler_name=name,
-        scheduler_version=f"ray {version.get('ray_version', '?')}",
-        total_nodes=len(nodes),
-        available_nodes=alive,
-        gpus_by_type=gpus_by_type,
-        nodes=tuple(infos),
-        details={"free": free, "session": version.get("session_name")},
-    )
-
-
-def _available(resource: str, totals: Mapping[str, float], usage: Mapping[str, Any]) -> float:
-    used_total = usage.get(resource) or usage.get(camel(resource))
-    if used_total:
-        return float(used_total[1]) - float(used_total[0])
-    return float(totals.get(resource, 0))
-
-
-def source_package_uri(source: str) -> str:
-    """The Ray package URI of a model source: named by its name and content."""
-    data = _read_source(source)
-    digest = hashlib.sha256(b"warpforge-source\0" + Path(source).name.encode() + b"\0" + data)
-    return f"gcs://_ray_pkg_{digest.hexdigest()[:32]}.zip"
-
-
-def source_package_zip(source: str) -> bytes:
-    """A zip holding the source file at its top level (the job's working dir), reproducible."""
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        entry = zipfile.ZipInfo(Path(source).name, date_time=(1980, 1, 1, 0, 0, 0))
-        entry.external_attr = 0o644 << 16
-        archive.writestr(entry, _read_source(source), zipfile.ZIP_DEFLATED)
-    return buffer.getvalue()
-
-
-def _read_source(source: str) -> bytes:
-    try:
-        data = Path(source).read_bytes()
-    except OSError as exc:
-        raise UsageError(
-            f"model source {source} cannot be read: {exc.strerror or exc}",
-            hint="give --source a readable file",
-        ) from None
-    if len(data) > MAX_SOURCE_BYTES:
-        raise UsageError(
-            f"model source {source} is {len(data) // 2**20} MiB; at most "
-            f"{MAX_SOURCE_BYTES // 2**20} MiB ship with a job",
-            hint="keep weights out of the source, or set upload_source: false and share it",
-        )
-    return data
-
-
-def _is_ours(job: Mapping[str, Any]) -> bool:
-    meta = job.get("metadata") or {}
-    return f"{META_PREFIX}correlation_id" in meta
-
-
-def _matches(query: JobQuery, status: JobStatus, job: Mapping[str, Any]) -> bool:
-    meta = job.get("metadata") or {}
-    if query.states and status.state not in query.states:
-        return False
-    if query.submitted_by and meta.get(f"{META_PREFIX}submitted_by") != query.submitted_by:
-        return False
-    submitted = _parse_iso(meta.get(f"{META_PREFIX}submitted_at")) or _from_ms(
-        job.get("start_time")
-    )
-    after, before = query.submitted_after, query.submitted_before
-    if (after or before) and submitted is None:
-        return False
-    return not ((after and submitted < after) or (before and submitted > before))
-
-
-def _failure_line(tail: tuple[str, ...]) -> str | None:
-    for line in reversed(tail):
-        if line.startswith("FAILED:") or "Error" in line.split(":", 1)[0]:
-            return line.strip()
-    return None
-
-
-def _one_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def _from_ms(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromtimestamp(float(value) / 1000.0, tz=UTC)
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat()
-
-
-def _parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None

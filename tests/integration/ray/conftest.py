@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -30,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def ray_head():
-    """The lab head on 127.0.0.1:18265: 8 CPUs (declared), 1 fake GPU, nvidia=1, amd=1."""
+    """The lab head on 127.0.0.1:18265: 8 CPUs (declared), 1 fake GPU, nvidia=1 (no amd)."""
     try:
         head = raylab.start_head()
     except raylab.LabError as exc:
@@ -75,6 +77,28 @@ def ray_url(ray_head) -> str:
 def dead_url() -> str:
     """A loopback URL where nothing listens (a port of the Ray range the lab leaves unused)."""
     return "http://127.0.0.1:16399"
+
+
+@pytest.fixture()
+def black_hole_url():
+    """A dashboard that accepts connections, reads requests and never answers: what a hung
+    head or a stuck proxy looks like, unlike a refused port that fails in milliseconds."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def swallow():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=swallow, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for conn in held:
+        conn.close()
 
 
 def pytest_report_header(config):

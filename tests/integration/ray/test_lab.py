@@ -36,7 +36,7 @@ def test_head_declares_the_fake_gpu_and_vendor_resources(ray_head):
     (totals,) = raylab.node_totals(ray_head.url)
     assert totals["CPU"] == raylab.NUM_CPUS
     assert totals["GPU"] == raylab.NUM_GPUS
-    assert totals["nvidia"] == 1 and totals["amd"] == 1
+    assert totals["nvidia"] == 1 and "amd" not in totals  # so AMD routing can fail
 
 
 def test_lab_processes_are_found_by_temp_dir_not_by_name(tmp_path):

@@ -91,8 +91,10 @@ def test_dry_run_prints_the_body_and_sends_nothing(inventory, model):
     done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
                "--inputs", "[(1, 8)]", "--gpu", "AMD", "--dry-run", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    body = json.loads(done.stdout)["plan"]["request"]
+    request = json.loads(done.stdout)["plan"]["request"]
+    body = request["body"]
     assert body["entrypoint_resources"] == {"amd": 1} and body["entrypoint_num_gpus"] == 1
+    assert request["package"]["file"] == "mlp.py" and "working_dir" in body["runtime_env"]
     listed = cli(inventory, "list", "--json")
     assert json.loads(listed.stdout) == []
 
@@ -110,7 +112,7 @@ def test_cluster_info(inventory):
     done = cli(inventory, "cluster-info", "--json")
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
-    assert info["total_nodes"] == 1 and info["gpus_by_type"] == {"AMD": 1, "NVIDIA": 1}
+    assert info["total_nodes"] == 1 and info["gpus_by_type"] == {"NVIDIA": 1}
 
 
 def test_cluster_down_exits_3_quickly_with_the_url(inventory):
@@ -127,3 +129,84 @@ def test_unknown_job_exits_2(inventory):
     done = cli(inventory, "status", "raylab-wf-00000000")
     assert done.returncode == 2
     assert "raylab-wf-00000000" in done.stderr
+
+
+@pytest.fixture()
+def hole_inventory(tmp_path, black_hole_url, fake_snakegrinder, output_root):
+    doc = {"default_scheduler": "rayhole", "schedulers": {"rayhole": {
+        "type": "ray", "dashboard_url": black_hole_url, "snakegrinder": str(fake_snakegrinder),
+        "output_root": str(output_root), "connect_timeout": 1, "request_timeout": 2}}}
+    path = tmp_path / "hole.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+REQUEST_TIMEOUT = 2.0
+MARGIN = 2.0  # a Python start and the CLI's imports on a loaded 2-core machine
+
+
+@pytest.mark.parametrize("command", [["status", "rayhole-wf-12345678"], ["cluster-info"]])
+def test_black_hole_dashboard_exits_3_within_the_timeout(hole_inventory, command):
+    t0 = time.monotonic()
+    done = cli(hole_inventory, *command, timeout=30)
+    took = time.monotonic() - t0
+    assert done.returncode == 3, done.stderr
+    assert "timed out (request, 2 s)" in done.stderr and "Traceback" not in done.stderr
+    assert REQUEST_TIMEOUT * 0.9 <= took < REQUEST_TIMEOUT + MARGIN
+
+
+def test_black_hole_dashboard_submit_exits_3_within_the_timeout(hole_inventory, model):
+    t0 = time.monotonic()
+    done = cli(hole_inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", timeout=30)  # fmt: skip
+    took = time.monotonic() - t0
+    assert done.returncode == 3, done.stderr
+    assert took < REQUEST_TIMEOUT + MARGIN
+
+
+@pytest.mark.parametrize("job_id", ["rayhole-.", "rayhole-..", "rayhole-a/b",
+                                    "rayhole-../../api/version", "rayhole-%2e%2e"])
+@pytest.mark.parametrize("command", ["status", "result", "logs", "cancel"])
+def test_job_ids_that_are_not_plain_are_bad_input_and_never_sent(hole_inventory, command,
+                                                                 job_id):
+    """The dashboard is a black hole: any request sent would take the full timeout."""
+    t0 = time.monotonic()
+    done = cli(hole_inventory, command, job_id, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert "is not a Ray job id" in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - t0 < REQUEST_TIMEOUT
+
+
+def test_twenty_concurrent_submits_are_all_recorded_and_distinct(inventory, model):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "warpforge_launch", "submit", "--source", str(model),
+             "--class", "SimpleMLP", "--inputs", "[(1, 8)]", "--memory", "64M",
+             "--inventory", str(inventory)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(20)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 20, [err for _, err in outs]
+    ids = [out.strip().splitlines()[-1] for out, _ in outs]
+    assert len(set(ids)) == 20
+    listed = cli(inventory, "list", "--json", "--limit", "1000")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["job_id"]: r for r in json.loads(listed.stdout)}
+    assert set(ids) <= set(rows)
+    on_ray = {j["submission_id"]: j for j in _ray_jobs(inventory)}
+    for job_id in ids:
+        sid = job_id.removeprefix("raylab-")
+        assert sid in on_ray
+        cid = on_ray[sid]["metadata"]["warpforge_correlation_id"]
+        assert rows[job_id]["status"]["correlation_id"] == cid
+    assert len({rows[j]["status"]["correlation_id"] for j in ids}) == 20
+
+
+def _ray_jobs(inventory):
+    import urllib.request
+
+    url = yaml.safe_load(inventory.read_text())["schedulers"]["raylab"]["dashboard_url"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{url}/api/jobs/", timeout=10) as answer:
+        return json.loads(answer.read())

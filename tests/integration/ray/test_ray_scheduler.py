@@ -25,7 +25,8 @@ from warpforge_launch.jobs import (
     ResourceRequirements,
 )
 from warpforge_launch.schedulers.base import SubmissionPlan
-from warpforge_launch.schedulers.ray import RayConfig, RayRequest, RayScheduler
+from warpforge_launch.schedulers.ray import RayConfig, RayScheduler
+from warpforge_launch.schedulers.ray_request import RayRequest
 
 HOSTILE = 'it\'s "q"; echo PWNED $(id) `id` $HOME | & > /tmp/x\nsecond line * ?'
 
@@ -145,9 +146,17 @@ def test_gpu_jobs_see_cuda_visible_devices(sched):
     assert log_value("".join(sched.logs(cpu)), "CUDA_VISIBLE_DEVICES") in (None, "")
 
 
-def test_amd_job_runs_on_the_amd_resource(sched):
-    job_id = sched.submit(submission(ResourceRequirements(GpuType.AMD, 1, memory_mb=256)))
-    assert wait(sched, job_id).state is JobState.COMPLETED
+def test_amd_job_never_lands_on_the_nvidia_only_node(sched):
+    """The lab's one node declares a GPU and the `nvidia` resource only: an AMD job asks for
+    GPUs the node has, so it runs there unless the vendor resource is sent - then it pends."""
+    nvidia = sched.submit(submission(ResourceRequirements(GpuType.NVIDIA, 1, memory_mb=256)))
+    amd = sched.submit(submission(ResourceRequirements(GpuType.AMD, 1, memory_mb=256)))
+    assert wait(sched, nvidia).state is JobState.COMPLETED
+    time.sleep(2.0)  # the GPU is free again: only the vendor resource can hold the AMD job
+    status = sched.status(amd)
+    assert status.state is JobState.PENDING, status
+    assert "waiting for resources" in status.message
+    assert "".join(sched.logs(amd)) == ""  # the payload never started
 
 
 def test_logs_are_the_job_output_without_ray_lines(sched):
@@ -181,7 +190,7 @@ def test_hostile_arguments_reach_the_payload_verbatim(sched, ray_workdir):
     )
     with shared:
         plan = shared.plan(sub)
-        job_id = shared.execute(plan)
+        job_id = shared.job_id(shared.execute(plan).native_id)
         assert wait(shared, job_id).state is JobState.COMPLETED
         text = "".join(shared.logs(job_id))
     assert log_value(text, "ARGV") == list(plan.argv[1:])
@@ -196,10 +205,12 @@ def test_model_source_ships_with_the_job(sched, ray_workdir):
     source.write_text(f"# {uuid.uuid4()}\nclass SimpleMLP: pass\n")
     plan = sched.plan(submission(source=str(source)))
     assert "working_dir" in plan.request.body["runtime_env"]
-    job_id = sched.execute(plan)
+    source.write_text("# changed after planning: the planned package is what ships\n")
+    job_id = sched.job_id(sched.execute(plan).native_id)
     assert wait(sched, job_id).state is JobState.COMPLETED
     text = "".join(sched.logs(job_id))
-    assert log_value(text, "SOURCE") == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert log_value(text, "SOURCE") == plan.request.package.source_sha256
+    assert log_value(text, "SOURCE") != hashlib.sha256(source.read_bytes()).hexdigest()
     assert log_value(text, "ARGV")[2] == "uploaded_model.py"
     again = sched.submit(submission(source=str(source)))  # package already there: reused
     assert wait(sched, again).state is JobState.COMPLETED
@@ -220,7 +231,7 @@ def test_list_and_statuses_with_many_jobs_in_one_request(sched):
     who = f"lister-{uuid.uuid4().hex[:6]}"
     ids = [sched.submit(submission(who=who)) for _ in range(8)]
     requests = []
-    sched._http().event_hooks["request"].append(lambda r: requests.append(r.url.path))
+    sched.client.observers.append(lambda method, path: requests.append(path))
     listed = sched.list(JobQuery(submitted_by=who, limit=None))
     assert sorted(s.job_id for s in listed) == sorted(ids)
     statuses = sched.statuses(ids + ["raylab-wf-gone"])
@@ -243,11 +254,11 @@ def test_cluster_info_is_what_the_head_was_started_with(sched, ray_head):
     assert node.name == "127.0.0.1" and node.status == "ALIVE"
     assert node.cpu_cores == raylab.NUM_CPUS and node.gpu_count == raylab.NUM_GPUS
     assert node.memory_mb > 0
-    # one fake GPU declared as both vendors: by type 1 + 1, on the node "any" GPU
-    assert dict(info.gpus_by_type) == {"NVIDIA": 1, "AMD": 1}
-    assert node.gpu_type is GpuType.ANY
+    # one fake GPU declared as NVIDIA only
+    assert dict(info.gpus_by_type) == {"NVIDIA": 1}
+    assert node.gpu_type is GpuType.NVIDIA
     free = info.details["free"]["127.0.0.1"]
-    assert 0 <= free["CPU"] <= raylab.NUM_CPUS and "nvidia" in free and "amd" in free
+    assert 0 <= free["CPU"] <= raylab.NUM_CPUS and "nvidia" in free and "amd" not in free
 
 
 def test_unknown_job_id(sched):
@@ -260,10 +271,12 @@ def test_unknown_job_id(sched):
 
 
 def test_duplicate_submission_is_refused_in_one_line(sched):
+    """Ray answers HTTP 500 for it; still bad input (exit 2), said plainly, not exit 3."""
     plan = sched.plan(submission())
     sched.execute(plan)
-    with pytest.raises(UsageError, match="already exists") as info:
+    with pytest.raises(UsageError, match="already has a job with submission id wf-") as info:
         sched.execute(plan)
+    assert info.value.exit_code == 2
     assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
 
 
@@ -275,7 +288,7 @@ def test_ray_traceback_is_reduced_to_one_line(sched):
         metadata={**plan.request.body["metadata"], "n": 1},
     )
     bad = SubmissionPlan(plan.instance, body["submission_id"], plan.kind, plan.argv,
-                         RayRequest(body), plan.correlation_id)
+                         RayRequest(body, plan.request.package), plan.correlation_id)
     with pytest.raises(UsageError) as info:
         sched.execute(bad)
     message = str(info.value)
@@ -304,3 +317,91 @@ def test_cluster_down_is_infrastructure_error_within_connect_timeout(dead_url, t
         assert time.monotonic() - t0 < 2.5
     assert info.value.exit_code == 3
     assert dead_url in str(info.value)
+
+
+def test_reconcile_finds_sent_jobs_by_correlation_id_in_one_request(sched):
+    subs = [submission() for _ in range(3)]
+    for sub in subs:
+        sched.execute(sched.plan(sub))
+    requests = []
+    sched.client.observers.append(lambda method, path: requests.append((method, path)))
+    never_sent = str(uuid.uuid4())
+    found = sched.reconcile([s.correlation_id for s in subs] + [never_sent])
+    assert found == {s.correlation_id: f"wf-{s.short_id}" for s in subs}
+    assert requests == [("GET", "/api/jobs/")]
+    assert sched.reconcile([]) == {} and len(requests) == 1
+
+
+SECRET = "s3cr3t 'quoted' \"double\" `tick` ; | & > <\nsecond line"
+
+
+def test_secret_env_reaches_the_payload_and_nothing_of_ours_keeps_it(
+    sched, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("WF_USER_SECRET", SECRET)
+    sub = submission(secret_env=("WF_USER_SECRET",), env={"WF_USER_PLAIN": "p"})
+    plan = sched.plan(sub)
+    shown = plan.render() + json.dumps(plan.to_dict())
+    assert SECRET not in shown and '"WF_USER_SECRET": "***"' in plan.render()
+    job_id = sched.job_id(sched.execute(plan).native_id)
+    assert wait(sched, job_id).state is JobState.COMPLETED
+    text = "".join(sched.logs(job_id))
+    assert log_value(text, "USER_ENV") == {"WF_USER_SECRET": SECRET, "WF_USER_PLAIN": "p"}
+    record = sched._job(job_id)
+    assert SECRET not in record["entrypoint"]  # never on the worker's command line
+    # what Ray itself keeps: runtime_env is readable by anyone who can read the job API
+    assert record["runtime_env"]["env_vars"]["WF_USER_SECRET"] == SECRET
+
+
+def test_secret_env_not_set_is_bad_input_before_anything_is_sent(sched, monkeypatch):
+    monkeypatch.delenv("WF_USER_MISSING", raising=False)
+    plan = sched.plan(submission(secret_env=("WF_USER_MISSING",)))
+    requests = []
+    sched.client.observers.append(lambda method, path: requests.append(path))
+    with pytest.raises(UsageError, match="WF_USER_MISSING"):
+        sched.execute(plan)
+    assert requests == []
+
+
+def _forge(plan, **metadata):
+    """The plan with metadata a hostile or buggy client put on the cluster."""
+    body = dict(plan.request.body, metadata={**plan.request.body["metadata"], **metadata})
+    request = RayRequest(body, plan.request.package)
+    return dataclasses.replace(plan, request=request)
+
+
+def test_result_never_takes_its_directory_from_job_metadata(sched, output_root, ray_workdir):
+    elsewhere = ray_workdir / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    (elsewhere / "model.mlir").write_text("FORGED\n")
+    plan = sched.plan(submission())
+    forged = _forge(plan, warpforge_out_dir=str(elsewhere), warpforge_source="/etc/hostname")
+    job_id = sched.job_id(sched.execute(forged).native_id)
+    assert wait(sched, job_id).state is JobState.COMPLETED
+    result = sched.result(job_id)
+    assert result.mlir_output.startswith("module @main {")
+    assert all(Path(p).parent == output_root / plan.native_id for p in result.outputs)
+
+
+def test_result_refuses_symlinks_that_leave_the_output_root(sched, output_root, ray_workdir):
+    outside = ray_workdir / "client-files"
+    outside.mkdir(exist_ok=True)
+    (outside / "model.mlir").write_text("CLIENT FILE\n")
+    (outside / "id_ed25519").write_text("CLIENT KEY\n")
+    # the job directory itself is a link out of the root, planted before the job ran
+    plan = sched.plan(submission())
+    (output_root / plan.native_id).symlink_to(outside)
+    linked = sched.job_id(sched.execute(plan).native_id)
+    # a job whose files are links out of the root, made after it ran
+    second = sched.submit(submission())
+    for job_id in (linked, second):
+        assert wait(sched, job_id).state is JobState.COMPLETED
+    job_dir = output_root / sched.native_id(second)
+    (job_dir / "model.mlir").unlink()
+    (job_dir / "model.mlir").symlink_to(outside / "model.mlir")
+    (job_dir / "key").symlink_to(outside / "id_ed25519")
+    for job_id in (linked, second):
+        result = sched.result(job_id)
+        assert result.success and result.mlir_output is None
+        assert not any(Path(p).resolve().is_relative_to(outside) for p in result.outputs)
+    assert sched.result(second).outputs == (str(job_dir / "manifest.json"),)

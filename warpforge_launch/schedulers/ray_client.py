@@ -1,0 +1,222 @@
+"""One warm HTTP/1.1 connection to a Ray dashboard, with deadlines and one-line errors.
+
+Why the standard library's ``http.client`` and not httpx: a ``status`` command is one GET,
+and importing httpx (which also loads rich, click and pygments through its command-line
+entry point) costs about 100 ms more on the CLI's path than ``http.client`` - more than the
+whole budget of the command. The connection is kept alive and reused by every call of a
+scheduler instance (``submit --wait`` polls, ``cancel`` loops).
+
+Every call has a deadline: ``connect_timeout`` for the TCP connect and ``request_timeout``
+for the whole exchange after it, enforced by closing the socket, so a dashboard that accepts
+and never answers (or trickles bytes) gives exit 3 in time, never a hang.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
+from warpforge_launch.schedulers.ray_parse import one_line, reduce_ray_error
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+_DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+STALE_AFTER_S = 4.0  # a POST never goes out on a connection idle this long (server may close)
+
+
+class RayHttpError(LaunchError):
+    """Ray answered with an HTTP error; ``detail`` is its reduced one-line text."""
+
+    def __init__(self, message: str, status: int, detail: str, **kw):
+        super().__init__(message, **kw)
+        self.status = status
+        self.detail = detail
+
+
+class RayServerError(RayHttpError, InfrastructureError):
+    """HTTP 5xx: the cluster failed, not the request (exit 3)."""
+
+
+class RayRejected(RayHttpError, UsageError):
+    """HTTP 4xx: Ray refused what we asked (exit 2)."""
+
+
+class RayClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float,
+        request_timeout: float,
+        headers: Mapping[str, str] | None = None,
+        hint: str = "is the Ray head up?",
+    ) -> None:
+        url = urlsplit(base_url)
+        self.base_url = base_url.rstrip("/")
+        self._https = url.scheme == "https"
+        self._host = url.hostname or "localhost"
+        self._port = url.port or (443 if self._https else 80)
+        self._prefix = url.path.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.headers = {"Accept": "application/json", "User-Agent": "warpforge-launch",
+                        **(headers or {})}
+        self.hint = hint
+        self.observers: list[Callable[[str, str], None]] = []  # (method, path) per request
+        self._conn: http.client.HTTPConnection | None = None
+        self._idle_since = 0.0
+
+    # --- the one public call ---------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        not_found: LaunchError | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """Decoded JSON ({} for an empty answer); None for a 404 with ``missing_ok``."""
+        headers = dict(self.headers)
+        body = content
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        elif content is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        status, data = self._exchange(method, path, body, headers)
+        text = data.decode("utf-8", errors="replace")
+        if status == 404 and missing_ok:
+            return None
+        if status == 404 and not_found is not None:
+            raise not_found
+        if status >= 400:
+            detail = reduce_ray_error(text)
+            what = f"{method} {path} (HTTP {status}): {detail}"
+            if status in (401, 403):
+                raise RayServerError(f"Ray dashboard at {self.base_url} refused {what}",
+                                     status, detail, hint="check the scheduler's auth_header")
+            if status >= 500:
+                raise RayServerError(f"Ray at {self.base_url} failed {what}", status, detail,
+                                     hint=self.hint)
+            raise RayRejected(f"Ray rejected {what}", status, detail)
+        if not data.strip():
+            return {}
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise InfrastructureError(
+                f"{self.base_url}{path} did not answer JSON (is it a Ray dashboard?): "
+                f"{one_line(text)[:120]}", hint=self.hint) from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- transport -------------------------------------------------------------------------
+
+    def _exchange(self, method: str, path: str, body: bytes | None,
+                  headers: dict[str, str]) -> tuple[int, bytes]:
+        for observe in self.observers:
+            observe(method, path)
+        reused = self._conn is not None
+        if reused and method not in IDEMPOTENT and \
+                time.monotonic() - self._idle_since > STALE_AFTER_S:
+            self.close()
+            reused = False
+        while True:
+            try:
+                return self._once(method, path, body, headers)
+            except _DROPPED:
+                # a kept-alive connection the server had closed: retry once on a fresh one
+                self.close()
+                if not (reused and method in IDEMPOTENT):
+                    raise self._unreachable(method, path, "connection closed by the server"
+                                            ) from None
+                reused = False
+
+    def _once(self, method: str, path: str, body: bytes | None,
+              headers: dict[str, str]) -> tuple[int, bytes]:
+        conn = self._connect(method, path)
+        fired = threading.Event()
+
+        def cut() -> None:  # the whole-exchange deadline: unblocks a read that never ends
+            fired.set()
+            if conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        watchdog = threading.Timer(self.request_timeout, cut)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.request(method, self._prefix + path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except _DROPPED:
+            if fired.is_set():
+                self.close()
+                raise self._timed_out(method, path, "request") from None
+            raise
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            self.close()
+            if fired.is_set() or isinstance(exc, TimeoutError):
+                raise self._timed_out(method, path, "request") from None
+            raise self._unreachable(method, path, one_line(str(exc)) or type(exc).__name__
+                                    ) from None
+        finally:
+            watchdog.cancel()
+        if fired.is_set():
+            self.close()
+            raise self._timed_out(method, path, "request")
+        if response.will_close:
+            self.close()
+        self._idle_since = time.monotonic()
+        return response.status, data
+
+    def _connect(self, method: str, path: str) -> http.client.HTTPConnection:
+        if self._conn is not None:
+            return self._conn
+        if self._https:
+            import ssl
+
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.connect_timeout,
+                context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port,
+                                              timeout=self.connect_timeout)
+        try:
+            conn.connect()
+        except TimeoutError:
+            conn.close()
+            raise self._timed_out(method, path, "connect") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise self._unreachable(method, path, one_line(str(exc)) or type(exc).__name__
+                                    ) from None
+        conn.sock.settimeout(self.request_timeout)
+        self._conn = conn
+        return conn
+
+    def _timed_out(self, method: str, path: str, phase: str) -> InfrastructureError:
+        limit = self.connect_timeout if phase == "connect" else self.request_timeout
+        return InfrastructureError(
+            f"Ray dashboard at {self.base_url} timed out ({phase}, {limit:g} s): {method} {path}",
+            hint=self.hint)
+
+    def _unreachable(self, method: str, path: str, why: str) -> InfrastructureError:
+        return InfrastructureError(
+            f"Ray dashboard at {self.base_url} is unreachable ({method} {path}): {why}",
+            hint=self.hint)
