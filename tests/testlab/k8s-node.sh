@@ -201,7 +201,7 @@ kubelet_up() {
   cni_setup
   # AWS_EC2_METADATA_DISABLED + dead proxies: kubelet's in-tree credential providers must not
   # try the link-local metadata address or anything beyond loopback
-  alive $R/kubelet.pid || WF_CNI_STATE=$R/cni/ipcount AWS_EC2_METADATA_DISABLED=true env "${DEAD_PROXY[@]}" \
+  alive $R/kubelet.pid || (export WF_CNI_STATE=$R/cni/ipcount AWS_EC2_METADATA_DISABLED=true "${DEAD_PROXY[@]}"
   start kubelet $BIN/kubelet --kubeconfig=$R/kubelet.kubeconfig \
     --container-runtime=docker --docker-endpoint=$DSOCK --docker=$DSOCK \
     --container-runtime-endpoint=unix://$R/dockershim.sock --image-service-endpoint=unix://$R/dockershim.sock \
@@ -217,8 +217,8 @@ kubelet_up() {
     --make-iptables-util-chains=false --resolv-conf= \
     --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
     --eviction-hard='memory.available<50Mi,nodefs.available<1%,imagefs.available<1%' \
-    --node-labels=accelerator=nvidia \
-    --v=2
+    --node-labels=accelerator=nvidia,warpforge.test/amd=true \
+    --v=2)
   wait_for 90 sh -c "$BIN/kubectl --kubeconfig $R/kubeconfig get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
   # kubelet refuses a loopback --node-ip and then sets no address at all (but never overwrites
   # one): give the node its InternalIP so the apiserver reaches kubelet for logs
