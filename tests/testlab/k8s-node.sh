@@ -18,8 +18,8 @@
 # Run state (certs, tokens, kubeconfigs, etcd data, logs, dockerd) lives under $WF_LAB/k8s
 # and $WF_LAB/kd (default WF_LAB=/tmp/wf-lab; short paths for unix sockets).
 set -euo pipefail
-CACHE=${WF_K8S_CACHE:-/opt/wf-lab-tools/k8s}
-ROOTFS_CACHE=${WF_ROOTFS_CACHE:-/opt/wf-lab-tools/rootfs}
+CACHE=${WF_K8S_CACHE:-${WF_LAB_TOOLS:-/opt/wf-lab-tools}/k8s}
+ROOTFS_CACHE=${WF_ROOTFS_CACHE:-${WF_LAB_TOOLS:-/opt/wf-lab-tools}/rootfs}
 ROOTFS=$ROOTFS_CACHE/python3.11
 L=${WF_LAB:-/tmp/wf-lab}
 R=$L/k8s                          # certs, tokens, kubeconfigs, etcd data, logs, pid files
@@ -53,6 +53,7 @@ build() {
   printf 'deb-src %s bookworm main\n' "$(apt_uri)" > $K/apt/sources.list
   local O="-o Dir::Etc::SourceList=$K/apt/sources.list -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists=$K/apt/lists -o Dir::Cache=$K/apt/cache"
   [ -d $SRC ] || { apt-get $O update -qq && (cd $K/src && apt-get $O source --download-only kubernetes >/dev/null && tar xzf kubernetes_*.orig.tar.gz); }
+  apt-cache show golang-1.19-go >/dev/null 2>&1 || apt-get -o DPkg::Lock::Timeout=600 update -qq
   [ -x $K/root/usr/lib/go-1.19/bin/go ] && [ -x $K/root/usr/bin/etcd ] || (cd $K/debs && apt-get download golang-1.19-go golang-1.19-src etcd-server etcd-client \
       && for d in *.deb; do dpkg -x $d $K/root; done)
   # The vendored github.com/modern-go/reflect2 v1.0.1 crashes kube-apiserver under Go >= 1.18

@@ -38,12 +38,16 @@ class LabError(RuntimeError):
     """The cluster could not be had (no binaries, no rootfs, no start)."""
 
 
+def tools_dir() -> Path:
+    return Path(os.environ.get("WF_LAB_TOOLS", "/opt/wf-lab-tools"))
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("WF_K8S_CACHE", "/opt/wf-lab-tools/k8s"))
+    return Path(os.environ.get("WF_K8S_CACHE") or tools_dir() / "k8s")
 
 
 def rootfs_dir() -> Path:
-    return Path(os.environ.get("WF_ROOTFS_CACHE", "/opt/wf-lab-tools/rootfs")) / "python3.11"
+    return Path(os.environ.get("WF_ROOTFS_CACHE") or tools_dir() / "rootfs") / "python3.11"
 
 
 def lab_dir() -> Path:
