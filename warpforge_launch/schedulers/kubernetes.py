@@ -222,8 +222,8 @@ class KubernetesScheduler(Scheduler):
                 timeout=httpx2.Timeout(c.request_timeout, connect=c.connect_timeout))
             http = getattr(getattr(self._client, "_client", None), "_client", None)
             if http is not None and hasattr(http, "event_hooks"):
-                http.event_hooks["request"].append(
-                    lambda r: self.requests.append(f"{r.method} {r.url.path}"))
+                http.event_hooks["request"].append(lambda r: self.requests.append(
+                    f"{r.method} {r.url.path}?{r.url.query.decode()}".rstrip("?")))
         return self._client
 
     def _call(self, what: str, fn, *args, missing: str | None = None, **kwargs):
@@ -543,7 +543,10 @@ class KubernetesScheduler(Scheduler):
     def _record_cancel(self, job_id: str, when: datetime) -> None:
         from warpforge_launch.store import JobStore
 
-        store = JobStore(self.home / "jobs.sqlite3")
+        path = self.home / "jobs.sqlite3"
+        if not path.is_file():
+            return
+        store = JobStore(path)
         try:
             record = store.find(job_id)
             if record is not None and not record.state.terminal:
