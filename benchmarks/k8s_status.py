@@ -108,6 +108,7 @@ def run(cluster, work: Path, instance: str, args) -> list:
     home = work / "home"
     env = dict(os.environ, WARPFORGE_HOME=str(home), KUBECONFIG=str(cluster.kubeconfig),
                HOME=str(work))  # kubectl's discovery cache lives under $HOME/.kube
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # a user's install has its bytecode cached
     os.environ["WARPFORGE_HOME"] = str(home)
     cli = [sys.executable, "-m", "warpforge_launch"]
     wf_bin = Path(sys.executable).with_name("warpforge-launch")
