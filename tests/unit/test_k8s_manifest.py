@@ -175,3 +175,36 @@ def test_image_defaults_per_vendor():
     assert cfg.image("NVIDIA") == "reg:5000/warpforge:nvidia-1.2"
     assert cfg.image("AMD") == "other/amd:x"
     assert cfg.image("CPU") == "reg:5000/warpforge:cpu-1.2"
+
+
+def test_inventory_validates_the_kubernetes_section(tmp_path):
+    from warpforge_launch import inventory
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text("schedulers:\n  k8s:\n    type: kubernetes\n    output_claim: out\n"
+                    "    namespacee: typo\n")
+    with pytest.raises(UsageError, match="schedulers.k8s.namespacee"):
+        inventory.load(str(path))
+    path.write_text("schedulers:\n  k8s:\n    type: kubernetes\n    request_timeout: -1\n")
+    with pytest.raises(UsageError, match="schedulers.k8s: .*request_timeout must be a positive"):
+        inventory.load(str(path))
+
+
+def test_dry_run_needs_no_cluster_and_no_client_library(tmp_path, models):
+    import subprocess
+    import sys
+
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("default_scheduler: k8s\nschedulers:\n  k8s:\n    type: kubernetes\n"
+                   "    kubeconfig: /nonexistent\n    output_claim: out\n")
+    code = ("import sys\nfrom warpforge_launch.cli import main\n"
+            f"rc = main(['submit', '--inventory', {str(inv)!r}, '--source', "
+            f"{str(models / 'mlp.py')!r}, '--class', 'SimpleMLP', '--inputs', '[(1, 8)]', "
+            "'--gpu', 'NVIDIA', '--dry-run'])\n"
+            "assert 'lightkube' not in sys.modules and 'httpx2' not in sys.modules\n"
+            "sys.exit(rc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(GOLDEN.parents[3])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# dry run: k8s-job on scheduler 'k8s'")
+    assert "nvidia.com/gpu: '1'" in done.stdout and "kind: Secret" in done.stdout
