@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--snakegrinder", metavar="PATH", help="snakegrinder to run")
     s.add_argument("--wait", action="store_true", help="wait for the end and show the result")
     s.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
+    s.add_argument("--allow-pending", action="store_true",
+                   help="kubernetes: accept a GPU request no node can satisfy now (it waits)")
 
     for name, text in (("status", "show job status"), ("cancel", "cancel jobs")):
         p = sub.add_parser(name, parents=common, help=text)

@@ -64,6 +64,8 @@ def definition_from_args(args):
 def cmd_submit(args) -> int:
     definition = definition_from_args(args)
     overrides = {"snakegrinder": args.snakegrinder} if args.snakegrinder else {}
+    if getattr(args, "allow_pending", False):
+        overrides["allow_pending"] = True
     with _launcher(args) as launcher:
         if args.dry_run:
             submission, sched, plan = launcher.plan(definition, args.scheduler, **overrides)

@@ -1,0 +1,217 @@
+"""`warpforge-launch` against the real single-node cluster, as a user runs it: pods really
+run the test payload (tests/fixtures/fake_snakegrinder.py in the Python rootfs image)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.testlab import k8s as k8slab
+
+
+def cli(inventory, *args, timeout=120, env=None):
+    import os
+
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "warpforge_launch", *args, "--inventory",
+                           str(inventory)], capture_output=True, text=True, timeout=timeout,
+                          check=False, env=full_env, stdin=subprocess.DEVNULL)
+
+
+def submit(inventory, model, *extra, env=None):
+    done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--memory", "128M", *extra, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def status(inventory, job_id) -> dict:
+    done = cli(inventory, "status", job_id, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def wait_for(inventory, job_id, states, timeout=90) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status(inventory, job_id)
+        if st["state"] in states:
+            return st
+        assert time.monotonic() < deadline, f"{job_id} still {st}"
+        time.sleep(0.5)
+
+
+def pods_of(job_id) -> list[str]:
+    done = k8slab.kc("-n", k8slab.NAMESPACE, "get", "pods", "-l",
+                     f"warpforge.io/job-id={job_id}", "-o", "name")
+    return done.stdout.split()
+
+
+def test_submit_wait_shows_the_stablehlo(inventory, model, out_root):
+    done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--memory", "128M", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "success:    yes" in done.stdout
+    assert "module @main {" in done.stdout and "stablehlo.return" in done.stdout
+    job_id = done.stderr.split("submitted ", 1)[1].split()[0]
+    res = cli(inventory, "result", job_id, "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["success"] and result["exit_code"] == 0
+    assert "stablehlo.constant" in result["mlir_output"]
+    native = job_id.removeprefix("k8s-")
+    assert str(out_root / native / "model.mlir") in result["outputs"]
+
+
+def test_failing_payload_is_failed_with_exit_code_and_message(inventory, model):
+    job_id = submit(inventory, model, "--env", "FAKE_SG_EXIT=1",
+                    "--env", "FAKE_SG_STDERR=boom: aten.frobnicate is not supported")
+    st = wait_for(inventory, job_id, {"FAILED", "COMPLETED", "TIMEOUT", "CANCELLED"})
+    assert st["state"] == "FAILED"
+    assert "exited with code 1" in st["message"]
+    res = cli(inventory, "result", job_id, "--json")
+    assert res.returncode == 1
+    result = json.loads(res.stdout)
+    assert result["exit_code"] == 1
+    assert "aten.frobnicate is not supported" in result["error_message"]
+
+
+def test_timeout_is_timeout(inventory, model):
+    job_id = submit(inventory, model, "--timeout", "0.1", "--env", "FAKE_SG_SLEEP=300")
+    st = wait_for(inventory, job_id, {"FAILED", "COMPLETED", "TIMEOUT", "CANCELLED"})
+    assert st["state"] == "TIMEOUT", st
+    deadline = time.monotonic() + 30
+    while pods_of(job_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert pods_of(job_id) == []  # the Job controller removed the running pod
+
+
+def test_cancel_leaves_no_pod(inventory, model):
+    job_id = submit(inventory, model, "--env", "FAKE_SG_SLEEP=300")
+    wait_for(inventory, job_id, {"RUNNING"})
+    assert pods_of(job_id)
+    done = cli(inventory, "cancel", job_id)
+    assert done.returncode == 0, done.stderr
+    assert f"{job_id}: cancelled" in done.stdout
+    assert pods_of(job_id) == []
+    name = job_id.removeprefix("k8s-")
+    gone = k8slab.kc("-n", k8slab.NAMESPACE, "get", "job,secret", name, check=False)
+    assert "NotFound" in gone.stderr and "secrets" in gone.stderr
+    assert status(inventory, job_id)["state"] == "CANCELLED"
+    again = cli(inventory, "cancel", job_id)
+    assert "not cancelled, already CANCELLED" in again.stdout
+
+
+def test_logs_and_logs_follow(inventory, model):
+    job_id = submit(inventory, model, "--env", "FAKE_SG_SLEEP=4")
+    follow = cli(inventory, "logs", "-f", job_id, timeout=120)
+    assert follow.returncode == 0, follow.stderr
+    assert "tracing\n" in follow.stdout and "SUCCESS: traced" in follow.stdout
+    assert status(inventory, job_id)["state"] in ("COMPLETED", "RUNNING")
+    done = cli(inventory, "logs", job_id)
+    assert done.stdout == "tracing\nSUCCESS: traced\n"
+
+
+def test_nvidia_job_gets_selector_and_resource(inventory, model, out_root):
+    job_id = submit(inventory, model, "--gpu", "NVIDIA")
+    st = wait_for(inventory, job_id, {"COMPLETED", "FAILED", "TIMEOUT"})
+    assert st["state"] == "COMPLETED" and st["node_name"] == k8slab.NODE
+    pod = json.loads(k8slab.kc("-n", k8slab.NAMESPACE, "get", "pods", "-l",
+                               f"warpforge.io/job-id={job_id}", "-o", "json").stdout)["items"][0]
+    assert pod["spec"]["nodeSelector"] == {"accelerator": "nvidia"}
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert read_out(out_root, job_id, "env.json")["WARPFORGE_JOB_ID"] == job_id
+
+
+def read_out(out_root: Path, job_id: str, leaf: str):
+    return json.loads((out_root / job_id.removeprefix("k8s-") / leaf).read_text())
+
+
+def test_two_gpus_are_refused_with_the_capacity_found(inventory, model):
+    done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--gpu", "NVIDIA", "--gpu-count", "2")
+    assert done.returncode == 2
+    assert "allocatable nvidia.com/gpu per node: wf-node 1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_amd_default_selector_matches_no_node(inventory, model):
+    done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--gpu", "AMD")
+    assert done.returncode == 2
+    assert "no node matches the node selector" in done.stderr
+
+
+def test_amd_job_runs_where_its_selector_matches(inventory, model):
+    job_id = submit(inventory, model, "--gpu", "AMD", "--scheduler", "k8samd")
+    st = wait_for(inventory, job_id, {"COMPLETED", "FAILED", "TIMEOUT"})
+    assert st["state"] == "COMPLETED"
+
+
+def test_allow_pending_waits_with_the_reason(inventory, model):
+    job_id = submit(inventory, model, "--gpu", "NVIDIA", "--gpu-count", "2", "--allow-pending")
+    deadline = time.monotonic() + 60
+    while True:
+        st = status(inventory, job_id)
+        if "Insufficient nvidia.com/gpu" in st["message"]:
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.5)
+    assert st["state"] == "PENDING" and st["message"].startswith("unschedulable:")
+    assert cli(inventory, "cancel", job_id).returncode == 0
+
+
+def test_hostile_values_reach_the_pod_verbatim(inventory, tmp_path, out_root):
+    hostile = "it's \"x\"; $(touch pwned) `touch pwned` $HOME ${X} $$ \\ * ?"
+    source = tmp_path / (hostile.replace("/", "_") + ".py")
+    source.write_text("class SimpleMLP: pass\n")
+    job_id = submit(inventory, source, "--name", hostile, "--env", f"USER_HOSTILE={hostile}",
+                    "--env", "USER_REF=$(WARPFORGE_JOB_ID)")
+    st = wait_for(inventory, job_id, {"COMPLETED", "FAILED", "TIMEOUT"})
+    assert st["state"] == "COMPLETED", st
+    argv = read_out(out_root, job_id, "argv.json")
+    assert argv[argv.index("--source") + 1] == f"/warpforge/src/{source.name}"
+    env = read_out(out_root, job_id, "env.json")
+    assert env["USER_HOSTILE"] == hostile and env["USER_REF"] == "$(WARPFORGE_JOB_ID)"
+    assert not list(out_root.rglob("pwned"))  # nothing ran a shell
+    listed = json.loads(cli(inventory, "list", "--json").stdout)
+    assert any(row["name"] == hostile for row in listed)
+
+
+def test_cluster_info_shows_the_fake_gpus(inventory):
+    done = cli(inventory, "cluster-info", "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["total_nodes"] == 1 and info["available_nodes"] == 1
+    assert info["gpus_by_type"] == {"NVIDIA": 1, "AMD": 1}
+    assert info["nodes"][0]["name"] == k8slab.NODE and info["nodes"][0]["cpu_cores"] >= 1
+    assert info["scheduler_version"] == "kubernetes v1.20.2"
+
+
+@pytest.mark.parametrize("instance", ["k8sdown", "k8shole"])
+def test_unreachable_apiserver_is_exit_3_within_the_timeout(inventory, model, instance):
+    t0 = time.monotonic()
+    done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--scheduler", instance, timeout=60)
+    took = time.monotonic() - t0
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("error: Kubernetes API at https://127.0.0.1:")
+    assert "Traceback" not in done.stderr
+    assert took < 2 + 10  # connect_timeout 2 s, plus the CLI's own start on a busy machine
+    info = cli(inventory, "cluster-info", "--scheduler", instance, timeout=60)
+    assert info.returncode == 3
+
+
+def test_forbidden_token_is_one_clear_line(inventory, model):
+    done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--scheduler", "k8snobody")
+    assert done.returncode == 3
+    first = done.stderr.splitlines()[0]
+    assert "refused creating Secret" in first and "HTTP 403" in first
+    assert "forbidden" in first and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[1].startswith("hint: ")
