@@ -122,6 +122,21 @@ def test_jobs_list_filters_pages_and_refreshes_in_one_call_per_instance(
         assert c.get("/api/jobs?scheduler=ray").json()["jobs"] == []
 
 
+def test_the_refresher_thread_updates_states_without_being_asked(inv, model, tmp_path):
+    job_id = submit(inv, model)
+    wait_done(inv, job_id)
+    with client_for(inv, tmp_path, refresh_interval=0.1) as c:  # lifespan starts the thread
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            [job] = c.get("/api/jobs").json()["jobs"]
+            if job["state"] == "COMPLETED":
+                break
+            time.sleep(0.05)
+        assert job["state"] == "COMPLETED"
+        refresher = c.app.state.refresher
+    assert refresher.cycles >= 1 and refresher._thread is None  # stopped with the app
+
+
 @pytest.mark.parametrize("query,fragment", [
     ("state=DONE", "unknown state 'DONE'"), ("limit=0", "limit must be within 1-500"),
     ("limit=501", "limit must be within 1-500"), ("limit=x", "limit must be an integer"),

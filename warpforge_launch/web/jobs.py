@@ -93,8 +93,10 @@ class Refresher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(Exception):  # the store itself may be locked a while
+            try:
                 self.cycle()
+            except Exception as e:  # noqa: BLE001 - e.g. the store locked a while: next tick
+                self.errors = {"job store": f"{type(e).__name__}: {e}"}
             self._wake.wait(self.interval)
             self._wake.clear()
 

@@ -212,7 +212,7 @@ function route() {
       const j = await loadJob(id);
       return !(j && TERMINAL.includes(j.state) && j.result && !j.result.error);
     });
-    every(1, async () => !(await followLogs(id)));
+    every(Math.max(1, meta.refresh_interval), async () => !(await followLogs(id)));
   } else {
     shownJob = null;
     $("job").hidden = true;
