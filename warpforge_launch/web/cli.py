@@ -119,8 +119,9 @@ def main(args: argparse.Namespace) -> int:
     access = "cancel allowed" if settings.allow_cancel else "read-only"
     url = f"http://{where}:{port}/"
     if settings.token is not None:
-        shown = url + ("?token=" + settings.token if args.token else "?token=<the token>")
-        print(f"serving {shown} ({access}, token required; Ctrl-C stops)", flush=True)
+        # the token itself is never printed: a service manager may keep stdout in a log
+        print(f"serving {url}?token=<the token> ({access}, token required; Ctrl-C stops)",
+              flush=True)
     else:
         print(f"serving {url} ({access}; Ctrl-C stops)", flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
