@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cluster-info", parents=common, help="show a scheduler's capacity")
     c.add_argument("--scheduler", help="scheduler instance (default: the inventory's default)")
     sub.add_parser("schedulers", parents=common, help="list the configured scheduler instances")
+    from warpforge_launch.web.cli import add_parser as add_serve  # argparse only: fast start
+
+    add_serve(sub, common)
     return top
 
 
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             build_parser().print_help()
             return 2
+        if getattr(args, "run", None):  # a command that lives in its own package (serve)
+            return args.run(args)
         from warpforge_launch import commands
 
         return getattr(commands, "cmd_" + args.command.replace("-", "_"))(args)

@@ -179,6 +179,22 @@ class JobStore:
             args.append(query.limit)
         return [_record(r) for r in self.db.execute(sql, args)]
 
+    def page(self, states=(), schedulers=(), limit: int = 50, offset: int = 0
+             ) -> tuple[list[JobRecord], int]:
+        """One page of rows, newest first, and how many rows match in all (the dashboard's
+        table: no backend is asked, the refresher keeps active rows current)."""
+        where, args = "", []
+        if states:
+            where += f" AND state IN ({','.join('?' * len(states))})"
+            args += sorted(str(s) for s in states)
+        if schedulers:
+            where += f" AND instance IN ({','.join('?' * len(schedulers))})"
+            args += sorted(schedulers)
+        total = self.db.execute("SELECT COUNT(*) FROM jobs WHERE 1=1" + where, args).fetchone()[0]
+        rows = self.db.execute("SELECT * FROM jobs WHERE 1=1" + where + " ORDER BY submitted_at "
+                               "DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+        return [_record(r) for r in rows], total
+
 
 def _record(row: tuple) -> JobRecord:
     (job_id, instance, stype, native, corr, name, by, at, submission, plan, config, _state,
