@@ -143,7 +143,8 @@ class BoxBuild:
         box, ci, lab = self.box, self.ci, self.inv.lab
         t = time.monotonic()
         try:
-            w = _wake(box, send=lab.wake_boxes, timeout=lab.wake_timeout, poll=lab.wake_interval)
+            w = _wake(box, send=lab.wake_boxes, timeout=lab.wake_timeout,
+                      poll=lab.wake_interval, probe=lab.connect_timeout)
         except LaunchError as e:
             return self._rest_skipped(self.row("wake", rs.FAILED, t, str(e), e.exit_code))
         if not w.reachable:
@@ -152,7 +153,7 @@ class BoxBuild:
                 return self._rest_skipped(rs.SKIPPED, "box unreachable")
             self.row("wake", rs.FAILED, t, f"{w.note} (SKIP_IF_UNREACHABLE=0)", 3)
             return self._rest_skipped(rs.FAILED)
-        self.row("wake", rs.PASSED, t, ("woken, " if w.sent else "") + w.note)
+        self.row("wake", rs.PASSED, t, ("woken: " if w.sent else "") + w.note)
         directory = remote_dir(ci, box)
         keep = [a for p in ci.cache_paths for a in ("-e", p)]
         steps = [
@@ -417,9 +418,12 @@ def _open_session(box, timeouts, accept_new: bool):
                         host_key_policy="accept-new" if accept_new else None)
 
 
-def _wake(box, *, send: bool, timeout: float, poll: float):
+def _wake(box, *, send: bool, timeout: float, poll: float, probe: float):
+    """Wake the box only if it is asleep (no SSH banner now)."""
     from warpforge_launch.lab import wake
 
+    if box.transport == "ssh" and wake.ssh_banner(box.host, box.port, probe) is None:
+        return wake.WakeResult(box.name, reachable=True, note="up")
     return wake.wake_box(box, send=send, timeout=timeout, poll=poll)
 
 
