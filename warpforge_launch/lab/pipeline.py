@@ -28,6 +28,7 @@ from warpforge_launch.lab import runsummary as rs
 from warpforge_launch.lab.build import default_run_id
 
 STATE_FILE = "pipeline-state.json"
+BUILTIN = "builtin"  # --inventory builtin: the built-in default even where ./inventory.yaml is
 EXAMPLE = ("examples/models/simple_mlp.py", "SimpleMLP", "[(1, 8)]")
 JOB_WAIT = 900.0
 HEAD_LINES = 8
@@ -165,6 +166,7 @@ def run_trace_job(inv, scheduler: str | None, *, boxes: Sequence = (), out: Text
                   else ci.dist_dir(inv) / "bin" / "snakegrinder")
         overrides["snakegrinder"] = str(binary)
     with Launcher(str(inv.path) if inv.path else None) as launcher:
+        launcher._inventory = inv  # the very inventory this run loaded (also "builtin")
         job_id = launcher.submit(definition, entry.name, **overrides)
         out.write(f"job {job_id} submitted to {entry.name}\n")
         status = launcher.wait(job_id, timeout=JOB_WAIT)
@@ -297,7 +299,10 @@ def main(inventory: str | None = None, *, scheduler: str = "", boxes: str = "",
     from warpforge_launch import inventory as inv_mod
 
     try:
-        inv = inv_mod.load(inventory or None)
+        if inventory == BUILTIN:
+            inv = inv_mod.parse(inv_mod.default_document(), None, os.environ)
+        else:
+            inv = inv_mod.load(inventory or None)
         inv.scheduler(scheduler or None)
         summary = run_pipeline(inv, scheduler=scheduler or None, boxes=ci.parse_list(boxes),
                                force=force)
