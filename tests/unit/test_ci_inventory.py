@@ -55,3 +55,12 @@ def test_bad_ci_sections_are_refused_with_the_field(ci, expected):
     with pytest.raises(UsageError) as e:
         inventory.parse(_doc(ci), None, {})
     assert expected in str(e.value)
+
+
+def test_the_lab_inventory_orders_nvidia_before_amd():
+    from pathlib import Path
+
+    inv = inventory.load(Path(__file__).resolve().parents[2] / "inventory.yaml", env={})
+    assert [(b.box, b.depends_on) for b in inv.ci.boxes] == [("nvidia", ()),
+                                                             ("amd", ("nvidia",))]
+    assert set(inv.ci.gpu_tests) == {GpuType.NVIDIA, GpuType.AMD}

@@ -206,6 +206,13 @@ def run_pipeline(inv, *, scheduler: str | None = None, boxes: Sequence[str] = ()
         state.forget("build", "distribute", "smoke")
     targets = pipeline_boxes(inv, boxes)
     dist = ci.dist_dir(inv)
+    releases: dict[str, str | None] = {}
+
+    def release(fresh: bool = False) -> str | None:
+        """The dist's release, scanned once per run (again after a build)."""
+        if fresh or "r" not in releases:
+            releases["r"] = release_of(dist)
+        return releases["r"]
     log_root = Path(inv.lab.log_root).expanduser()
 
     def stage(name: str, box: str, fn) -> bool:
@@ -225,16 +232,14 @@ def run_pipeline(inv, *, scheduler: str | None = None, boxes: Sequence[str] = ()
 
     def build():
         key = source_key(inv)
-        release = release_of(dist)
-        if state.current("build", key) and release and \
-                state.stages["build"].get("release") == release:
-            return rs.SKIPPED, f"current (release {release})", 0
+        have = release()
+        if state.current("build", key) and have and state.stages["build"].get("release") == have:
+            return rs.SKIPPED, f"current (release {have})", 0
         code, detail = ci.nuc_build(inv, log_root, run_id, None, out)
         if code:
             return rs.FAILED, detail, code
-        release = release_of(dist)
-        state.record("build", key, release=release)
-        return rs.PASSED, f"release {release}", 0
+        state.record("build", key, release=release(fresh=True))
+        return rs.PASSED, f"release {release()}", 0
 
     def optional(fn):
         def run():
@@ -247,9 +252,9 @@ def run_pipeline(inv, *, scheduler: str | None = None, boxes: Sequence[str] = ()
     def distribute():
         from warpforge_launch.lab import distribute as dist_mod
 
-        release = release_of(dist)
-        key = digest(release, _box_key(targets))
-        if release and state.current("distribute", key) and _local_current(targets, release):
+        key = digest(release(), _box_key(targets))
+        if release() and state.current("distribute", key) and \
+                _local_current(targets, release()):
             return rs.SKIPPED, f"current on {len(targets)} box(es)", 0
         results = dist_mod.distribute(targets, dist, opts=ci.smoke_options(inv).distribute)
         failed = [r for r in results if not r.ok]
@@ -263,7 +268,7 @@ def run_pipeline(inv, *, scheduler: str | None = None, boxes: Sequence[str] = ()
         from warpforge_launch.lab import smoke as smoke_mod
 
         opts = ci.smoke_options(inv)
-        key = digest(release_of(dist), _box_key(targets), opts.checks)
+        key = digest(release(), _box_key(targets), opts.checks)
         if state.current("smoke", key) and state.stages.get("distribute"):
             return rs.SKIPPED, "current (passed with this release)", 0
         report = smoke_mod.smoke(targets, dist, opts)
