@@ -93,8 +93,13 @@ def test_nvidia_fails_amd_is_skipped_and_logs_are_kept(ci_inventory, ssh_lab):
 def test_no_shutdown_flag_keeps_the_box_on(ci_inventory, ssh_lab, capsys):
     path = ci_inventory()
     assert ci.shutdown_mode("disable", boxes="nvidia", inventory=str(path)) == 0
-    assert ci.shutdown_mode("status", inventory=str(path)) == 0
-    shown = capsys.readouterr().out
+    capsys.readouterr()
+    r = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "shutdown-mode",
+                        "status", "--inventory", str(path)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shown = r.stdout
     assert "nvidia: no-shutdown flag set: stays on after a green run" in shown
     assert "amd: powers off after a green run" in shown
     summary, _ = run(path, skip_stages=BOX_ONLY)
