@@ -139,7 +139,7 @@ def ci(c, inventory="", run_id="", branch="", skip="", skip_boxes="", no_shutdow
       help={"action": "status | enable (power off after a green run) | disable (stay on)",
             "boxes": "box names, aliases or groups (default: the ci boxes)",
             "inventory": "inventory file", "accept_new": _LAB_HELP["accept_new"]})
-def shutdown_mode(c, action="status", boxes="", inventory="", accept_new=False):
+def shutdown_mode(c, action, boxes="", inventory="", accept_new=False):
     """Show or set the no-shutdown flag file (<install_dir>/.no-shutdown) on boxes."""
     from warpforge_launch.lab import ci as ci_mod
 
