@@ -110,3 +110,15 @@ def test_bad_input_is_exit_2(tmp_path, origin, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("error: inventory") and "ci.repository: required" in err
     assert "Traceback" not in err
+
+
+def test_unwritable_log_root_is_one_line(tmp_path, origin, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    doc = inventory.default_document()
+    doc["ci"] = {"log_root": str(blocker / "logs")}
+    inv_file = tmp_path / "inv.json"
+    inv_file.write_text(json.dumps(doc))
+    assert ci.main(str(inv_file), skip="build,images,smoke") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot create the log root {blocker / 'logs'}")

@@ -247,7 +247,11 @@ def run_ci(inv, opts: Options = Options(), out: TextIO | None = None) -> rs.RunS
     run_id = opts.run_id or default_run_id(os.environ)
     ci = inv.ci
     log_root = Path(opts.log_root or ci.log_root or inv.lab.log_root).expanduser()
-    log_root.mkdir(parents=True, exist_ok=True)
+    try:
+        log_root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the log root {log_root}: {e.strerror}",
+                         hint="set ci.log_root or pass --log-root") from None
     summary = rs.RunSummary("CI", run_id)
     nuc_log = log_root / f"nuc-{run_id}.log"
     selected = ci_boxes(inv, opts.skip_boxes)
