@@ -112,3 +112,47 @@ def smoke(c, boxes="", inventory="", dist="", checks="", junit="reports/smoke-ju
 
     _exit(commands.smoke(boxes=boxes, inventory=inventory, dist=dist, checks=checks,
                          junit=junit, accept_new=accept_new, as_json=json))
+
+
+# ---- CI on the NUC and the whole pipeline (bodies in warpforge_launch.lab.ci / .pipeline) ----
+@task(help={"inventory": "inventory file (tests generate a loopback one)",
+            "run_id": "run id for the log names (default: $GITHUB_RUN_ID, else a timestamp)",
+            "branch": "branch for the NUC build and the boxes (default: the inventory's)",
+            "skip": "stages to skip, comma-separated: build,images,smoke,boxes,job",
+            "skip_boxes": "ci boxes to leave out, comma-separated",
+            "no_shutdown": "leave every box on after its build",
+            "scheduler": "submit the example trace job there at the end (default: no job)",
+            "junit": "JUnit XML of the run (default: <log_root>/ci-<run id>-junit.xml)",
+            "log_root": "where the logs go (default: ci.log_root, else lab.log_root)",
+            "accept_new": "record unknown host keys (a changed key is still refused)"})
+def ci(c, inventory="", run_id="", branch="", skip="", skip_boxes="", no_shutdown=False,
+       scheduler="", junit="", log_root="", accept_new=False):
+    """The NUC orchestration: build -> images/SIF -> distribute + smoke -> box builds."""
+    from warpforge_launch.lab import ci as ci_mod
+
+    _exit(ci_mod.main(inventory or None, run_id=run_id, branch=branch, skip=skip,
+                      skip_boxes=skip_boxes, no_shutdown=no_shutdown, scheduler=scheduler,
+                      junit=junit, log_root=log_root, accept_new=accept_new))
+
+
+@task(name="shutdown-mode", positional=["action"],
+      help={"action": "status | enable (power off after a green run) | disable (stay on)",
+            "boxes": "box names, aliases or groups (default: the ci boxes)",
+            "inventory": "inventory file", "accept_new": _LAB_HELP["accept_new"]})
+def shutdown_mode(c, action, boxes="", inventory="", accept_new=False):
+    """Show or set the no-shutdown flag file (<install_dir>/.no-shutdown) on boxes."""
+    from warpforge_launch.lab import ci as ci_mod
+
+    _exit(ci_mod.shutdown_mode(action, boxes=boxes, inventory=inventory,
+                               accept_new=accept_new))
+
+
+@task(help={"inventory": "inventory file (default: the usual search order)",
+            "scheduler": "scheduler instance for the trace job (default: the inventory's)",
+            "boxes": "boxes to distribute to and smoke-test (default: gpu-boxes, else all)",
+            "force": "run every stage even when its output is current"})
+def pipeline(c, inventory="", scheduler="", boxes="", force=False):
+    """build -> images/SIF -> distribute -> smoke -> trace job -> result; current stages skip."""
+    from warpforge_launch.lab import pipeline as pipeline_mod
+
+    _exit(pipeline_mod.main(inventory or None, scheduler=scheduler, boxes=boxes, force=force))

@@ -102,6 +102,46 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class CiBox:
+    """One GPU box of the CI run; it runs only if every box it depends on PASSED."""
+
+    __pydantic_config__ = _STRICT
+    box: str
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CiTimeouts:
+    """Deadlines (seconds) of each box-build step."""
+
+    __pydantic_config__ = _STRICT
+    sync: float = 600.0
+    build: float = 3600.0
+    test: float = 3600.0
+    gpu_tests: float = 3600.0
+    power_off: float = 60.0
+
+
+@dataclass(frozen=True)
+class CiConfig:
+    """`invoke ci`: the box builds after the NUC build, distribute and smoke stages."""
+
+    __pydantic_config__ = _STRICT
+    boxes: tuple[CiBox, ...] = ()  # in run order
+    repository: str | None = None  # origin URL as the boxes reach it
+    branch: str = "main"
+    remote_dir: str = "warpforge"  # the checkout on a box, relative to the login's home
+    cache_paths: tuple[str, ...] = (".gradle", "build-cache")
+    build: tuple[str, ...] = ("./gradlew", "clean", "assemble")
+    test: tuple[str, ...] = ("./gradlew", "test")
+    test_floors: Mapping[str, int] = field(default_factory=dict)  # module -> executed tests
+    gpu_tests: Mapping[GpuType, tuple[str, ...]] = field(default_factory=dict)
+    power_off: tuple[str, ...] = ("sudo", "systemctl", "poweroff")
+    log_root: str | None = None  # default: lab.log_root
+    timeouts: CiTimeouts = CiTimeouts()
+
+
+@dataclass(frozen=True)
 class SchedulerEntry:
     name: str
     type: str
@@ -116,6 +156,7 @@ class Inventory:
     boxes: Mapping[str, Box]
     build: BuildConfig
     lab: LabSettings
+    ci: CiConfig = CiConfig()
 
     def scheduler(self, name: str | None = None) -> SchedulerEntry:
         name = name or self.default_scheduler
@@ -268,11 +309,48 @@ def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory
     schedulers = _resolve_login_boxes(schedulers, boxes, errors)
     build = _validate(BuildConfig, document.get("build") or {}, "build", errors)
     lab = _validate(LabSettings, document.get("lab") or {}, "lab", errors)
+    ci = _validate(CiConfig, document.get("ci") or {}, "ci", errors)
+    if ci is not None:
+        _check_ci(ci, boxes, errors)
     if errors:
         raise UsageError(f"inventory {where} is invalid ({len(errors)} error"
                          f"{'s' if len(errors) > 1 else ''}): " + "; ".join(errors))
-    inv = Inventory(path, default or "local", schedulers, boxes, build, lab)
+    inv = Inventory(path, default or "local", schedulers, boxes, build, lab, ci)
     return apply_overrides(inv, env)
+
+
+def _check_ci(ci: CiConfig, boxes: Mapping[str, Box], errors: list[str]) -> None:
+    """Box order and dependencies: known boxes, each once, depending only on earlier ones."""
+    seen: list[str] = []
+    for i, entry in enumerate(ci.boxes):
+        loc = f"ci.boxes.{i}"
+        if entry.box not in boxes:
+            errors.append(f"{loc}.box: no box {entry.box!r} in boxes "
+                          f"({', '.join(boxes) or 'none'})")
+        if entry.box in seen:
+            errors.append(f"{loc}.box: {entry.box!r} is listed twice")
+        for dep in entry.depends_on:
+            if dep not in seen:
+                errors.append(f"{loc}.depends_on: {dep!r} must be a box listed before "
+                              f"{entry.box!r} in ci.boxes")
+        seen.append(entry.box)
+    if ci.boxes and not ci.repository:
+        errors.append("ci.repository: required when ci.boxes is set (the origin the boxes "
+                      "fetch from)")
+    for name in ("build", "test", "power_off"):
+        if not getattr(ci, name) or not all(getattr(ci, name)):
+            errors.append(f"ci.{name}: must be a non-empty argv list")
+    for vendor, argv in ci.gpu_tests.items():
+        if vendor in (GpuType.NONE, GpuType.ANY):
+            errors.append(f"ci.gpu_tests.{vendor.value}: only NVIDIA and AMD have GPU tests")
+        if not argv or not all(argv):
+            errors.append(f"ci.gpu_tests.{vendor.value}: must be a non-empty argv list")
+    for module, floor in ci.test_floors.items():
+        if floor < 0:
+            errors.append(f"ci.test_floors.{module}: must be >= 0")
+    for name in ("sync", "build", "test", "gpu_tests", "power_off"):
+        if getattr(ci.timeouts, name) <= 0:
+            errors.append(f"ci.timeouts.{name}: must be positive")
 
 
 _LOGIN_FIELDS = {"login_host": "host", "login_port": "port", "login_user": "user",
