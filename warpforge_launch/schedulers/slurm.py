@@ -141,13 +141,16 @@ class SlurmScheduler(Scheduler):
                 f"{self.transport.where}", hint="fix slurm_conf in the inventory or SLURM_CONF")
 
     def _run(self, argv: Sequence[str], *, input: str | None = None,
-             timeout: float | None = None, program: str | None = None) -> Completed:
+             timeout: float | None = None, program: str | None = None,
+             check: bool = True) -> Completed:
+        """Run one client; with ``check``, a failure to reach slurmctld or to start at all
+        raises (exit 3). Other failures are the caller's to read."""
         program = program or argv[0]
         self.calls[program] += 1
         self._check_local_conf()
         done = self.transport.run(self._argv(argv), input=input, program=program,
                                   timeout=timeout or self.config.command_timeout)
-        if done.returncode != 0:
+        if done.returncode != 0 and check:
             _raise_client_failure(done.stderr, self.transport.where)
         return done
 

@@ -371,6 +371,16 @@ ACCOUNTING_DISABLED = (
 )
 
 
+ACCOUNTING_UNREACHABLE = ("slurmdbd", "persist_conn", "problem talking to the database",
+                          "connection refused")
+
+
+def accounting_unreachable(stderr: str) -> bool:
+    """Does sacct's error say that slurmdbd did not answer?"""
+    low = stderr.lower()
+    return any(s in low for s in ACCOUNTING_UNREACHABLE)
+
+
 def accounting_disabled(stderr: str) -> bool:
     """Does sacct's error say that this cluster keeps no accounting database?"""
     low = stderr.lower()

@@ -23,7 +23,11 @@ from warpforge_launch.schedulers.slurm_transport import Completed
 INVALID_ID = "invalid job id specified"
 COMMENT_PREFIX = "warpforge:"
 
-Runner = Callable[[Sequence[str]], Completed]
+Runner = Callable[..., Completed]  # (argv, *, check=True) -> Completed
+
+
+class _AccountingDown(Exception):
+    """sacct could not reach slurmdbd (the controller may well be up)."""
 
 
 class SlurmWatcher:
@@ -102,7 +106,15 @@ class SlurmWatcher:
         rest = [n for n in natives if n not in active]
         if not rest:
             return active
-        done = self._sacct(rest)
+        try:
+            done = self._sacct(rest)
+        except _AccountingDown as exc:  # slurmdbd down: squeue's answer, where it has one
+            unknown = [n for n in rest if n not in queued]
+            if unknown:
+                raise InfrastructureError(
+                    f"Slurm accounting (slurmdbd) unreachable, and squeue no longer shows "
+                    f"job {unknown[0]}: {exc}", hint="is slurmdbd running?") from None
+            done = {}
         if done is None:  # accounting disabled: detected now, remembered from here on
             done = self._scontrol(rest)
         merged = dict(active)
@@ -125,11 +137,13 @@ class SlurmWatcher:
 
     def _sacct(self, natives: list[str]) -> dict[str, sp.SlurmRecord] | None:
         done = self._run(["sacct", "-X", "-P", "-n", "-j", ",".join(natives),
-                          f"--format={sp.SACCT_FIELDS}"])
+                          f"--format={sp.SACCT_FIELDS}"], check=False)
         if done.returncode != 0:
             if sp.accounting_disabled(done.stderr):
                 self.remember_accounting(False)
                 return None
+            if sp.accounting_unreachable(done.stderr):
+                raise _AccountingDown(sp.first_line(done.stderr))
             raise InfrastructureError(f"sacct failed: {sp.first_line(done.stderr)}",
                                       hint="is slurmdbd up?")
         if self._accounting is not True:
@@ -174,7 +188,7 @@ class SlurmWatcher:
         if rest:
             acct = self._run(["sacct", "-X", "-P", "-n", "-S", "now-30days",
                               "--name", ",".join(sorted(set(rest.values()))),
-                              "--format=JobIDRaw,JobName,Comment"])
+                              "--format=JobIDRaw,JobName,Comment"], check=False)
             if acct.returncode == 0:
                 found.update(sp.match_correlated(
                     [tuple((ln.split("|", 2) + ["", ""])[:3])
