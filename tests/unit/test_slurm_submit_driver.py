@@ -22,13 +22,17 @@ SECRET = "tok 'q' \"dq\" $(id) `id`\n\ttab; |&"
 
 FAKE_SBATCH = r"""#!/usr/bin/env python3
 import json, os, stat, sys
-script = sys.argv[-1]
-st, dst = os.lstat(script), os.stat(os.path.dirname(script))
-text = open(script).read()
+script = os.readlink("/proc/self/fd/0").removesuffix(" (deleted)")  # the script is stdin
+st, dst = os.fstat(0), os.stat(os.path.dirname(script))
+text = sys.stdin.read()
 with open(os.environ["WF_RECORD"], "a") as rec:
     rec.write(json.dumps({"argv": sys.argv[1:], "script": script,
+                          "exists": os.path.exists(script),
                           "mode": stat.S_IMODE(st.st_mode), "dir_mode": stat.S_IMODE(dst.st_mode),
                           "secret": os.environ.get("HF_TOKEN"), "text": text}) + "\n")
+if "--partition=slow" in text:
+    import time
+    time.sleep(30)
 if "--partition=nosuch" in text:
     print("sbatch: error: Batch job submission failed: Invalid partition name specified",
           file=sys.stderr)
@@ -82,7 +86,8 @@ def test_scripts_private_deleted_and_secrets_only_in_sbatch_env(lab):
     for rec in (first, second):
         assert rec["mode"] == 0o600 and rec["dir_mode"] == 0o700
         assert "tok 'q'" not in rec["text"] and "tok 'q'" not in " ".join(rec["argv"])
-        assert not Path(rec["script"]).exists()
+        assert rec["exists"] is False  # unlinked before sbatch even started
+        assert rec["argv"] == ["--parsable"]
     assert not Path(first["script"]).parent.exists()  # the private script dir is gone
     assert stat.S_IMODE(work.stat().st_mode) == 0o700
     assert not any(SECRET in " ".join(argv) for argv in transport.argvs)  # never on a cmdline
@@ -148,3 +153,12 @@ def test_work_dir_of_another_user_is_refused(lab):
     os.chown(work, 65534, 65534)
     _refused(make, "belongs to uid 65534")
     assert seen() == []
+
+
+def test_driver_stopped_at_the_deadline_leaves_no_scripts(lab):
+    from warpforge_launch.errors import InfrastructureError
+
+    make, seen, _t, work = lab
+    with pytest.raises(InfrastructureError, match="`sbatch` did not answer within 2s"):
+        make(command_timeout=1.0).submit_many([submission(queue="slow"), submission()])
+    assert len(seen()) == 1 and list(work.iterdir()) == []

@@ -65,9 +65,9 @@ def submit_results(stdout: str) -> dict[str, tuple[int, str]]:
 # Submit: args work_dir and script names. The work dir must be safe before anything is
 # written: every existing ancestor owned by root or this user and not writable by others
 # unless sticky, the work dir itself owned by this user, no symlink, not writable by others.
-# Scripts are unpacked with umask 077 into a fresh private directory and each is deleted
-# as soon as its sbatch returned (sbatch keeps its own copy), accepted or not; the
-# directory goes on any exit.
+# Scripts are unpacked with umask 077 into a fresh private directory; each is unlinked
+# before its sbatch starts (sbatch reads it from an open descriptor on stdin and sends its
+# own copy to slurmctld), accepted or not; the directory goes on any exit.
 SUBMIT_DRIVER = r"""
 set -u
 umask 077
@@ -110,16 +110,21 @@ done
 check_dir
 mkdir -p -- "$dir" || exit 90
 check_dir
+# leftovers of a driver killed outright (SIGKILL runs no trap); no live driver is that old
+find "$dir" -maxdepth 1 -type d -name '.submit-*' -mmin +60 -exec rm -rf -- {} + 2>/dev/null
 tmp=$(mktemp -d -- "$dir/.submit-XXXXXXXX") || exit 90
 trap 'rm -rf -- "$tmp"' EXIT
 trap 'exit 143' TERM INT HUP
 base64 -d | tar -x -o --no-same-permissions -C "$tmp" -f - || exit 91
 for name in "$@"; do
   case $name in ''|*[!A-Za-z0-9._-]*) continue ;; esac
+  # sbatch reads the script on stdin from a descriptor whose file is already unlinked
+  exec 3<"$tmp/$name" || exit 91
+  rm -f -- "$tmp/$name"
   out=$(for k in "${!val[@]}"; do unset "$k"; done   # only the secrets this job named
         for k in ${keys[$name]:-}; do export "$k=${val[$k]}"; done
-        exec sbatch --parsable "$tmp/$name" 2>&1 </dev/null); rc=$?
-  rm -f -- "$tmp/$name"
+        exec sbatch --parsable 2>&1 <&3 3<&-); rc=$?
+  exec 3<&-
   printf 'WF %s %d %s\n' "$name" "$rc" "${out//$'\n'/ // }"
 done
 """

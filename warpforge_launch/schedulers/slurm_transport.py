@@ -77,13 +77,23 @@ def _run_group(argv: list[str], input: str | None, timeout: float,
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
+        # TERM first, so a shell can run its clean-up trap; then KILL whatever is left
+        _signal_group(proc.pid, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            proc.wait(1.0)
+        except subprocess.TimeoutExpired:
             pass
+        _signal_group(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()  # what the client said before the deadline
         raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err) from None
     return Completed(proc.returncode, out, err)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _said(stderr) -> str:

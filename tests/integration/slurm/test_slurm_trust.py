@@ -118,9 +118,10 @@ def _sbatch_spy(tmp_path: Path) -> tuple[dict[str, str], Path]:
     spy = tmp_path / "spy"
     spy.mkdir()
     record = tmp_path / "sbatch.log"
-    (spy / "sbatch").write_text(
-        "#!/bin/sh\nf=$(eval echo \\${$#})\n"
-        f"stat -c '%a %n' \"$f\" \"$(dirname \"$f\")\" >> {record}\n"
+    (spy / "sbatch").write_text(  # the script comes on stdin, already unlinked
+        "#!/bin/sh\nf=$(readlink /proc/$$/fd/0); f=${f% (deleted)}\n"
+        f"echo \"$(stat -L -c %a /proc/$$/fd/0) $f\" >> {record}\n"
+        f"stat -c '%a %n' \"$(dirname \"$f\")\" >> {record}\n"
         f"exec {real} \"$@\"\n")
     (spy / "sbatch").chmod(0o755)
     return {"PATH": f"{spy}:{os.environ['PATH']}"}, record
