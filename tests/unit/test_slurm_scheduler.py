@@ -273,3 +273,17 @@ def test_call_counter_stays_bounded(tmp_path):
         s.watcher.forget("14")
         s.status("hpc-14")
     assert s.calls == {"squeue": 300} and len(s.calls) == 1
+
+
+DBD_DOWN = Completed(1, "", "sacct: error: slurm_persist_conn_open_without_init: failed to open "
+                            "persistent connection to host:127.0.0.1:6819: Connection refused\n")
+
+
+def test_slurmdbd_down_falls_back_to_squeue_and_names_slurmdbd(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_mixed.txt"), "sacct": DBD_DOWN})
+    got = s.statuses(["hpc-1"])  # squeue still shows it finished: its answer, not cached
+    assert got["hpc-1"].state is JobState.COMPLETED
+    assert got["hpc-1"].scheduler_metadata["source"] == "squeue"
+    with pytest.raises(InfrastructureError, match=r"slurmdbd\) unreachable") as err:
+        s.status("hpc-424242")  # only accounting could know this one
+    assert err.value.exit_code == 3 and "Connection refused" in str(err.value)

@@ -298,11 +298,8 @@ class SlurmScheduler(Scheduler):
     def _run_driver(self, work_dir: str, jobs, values, extra_time: float) -> Completed:
         argv = ["bash", "-c", remote.SUBMIT_DRIVER, "warpforge-submit", work_dir,
                 *(j.name for j in jobs)]
-        self.calls["sbatch"] += 1
-        self._check_local_conf()
-        done = self.transport.run(self._argv(argv), input=remote.submit_input(jobs, values),
-                                  program="sbatch",
-                                  timeout=self.config.command_timeout + extra_time)
+        done = self._run(argv, input=remote.submit_input(jobs, values), program="sbatch",
+                         timeout=self.config.command_timeout + extra_time, check=False)
         where = self.transport.where
         if done.returncode == remote.UNSAFE_DIR:
             raise UsageError(f"refusing to submit on {where}: {sp.first_line(done.stderr)}",
@@ -338,7 +335,7 @@ class SlurmScheduler(Scheduler):
     def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         """Jobs sbatch accepted whose submit was interrupted before it was recorded: found
         by the correlation id in their ``--comment`` (or short id in the job name)."""
-        return {c: n for c, n in self.watcher.find_correlated(list(correlation_ids)).items()}
+        return self.watcher.find_correlated(list(correlation_ids))
 
     def _to_status(self, job_id: str, rec: sp.SlurmRecord) -> JobStatus:
         changed = rec.ended or rec.started or rec.submitted
@@ -454,8 +451,8 @@ class SlurmScheduler(Scheduler):
         for n in nodes:
             for kind, count in n.gpus.items():
                 totals[kind] = totals.get(kind, 0) + count
-            infos.append(NodeInfo(n.name, n.state, _gpu_type(n.gpus), sum(n.gpus.values()),
-                                  n.memory_mb, n.cpus))
+            infos.append(NodeInfo(n.name, n.state, GpuType(sp.gpu_kind(n.gpus)),
+                                  sum(n.gpus.values()), n.memory_mb, n.cpus))
         return ClusterInfo(
             scheduler_name=self.name,
             scheduler_version=sp.parse_version(version.stdout) if version.returncode == 0
@@ -465,17 +462,6 @@ class SlurmScheduler(Scheduler):
             details={"partitions": sorted({p for n in nodes for p in n.partitions}),
                      "login": self.transport.where, "work_dir": self.work_dir,
                      "runtime": self.config.runtime, "accounting": self.accounting_enabled()})
-
-
-def _gpu_type(gpus: dict[str, int]) -> GpuType:
-    kinds = {k for k, v in gpus.items() if v}
-    if not kinds:
-        return GpuType.NONE
-    if kinds == {"nvidia"}:
-        return GpuType.NVIDIA
-    if kinds == {"amd"}:
-        return GpuType.AMD
-    return GpuType.ANY
 
 
 def _check_source(source: str) -> None:

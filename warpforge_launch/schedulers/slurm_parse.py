@@ -328,6 +328,15 @@ def parse_sinfo_nodes(text: str) -> list[SinfoNode]:
     return list(nodes.values())
 
 
+def gpu_kind(gpus: dict[str, int]) -> str:
+    """A node's GPU vendor as a GpuType value: NONE, NVIDIA, AMD, or ANY for a mix."""
+    kinds = {k for k, v in gpus.items() if v}
+    if not kinds:
+        return "NONE"
+    return {frozenset({"nvidia"}): "NVIDIA", frozenset({"amd"}): "AMD"}.get(
+        frozenset(kinds), "ANY")
+
+
 def _int(raw: str) -> int:
     m = re.match(r"\d+", raw.strip())
     return int(m.group()) if m else 0
