@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -23,12 +24,13 @@ SECRET = "tok 'q' \"dq\" $(id) `id`\n\ttab; |&"
 FAKE_SBATCH = r"""#!/usr/bin/env python3
 import json, os, stat, sys
 script = os.readlink("/proc/self/fd/0").removesuffix(" (deleted)")  # the script is stdin
-st, dst = os.fstat(0), os.stat(os.path.dirname(script))
+st = os.fstat(0)
 text = sys.stdin.read()
 with open(os.environ["WF_RECORD"], "a") as rec:
     rec.write(json.dumps({"argv": sys.argv[1:], "script": script,
                           "exists": os.path.exists(script),
-                          "mode": stat.S_IMODE(st.st_mode), "dir_mode": stat.S_IMODE(dst.st_mode),
+                          "mode": stat.S_IMODE(st.st_mode),
+                          "dir_exists": os.path.exists(os.path.dirname(script)),
                           "secret": os.environ.get("HF_TOKEN"), "text": text}) + "\n")
 if "--partition=slow" in text:
     import time
@@ -39,6 +41,13 @@ if "--partition=nosuch" in text:
     sys.exit(1)
 n = sum(1 for _ in open(os.environ["WF_RECORD"]))
 print(100 + n)
+"""
+
+# tar on PATH: records the mode of the directory the scripts are unpacked into
+SPY_TAR = """#!/bin/sh
+prev=
+for a in "$@"; do [ "$prev" = -C ] && stat -c %a "$a" >> "$WF_RECORD.tar"; prev=$a; done
+exec {tar} "$@"
 """
 
 
@@ -58,6 +67,8 @@ def lab(tmp_path, monkeypatch):
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH)
     (bin_dir / "sbatch").chmod(0o755)
+    (bin_dir / "tar").write_text(SPY_TAR.format(tar=shutil.which("tar")))
+    (bin_dir / "tar").chmod(0o755)
     record = tmp_path / "record.jsonl"
     transport = Recording(env={"PATH": f"{bin_dir}:{os.environ['PATH']}",
                                "WF_RECORD": str(record)})
@@ -83,10 +94,11 @@ def test_scripts_private_deleted_and_secrets_only_in_sbatch_env(lab):
     assert ids == ["hpc-101", "hpc-102"]
     first, second = seen()
     assert first["secret"] == SECRET and second["secret"] is None  # only the job that asked
+    assert Path(f"{transport.env['WF_RECORD']}.tar").read_text().split() == ["700"]
     for rec in (first, second):
-        assert rec["mode"] == 0o600 and rec["dir_mode"] == 0o700
+        assert rec["mode"] == 0o600
         assert "tok 'q'" not in rec["text"] and "tok 'q'" not in " ".join(rec["argv"])
-        assert rec["exists"] is False  # unlinked before sbatch even started
+        assert rec["exists"] is False and rec["dir_exists"] is False  # gone before sbatch
         assert rec["argv"] == ["--parsable"]
     assert not Path(first["script"]).parent.exists()  # the private script dir is gone
     assert stat.S_IMODE(work.stat().st_mode) == 0o700

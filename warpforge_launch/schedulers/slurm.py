@@ -275,12 +275,15 @@ class SlurmScheduler(Scheduler):
                                    tuple(plan.request.spec.secret_env)))
         values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
         work_dir = plans[0].request.spec.work_dir
-        done = self._run_driver(work_dir, jobs, values, 0.5 * len(plans))
-        results = remote.submit_results(done.stdout)
+        results, stderr = {}, ""
+        for k in range(0, len(jobs), remote.MAX_JOBS):
+            chunk = jobs[k:k + remote.MAX_JOBS]
+            done = self._run_driver(work_dir, chunk, values, 0.5 * len(chunk))
+            results.update(remote.submit_results(done.stdout))
+            stderr = done.stderr
         ids, failures = [], []
         for job in jobs:
-            rc, out = results.get(job.name, (-1, done.stderr or "no answer from the submit "
-                                              "driver"))
+            rc, out = results.get(job.name, (-1, stderr or "no answer from the submit driver"))
             if rc == 0:
                 try:
                     ids.append(self.job_id(sp.parse_sbatch_parsable(out)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 # Exit codes of the submit driver before any sbatch ran (the job scripts were not used).
 BAD_INPUT, CANNOT_WRITE, CANNOT_UNPACK, UNSAFE_DIR = 95, 90, 91, 92
+MAX_JOBS = 256
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -65,25 +66,34 @@ def submit_results(stdout: str) -> dict[str, tuple[int, str]]:
 # Submit: args work_dir and script names. The work dir must be safe before anything is
 # written: every existing ancestor owned by root or this user and not writable by others
 # unless sticky, the work dir itself owned by this user, no symlink, not writable by others.
-# Scripts are unpacked with umask 077 into a fresh private directory; each is unlinked
-# before its sbatch starts (sbatch reads it from an open descriptor on stdin and sends its
-# own copy to slurmctld), accepted or not; the directory goes on any exit.
+# Scripts are unpacked with umask 077 into a fresh private directory, opened, and all
+# unlinked before the first sbatch starts (each sbatch reads its script from an open
+# descriptor on stdin and sends its own copy to slurmctld); the directory goes on any exit.
+# One call opens at most MAX_JOBS scripts (open files limit); the caller chunks bigger sweeps.
 SUBMIT_DRIVER = r"""
 set -u
 umask 077
 dir=$1; shift
-me=$(id -u)
+me=$EUID
 unsafe() { echo "work dir $dir: $1" >&2; exit 92; }
-check_dir() {
-  local p= rest=${dir#/} part owner towner mode
+check_dir() {  # two stat processes for the whole path, however deep
+  local paths=() p= rest=${dir#/} part i n owner towner mode whole=1
   while [ -n "$rest" ]; do
     part=${rest%%/*}; rest=${rest#"$part"}; rest=${rest#/}
     [ -n "$part" ] || continue
     p=$p/$part
-    [ -e "$p" ] || [ -L "$p" ] || return 0
-    owner=$(stat -c %u -- "$p") || unsafe "cannot stat $p"
-    read -r towner mode < <(stat -L -c '%u %a' -- "$p") || unsafe "cannot stat $p"
-    if [ -n "$rest" ]; then
+    if [ ! -e "$p" ] && [ ! -L "$p" ]; then whole=0; break; fi
+    paths+=("$p")
+  done
+  n=${#paths[@]}
+  [ "$n" -gt 0 ] || return 0
+  local owners=() targets=()
+  mapfile -t owners < <(stat -c %u -- "${paths[@]}" 2>/dev/null)
+  mapfile -t targets < <(stat -L -c '%u %a' -- "${paths[@]}" 2>/dev/null)
+  [ "${#owners[@]}" = "$n" ] && [ "${#targets[@]}" = "$n" ] || unsafe "cannot stat its path"
+  for ((i = 0; i < n; i++)); do
+    p=${paths[i]}; owner=${owners[i]}; read -r towner mode <<<"${targets[i]}"
+    if [ "$whole" = 0 ] || [ "$i" -lt $((n - 1)) ]; then
       case "$owner:$towner" in 0:0|0:"$me"|"$me":0|"$me:$me") ;;
         *) unsafe "$p belongs to another user (uid $towner)" ;; esac
       if (( 8#$mode & 8#022 )) && ! (( 8#$mode & 8#1000 )); then
@@ -96,8 +106,9 @@ check_dir() {
       (( 8#$mode & 8#022 )) && unsafe "it is writable by other users (mode $mode): chmod go-w it"
     fi
   done
+  return 0
 }
-declare -A val keys
+declare -A val keys fds
 while IFS=' ' read -r tag a b; do
   case $tag in
     S) case $a in ''|[!A-Za-z_]*|*[!A-Za-z0-9_]*) exit 95 ;; esac
@@ -108,23 +119,31 @@ while IFS=' ' read -r tag a b; do
   esac
 done
 check_dir
-mkdir -p -- "$dir" || exit 90
-check_dir
+if [ ! -d "$dir" ]; then
+  mkdir -p -- "$dir" || exit 90
+  check_dir
+fi
 # leftovers of a driver killed outright (SIGKILL runs no trap); no live driver is that old
-find "$dir" -maxdepth 1 -type d -name '.submit-*' -mmin +60 -exec rm -rf -- {} + 2>/dev/null
+shopt -s nullglob; old=("$dir"/.submit-*); shopt -u nullglob
+[ "${#old[@]}" = 0 ] || find "$dir" -maxdepth 1 -type d -name '.submit-*' -mmin +60 \
+  -exec rm -rf -- {} + 2>/dev/null
 tmp=$(mktemp -d -- "$dir/.submit-XXXXXXXX") || exit 90
 trap 'rm -rf -- "$tmp"' EXIT
 trap 'exit 143' TERM INT HUP
 base64 -d | tar -x -o --no-same-permissions -C "$tmp" -f - || exit 91
-for name in "$@"; do
+for name in "$@"; do  # open every script, then unlink them all before the first sbatch
   case $name in ''|*[!A-Za-z0-9._-]*) continue ;; esac
-  # sbatch reads the script on stdin from a descriptor whose file is already unlinked
-  exec 3<"$tmp/$name" || exit 91
-  rm -f -- "$tmp/$name"
+  exec {fd}<"$tmp/$name" || { echo "cannot open job script $name" >&2; exit 91; }
+  fds[$name]=$fd
+done
+rm -rf -- "$tmp"
+for name in "$@"; do
+  [ -n "${fds[$name]:-}" ] || continue
+  fd=${fds[$name]}
   out=$(for k in "${!val[@]}"; do unset "$k"; done   # only the secrets this job named
         for k in ${keys[$name]:-}; do export "$k=${val[$k]}"; done
-        exec sbatch --parsable 2>&1 <&3 3<&-); rc=$?
-  exec 3<&-
+        exec sbatch --parsable 2>&1 <&"$fd"); rc=$?
+  exec {fd}<&-
   printf 'WF %s %d %s\n' "$name" "$rc" "${out//$'\n'/ // }"
 done
 """

@@ -112,18 +112,23 @@ def test_hostile_values_and_secret_arrive_verbatim_through_ssh(slurm, shared_dir
 
 
 def _sbatch_spy(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """sbatch on PATH that records its script's mode and directory mode, then runs the real
-    one."""
-    real = shutil.which("sbatch")
+    """sbatch and tar on PATH that record the script's mode (sbatch reads it on stdin),
+    whether its directory still exists when sbatch starts, and the mode of the directory
+    tar unpacks into; then they run the real programs."""
     spy = tmp_path / "spy"
     spy.mkdir()
-    record = tmp_path / "sbatch.log"
-    (spy / "sbatch").write_text(  # the script comes on stdin, already unlinked
+    record = tmp_path / "spy.log"
+    (spy / "sbatch").write_text(
         "#!/bin/sh\nf=$(readlink /proc/$$/fd/0); f=${f% (deleted)}\n"
-        f"echo \"$(stat -L -c %a /proc/$$/fd/0) $f\" >> {record}\n"
-        f"stat -c '%a %n' \"$(dirname \"$f\")\" >> {record}\n"
-        f"exec {real} \"$@\"\n")
-    (spy / "sbatch").chmod(0o755)
+        "[ -e \"$(dirname \"$f\")\" ] && d=dir-present || d=dir-gone\n"
+        f"echo \"sbatch $(stat -L -c %a /proc/$$/fd/0) $d\" >> {record}\n"
+        f"exec {shutil.which('sbatch')} \"$@\"\n")
+    (spy / "tar").write_text(
+        "#!/bin/sh\nprev=\nfor a in \"$@\"; do [ \"$prev\" = -C ] && "
+        f"echo \"tar $(stat -c %a \"$a\")\" >> {record}; prev=$a; done\n"
+        f"exec {shutil.which('tar')} \"$@\"\n")
+    for prog in ("sbatch", "tar"):
+        (spy / prog).chmod(0o755)
     return {"PATH": f"{spy}:{os.environ['PATH']}"}, record
 
 
@@ -139,12 +144,7 @@ def test_scripts_private_and_gone_after_submit_and_rejection(slurm_cluster, shar
     job_id = sched.submit(JobSubmission.new(definition()))
     with pytest.raises(UsageError, match="Invalid partition name"):
         sched.submit(JobSubmission.new(definition(queue="nosuch")))
-    lines = record.read_text().splitlines()
-    assert len(lines) == 4
-    for file_line, dir_line in (lines[0:2], lines[2:4]):
-        mode, path = file_line.split(" ", 1)
-        assert mode == "600" and dir_line.split(" ", 1)[0] == "700"
-        assert not Path(path).exists() and not Path(path).parent.exists()
+    assert record.read_text().splitlines() == ["tar 700", "sbatch 600 dir-gone"] * 2
     work = lab.user_work_dir(shared_dir, "root")
     assert work.stat().st_mode & 0o777 == 0o700
     assert not [p for p in work.iterdir() if p.suffix == ".sbatch" or
