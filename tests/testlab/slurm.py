@@ -443,15 +443,18 @@ def stop_daemon(lab: SlurmLab, daemon: str) -> int | None:
 
 
 def restart_daemon(lab: SlurmLab, daemon: str, deadline_s: float = 60) -> None:
-    """Start slurmctld again after ``stop_daemon`` and wait until it answers."""
-    assert daemon == "slurmctld"
+    """Start slurmctld or slurmdbd again after ``stop_daemon`` and wait until it answers."""
+    assert daemon in ("slurmctld", "slurmdbd")
+    argv = ["slurmctld", "-f", str(lab.conf)] if daemon == "slurmctld" else ["slurmdbd"]
+    port = CTLD_PORT if daemon == "slurmctld" else DBD_PORT
     if lab.alive(daemon) is None:
-        _spawn(lab, "slurmctld", ["slurmctld", "-f", str(lab.conf)], netns=True)
+        _spawn(lab, daemon, argv, netns=daemon == "slurmctld")
         if daemon in lab.borrowed:  # it belonged to a reused cluster: leave it running
             lab.borrowed.discard(daemon)
             lab.started[:] = [(d, p) for d, p in lab.started if d != daemon]
-    _wait("slurmctld port", lambda: _port_open(CTLD_PORT, lab.netns), deadline_s)
-    _wait("slurmctld answers", lambda: lab.run("sinfo", "-h", timeout=5, check=False)
+    _wait(f"{daemon} port", lambda: _port_open(port, lab.netns), deadline_s)
+    probe = ("sinfo", "-h") if daemon == "slurmctld" else ("sacct", "-n", "-X", "-j", "1")
+    _wait(f"{daemon} answers", lambda: lab.run(*probe, timeout=10, check=False)
           .returncode == 0, deadline_s)
 
 
@@ -475,14 +478,19 @@ def ensure_login_user() -> str:
     return LOGIN_USER
 
 
-def shared_work_dir(shared: Path) -> Path:
-    """The cluster's "shared storage" work dir: writable by root and the login user alike."""
-    for d in (shared, shared / "work", shared / "work" / "scripts"):
-        d.mkdir(parents=True, exist_ok=True)
+def shared_work_dir(shared: Path) -> str:
+    """The cluster's "shared storage": ``<shared>/users`` is sticky and world-writable like
+    /scratch, and each submitting user's work dir is ``<shared>/users/$USER/warpforge`` (made
+    private by the submit driver). Returns that work_dir setting, $USER unexpanded."""
+    users = shared / "users"
+    users.mkdir(parents=True, exist_ok=True)
     shared.chmod(0o755)
-    for d in (shared / "work", shared / "work" / "scripts"):
-        d.chmod(0o1777)
-    return shared / "work"
+    users.chmod(0o1777)
+    return f"{users}/$USER/warpforge"
+
+
+def user_work_dir(shared: Path, user: str) -> Path:
+    return shared / "users" / user / "warpforge"
 
 
 @dataclass

@@ -25,7 +25,7 @@ class Scripted(Transport):
         self.answers = answers
         self.argvs: list[list[str]] = []
 
-    def run(self, argv, *, input=None, timeout):
+    def run(self, argv, *, input=None, timeout, program=None):
         self.argvs.append(list(argv))
         cmd = argv[2] if argv[0] == "env" else argv[0]
         return self.answers.get(cmd, Completed(0, "", ""))
@@ -49,7 +49,7 @@ def test_active_jobs_need_only_squeue(tmp_path):
     s, t = sched(tmp_path, {"squeue": ok("squeue_active.txt"), "sacct": ok("sacct_mixed_x.txt")})
     got = s.statuses(["hpc-14", "hpc-15"])
     assert got["hpc-14"].state is JobState.RUNNING and got["hpc-15"].state is JobState.PENDING
-    assert s.calls == ["squeue"]
+    assert s.calls == {"squeue": 1}
     squeue = t.argvs[0]
     assert squeue[:5] == ["squeue", "-h", "-t", "all", "-j"] and squeue[5] == "14,15"
 
@@ -58,20 +58,21 @@ def test_finished_jobs_one_squeue_one_sacct_then_cached(tmp_path):
     s, t = sched(tmp_path, {"squeue": ok("squeue_mixed.txt"), "sacct": ok("sacct_mixed_x.txt")})
     ids = [f"hpc-{n}" for n in (1, 2, 4, 5, 6, 8, 13)]
     got = s.statuses(ids)
-    assert s.calls == ["squeue", "sacct"]
+    assert s.calls == {"squeue": 1, "sacct": 1}
+    assert [a[0] for a in t.argvs] == ["squeue", "sacct"]
     assert got["hpc-2"].scheduler_metadata["exit_code"] == 3
     assert got["hpc-13"].state is JobState.TIMEOUT
     assert got["hpc-8"].state is JobState.FAILED and "out of memory" in got["hpc-8"].message
     assert t.argvs[1][:4] == ["sacct", "-X", "-P", "-n"]
     s.calls.clear()
-    assert s.statuses(ids) == got and s.calls == []
+    assert s.statuses(ids) == got and not s.calls
 
 
 def test_expired_ids_squeue_exit_1_then_sacct(tmp_path):
     s, _ = sched(tmp_path, {"squeue": err("squeue_invalid.stderr"),
                             "sacct": ok("sacct_mixed_x.txt")})
     assert s.status("hpc-1").state is JobState.COMPLETED
-    assert s.calls == ["squeue", "sacct"]
+    assert s.calls == {"squeue": 1, "sacct": 1}
 
 
 def test_accounting_disabled_detected_once_and_remembered(tmp_path):
@@ -80,10 +81,10 @@ def test_accounting_disabled_detected_once_and_remembered(tmp_path):
     s, _ = sched(tmp_path, answers)
     status = s.status("hpc-1")
     assert status.state is JobState.FAILED and status.scheduler_metadata["exit_code"] == 3
-    assert s.calls == ["squeue", "sacct", "scontrol"]
+    assert s.calls == {"squeue": 1, "sacct": 1, "scontrol": 1}
     again, _ = sched(tmp_path, answers)  # a later process, same home
     again.statuses(["hpc-1", "hpc-2"])
-    assert again.calls == ["scontrol"]
+    assert again.calls == {"scontrol": 1}
 
 
 def test_unreachable_controller_is_exit_3(tmp_path):
@@ -110,7 +111,7 @@ def test_sbatch_rejection_is_usage_error(tmp_path):
                   "Invalid partition name specified\n")
 
     class Submit(Scripted):
-        def run(self, argv, *, input=None, timeout):
+        def run(self, argv, *, input=None, timeout, program=None):
             self.argvs.append(list(argv))
             name = argv[5]
             return Completed(0, driver_out.replace("warpforge-x-0.sbatch", name), "")
@@ -129,19 +130,27 @@ def test_adaptive_interval_answers_from_memory(tmp_path):
     s, _ = sched(tmp_path, {"squeue": ok("squeue_active.txt")})
     s.status("hpc-14")
     s.status("hpc-14")  # asked again at once: no new call
-    assert s.calls == ["squeue"]
+    assert s.calls == {"squeue": 1}
     assert 0.5 <= s.poll_interval("hpc-14") <= 30  # 3:12 elapsed -> 19.2 s
     assert s.poll_interval("hpc-14") == pytest.approx(19.2)
 
 
-def test_client_timeout_is_bounded_infrastructure_error(tmp_path):
-    slow = LocalTransport(prefix=[sys.executable, "-c", "import time; time.sleep(30)"])
-    s = SlurmScheduler("hpc", SlurmConfig(work_dir="/scratch/wf", command_timeout=0.5),
-                       home=tmp_path, transport=slow)
+def test_client_timeout_is_bounded_and_names_the_client(tmp_path):
+    """With slurm_conf set the argv starts with `env`: the message still names squeue, and
+    says what the client printed before the deadline."""
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=x\n")
+    slow = LocalTransport(prefix=[sys.executable, "-c", "import sys, time; sys.stderr.write("
+                                  "'squeue: error: still retrying\\n'); sys.stderr.flush(); "
+                                  "time.sleep(30)"])
+    s = SlurmScheduler("hpc", SlurmConfig(work_dir="/scratch/wf", command_timeout=0.5,
+                                          slurm_conf=str(conf)), home=tmp_path, transport=slow)
     t0 = time.monotonic()
-    with pytest.raises(InfrastructureError, match="did not answer within 0.5s"):
+    with pytest.raises(InfrastructureError) as err:
         s.status("hpc-1")
     assert time.monotonic() - t0 < 5
+    assert str(err.value) == ("`squeue` did not answer within 0.5s on this machine: "
+                              "squeue: error: still retrying")
 
 
 def test_slurm_conf_is_passed_to_every_client(tmp_path):
@@ -190,3 +199,91 @@ def test_ssh_login_host_and_user_cannot_become_options(tmp_path, host, user):
 
     with pytest.raises(UsageError):
         SshTransport(host, user=user, control_dir=tmp_path)
+
+
+# -- client configuration failures are infrastructure (exit 3), with the client's words --------
+@pytest.mark.parametrize("stderr", [
+    "sbatch: error: Parse error in file /etc/slurm/slurm.conf line 1: \"garbage\"\n"
+    "sbatch: fatal: Unable to process configuration file\n",
+    "sbatch: error: Munge encode failed: Failed to access \"/run/munge/munge.socket.2\": "
+    "No such file or directory\nsbatch: error: Batch job submission failed: Protocol "
+    "authentication error\n",
+])
+def test_sbatch_configuration_failure_is_exit_3(tmp_path, stderr):
+    class Driver(Scripted):
+        def run(self, argv, *, input=None, timeout, program=None):
+            self.argvs.append(list(argv))
+            return Completed(0, f"WF {argv[5]} 1 {stderr.strip().replace(chr(10), ' // ')}\n",
+                             "")
+
+    from tests.unit.test_slurm_script import submission
+
+    s = SlurmScheduler("hpc", SlurmConfig(work_dir="/scratch/wf", runtime="none"),
+                       home=tmp_path, transport=Driver({}))
+    with pytest.raises(InfrastructureError, match="Slurm client configuration failed") as err:
+        s.submit(submission())
+    assert err.value.exit_code == 3
+    assert stderr.splitlines()[0].strip() in str(err.value)
+
+
+def test_squeue_configuration_failure_is_exit_3(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": Completed(1, "", "squeue: fatal: Unable to process "
+                                                    "configuration file\n")})
+    with pytest.raises(InfrastructureError, match="squeue: fatal: Unable to process"):
+        s.status("hpc-3")
+
+
+def test_missing_slurm_conf_target_is_exit_3_at_once(tmp_path):
+    s = SlurmScheduler("hpc", SlurmConfig(work_dir="/scratch/wf",
+                                          slurm_conf=str(tmp_path / "absent.conf")),
+                       home=tmp_path, transport=LocalTransport())
+    t0 = time.monotonic()
+    with pytest.raises(InfrastructureError, match="absent.conf is not a file"):
+        s.status("hpc-1")
+    assert time.monotonic() - t0 < 2  # not the clients' 60 s of retries
+
+
+# -- reconcile: one squeue plus one sacct ---------------------------------------------------------
+def test_reconcile_finds_jobs_by_comment_then_job_name(tmp_path):
+    a, b, c = ("aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002",
+               "cccccccc-0000-4000-8000-000000000003")
+    squeue = (f"41|warpforge-aaaaaaaa|warpforge:{a}\n"
+              "42|warpforge-bbbbbbbb|warpforge:bbbbbbbb-0000-4000-8000-ffffffffffff\n")
+    sacct = ("40|warpforge-bbbbbbbb|\n40.batch|batch|\n"  # accounting without comments
+             f"39|warpforge-cccccccc|warpforge:{c}x\n")   # another id with the same prefix
+    s, t = sched(tmp_path, {"squeue": Completed(0, squeue, ""), "sacct": Completed(0, sacct, "")})
+    assert s.reconcile([a, b, c]) == {a: "41", b: "40"}
+    assert s.calls == {"squeue": 1, "sacct": 1}
+    assert "--me" in t.argvs[0] and "%i|%j|%k" in t.argvs[0]
+    assert t.argvs[1][t.argvs[1].index("--name") + 1] == "warpforge-bbbbbbbb,warpforge-cccccccc"
+
+
+def test_reconcile_without_accounting_uses_one_scontrol(tmp_path):
+    cid = "dddddddd-0000-4000-8000-000000000004"
+    line = (f"JobId=7 JobName=warpforge-dddddddd UserId=root(0) Comment=warpforge:{cid} "
+            "JobState=RUNNING\n")
+    s, _ = sched(tmp_path, {"scontrol": Completed(0, line, "")})
+    s.watcher.remember_accounting(False)
+    assert s.reconcile([cid]) == {cid: "7"} and s.calls == {"scontrol": 1}
+
+
+def test_call_counter_stays_bounded(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_active.txt")})
+    for _ in range(300):
+        s.watcher.forget("14")
+        s.status("hpc-14")
+    assert s.calls == {"squeue": 300} and len(s.calls) == 1
+
+
+DBD_DOWN = Completed(1, "", "sacct: error: slurm_persist_conn_open_without_init: failed to open "
+                            "persistent connection to host:127.0.0.1:6819: Connection refused\n")
+
+
+def test_slurmdbd_down_falls_back_to_squeue_and_names_slurmdbd(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_mixed.txt"), "sacct": DBD_DOWN})
+    got = s.statuses(["hpc-1"])  # squeue still shows it finished: its answer, not cached
+    assert got["hpc-1"].state is JobState.COMPLETED
+    assert got["hpc-1"].scheduler_metadata["source"] == "squeue"
+    with pytest.raises(InfrastructureError, match=r"slurmdbd\) unreachable") as err:
+        s.status("hpc-424242")  # only accounting could know this one
+    assert err.value.exit_code == 3 and "Connection refused" in str(err.value)

@@ -1,29 +1,23 @@
 """Slurm scheduler: an sbatch script per job, submitted and watched on a login node.
 
 Submit renders the script (slurm_script.py) and sends it with ``sbatch --parsable`` in one
-round trip, even for many jobs. Status is batched so slurmctld is not hammered: ONE
-``squeue`` for every job not known to be finished and ONE ``sacct -X -P`` for the rest per
-refresh; finished jobs are cached (zero calls once every job is terminal); when the cluster
-keeps no accounting, that is detected once (remembered under $WARPFORGE_HOME) and
-``scontrol show job`` replaces sacct. Every client call has a deadline: a down slurmctld
-blocks clients for about 9 s each, and the user gets exit 3, not a hang.
+round trip, even for many jobs (slurm_remote.py holds the remote programs). Status is
+batched and cached by a SlurmWatcher (slurm_watch.py). Every client call has a deadline: a
+down slurmctld blocks clients for about 9 s each, and the user gets exit 3, not a hang.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import json
+import getpass
 import math
 import os
 import re
-import tarfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
 from warpforge_launch.jobs import (
@@ -39,6 +33,7 @@ from warpforge_launch.jobs import (
 )
 from warpforge_launch.payload import snakegrinder_argv
 from warpforge_launch.schedulers import slurm_parse as sp
+from warpforge_launch.schedulers import slurm_remote as remote
 from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
 from warpforge_launch.schedulers.slurm_transport import (
     Completed,
@@ -46,23 +41,25 @@ from warpforge_launch.schedulers.slurm_transport import (
     SshTransport,
     Transport,
 )
+from warpforge_launch.schedulers.slurm_watch import INVALID_ID, SlurmWatcher
 
 _NATIVE = re.compile(r"^\d+$")
 _UNREACHABLE = ("unable to contact slurm controller", "socket timed out",
                 "connection refused", "zero bytes were transmitted", "communication connection",
                 "slurm_persist_conn_open", "unable to establish")
-_INVALID_ID = "invalid job id specified"
+_USER_VAR = re.compile(r"\$(?:USER\b|\{USER\})")
 _MAX_LOG_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
 class SlurmRequest:
-    """The batch script sbatch receives."""
+    """The job mapped to Slurm terms (the spec) and the batch script sbatch receives."""
 
+    spec: Any  # slurm_script.ScriptSpec (imported lazily: jinja2 stays off the CLI start)
     script: str
 
-    def to_dict(self) -> dict[str, str]:
-        return {"script": self.script}
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_dict(), "script": self.script}
 
     def render(self) -> str:
         return self.script
@@ -84,7 +81,8 @@ class SlurmConfig:
     control_persist_seconds: int = 600
     # where jobs run
     partition: str | None = None
-    work_dir: str = "/scratch/warpforge"           # shared storage: login + compute nodes
+    # shared storage seen by login and compute nodes; $USER is the submitting user
+    work_dir: str = "/scratch/$USER/warpforge"
     runtime: Literal["singularity", "apptainer", "none"] = "singularity"
     image_nvidia: str = "/shared/containers/warpforge-nvidia.sif"
     image_amd: str = "/shared/containers/warpforge-amd.sif"
@@ -107,10 +105,10 @@ class SlurmScheduler(Scheduler):
     def __init__(self, name, config, *, home, transport: Transport | None = None):
         super().__init__(name, config, home=home)
         self._transport = transport
-        self._terminal: dict[str, JobStatus] = {}      # native id -> final status
-        self._last: dict[str, tuple[float, JobStatus]] = {}  # native -> (monotonic, status)
-        self._accounting: bool | None = None
-        self.calls: list[str] = []                     # client commands run (benchmarks)
+        # client programs run, counted by name: bounded, for tests and benchmarks
+        self.calls: Counter[str] = Counter()
+        self.watcher = SlurmWatcher(self._run, self.home / "slurm" / f"{name}.json",
+                                    config.max_poll_interval)
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -131,15 +129,29 @@ class SlurmScheduler(Scheduler):
         return ["env", f"SLURM_CONF={self.config.slurm_conf}", *argv] \
             if self.config.slurm_conf else list(argv)
 
-    def _run(self, argv: Sequence[str], *, input: str | None = None,
-             timeout: float | None = None) -> Completed:
-        self.calls.append(argv[0])
-        done = self.transport.run(self._argv(argv), input=input,
-                                  timeout=timeout or self.config.command_timeout)
-        if done.returncode != 0 and any(s in done.stderr.lower() for s in _UNREACHABLE):
+    def _check_local_conf(self) -> None:
+        """A SLURM_CONF naming no file makes every client retry for 60 s: say so at once."""
+        if not isinstance(self.transport, LocalTransport):
+            return
+        conf = self.config.slurm_conf or self.transport.env.get("SLURM_CONF") \
+            or os.environ.get("SLURM_CONF")
+        if conf and not Path(conf).is_file():
             raise InfrastructureError(
-                f"Slurm controller unreachable from {self.transport.where}: "
-                f"{_first_line(done.stderr)}", hint="is slurmctld running? `sinfo` should answer")
+                f"Slurm client configuration: SLURM_CONF={conf} is not a file on "
+                f"{self.transport.where}", hint="fix slurm_conf in the inventory or SLURM_CONF")
+
+    def _run(self, argv: Sequence[str], *, input: str | None = None,
+             timeout: float | None = None, program: str | None = None,
+             check: bool = True) -> Completed:
+        """Run one client; with ``check``, a failure to reach slurmctld or to start at all
+        raises (exit 3). Other failures are the caller's to read."""
+        program = program or argv[0]
+        self.calls[program] += 1
+        self._check_local_conf()
+        done = self.transport.run(self._argv(argv), input=input, program=program,
+                                  timeout=timeout or self.config.command_timeout)
+        if done.returncode != 0 and check:
+            _raise_client_failure(done.stderr, self.transport.where)
         return done
 
     def close(self) -> None:
@@ -154,10 +166,27 @@ class SlurmScheduler(Scheduler):
         return native
 
     @property
+    def submit_user(self) -> str:
+        """Who runs sbatch: login_user, else the local user name (what ssh logs in as when
+        no user is given; an ``ssh_config`` User is not consulted)."""
+        if self.config.login_host and self.config.login_user:
+            return self.config.login_user
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            raise UsageError(f"schedulers.{self.name}.work_dir: cannot tell the user name "
+                             "for $USER", hint="set login_user or a work_dir without $USER") \
+                from None
+
+    @property
     def work_dir(self) -> str:
         from warpforge_launch.schedulers.slurm_script import ScriptError, validate_work_dir
+
+        path = self.config.work_dir
+        if _USER_VAR.search(path):
+            path = _USER_VAR.sub(lambda _m: self.submit_user, path)
         try:
-            return validate_work_dir(self.config.work_dir)
+            return validate_work_dir(path)
         except ScriptError as exc:
             raise UsageError(f"schedulers.{self.name}.{exc}") from None
 
@@ -187,7 +216,8 @@ class SlurmScheduler(Scheduler):
             gpu_count=r.gpu_count, images=images, partition=r.queue or c.partition,
             account=c.account, qos=self._qos(r.priority), nice=self._nice(r.priority),
             nodelist=tuple(sorted(r.node_affinity)),
-            environment=tuple(sorted(d.environment.items())), extra_options=tuple(c.extra_sbatch))
+            environment=tuple(sorted(d.environment.items())), extra_options=tuple(c.extra_sbatch),
+            secret_env=tuple(d.secret_env))
 
     def _qos(self, priority: int) -> str | None:
         best, qos = -1, self.config.qos
@@ -206,9 +236,10 @@ class SlurmScheduler(Scheduler):
             return (50 - priority) * 10
         return None
 
-    def plan(self, submission: JobSubmission) -> SubmissionPlan:
+    def plan(self, submission: JobSubmission) -> SubmissionPlan[SlurmRequest]:
         from warpforge_launch.schedulers import slurm_script as ss
 
+        _check_source(submission.definition.source)
         spec = self.script_spec(submission)
         try:
             script = ss.render(spec)
@@ -216,7 +247,7 @@ class SlurmScheduler(Scheduler):
             raise UsageError(str(exc)) from None
         payload = tuple(a.replace(ss.OUT_DIR_TOKEN, f"{spec.work_dir}/output-$SLURM_JOB_ID")
                         for a in spec.argv)
-        return SubmissionPlan(self.name, None, "sbatch", payload, SlurmRequest(script),
+        return SubmissionPlan(self.name, None, "sbatch", payload, SlurmRequest(spec, script),
                               str(submission.correlation_id))
 
     def execute(self, plan: SubmissionPlan[SlurmRequest]) -> Submitted:
@@ -226,39 +257,33 @@ class SlurmScheduler(Scheduler):
         """Submit a sweep in one round trip to the login node."""
         return self.execute_many([self.plan(s) for s in submissions])
 
-    def execute_many(self, plans: Sequence[SubmissionPlan]) -> list[str]:
+    def execute_many(self, plans: Sequence[SubmissionPlan[SlurmRequest]]) -> list[str]:
         """Upload every script and run sbatch for each in ONE remote shell (one SSH round
-        trip for a whole sweep). Raises on the first rejected script, after the others were
-        submitted, naming how many went in."""
+        trip for a whole sweep); secret values go on stdin, into sbatch's environment.
+        Raises on the first rejected script, after the others were submitted, naming how
+        many went in."""
+        from warpforge_launch import secrets
+
         if not plans:
             return []
-        names, archive = [], io.BytesIO()
         stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
-        with tarfile.open(fileobj=archive, mode="w") as tar:
-            for i, plan in enumerate(plans):
-                if plan.kind != "sbatch" or not isinstance(plan.request, SlurmRequest):
-                    raise UsageError(f"plan for {plan.instance} is not an sbatch plan")
-                name = f"warpforge-{stamp}-{i}.sbatch"
-                data = plan.request.script.encode()
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-                names.append(name)
-        done = self._run(["bash", "-c", _SUBMIT_DRIVER, "warpforge-submit", self.work_dir,
-                          *names], input=base64.b64encode(archive.getvalue()).decode() + "\n",
-                         timeout=self.config.command_timeout + 0.5 * len(plans))
-        if done.returncode in (90, 91):
-            raise InfrastructureError(f"cannot write the job scripts to {self.work_dir}/scripts "
-                                      f"on {self.transport.where}: {_first_line(done.stderr)}")
-        results: dict[str, tuple[int, str]] = {}
-        for line in done.stdout.splitlines():
-            parts = line.split(" ", 3)
-            if len(parts) >= 3 and parts[0] == "WF" and parts[2].lstrip("-").isdigit():
-                out = parts[3] if len(parts) == 4 else ""
-                results[parts[1]] = (int(parts[2]), out.replace(" // ", "\n"))
+        jobs = []
+        for i, plan in enumerate(plans):
+            if plan.kind != "sbatch" or not isinstance(plan.request, SlurmRequest):
+                raise UsageError(f"plan for {plan.instance} is not an sbatch plan")
+            jobs.append(remote.Job(f"warpforge-{stamp}-{i}.sbatch", plan.request.script,
+                                   tuple(plan.request.spec.secret_env)))
+        values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
+        work_dir = plans[0].request.spec.work_dir
+        results, stderr = {}, ""
+        for k in range(0, len(jobs), remote.MAX_JOBS):
+            chunk = jobs[k:k + remote.MAX_JOBS]
+            done = self._run_driver(work_dir, chunk, values, 0.5 * len(chunk))
+            results.update(remote.submit_results(done.stdout))
+            stderr = done.stderr
         ids, failures = [], []
-        for name in names:
-            rc, out = results.get(name, (-1, done.stderr or "no answer from the submit driver"))
+        for job in jobs:
+            rc, out = results.get(job.name, (-1, stderr or "no answer from the submit driver"))
             if rc == 0:
                 try:
                     ids.append(self.job_id(sp.parse_sbatch_parsable(out)))
@@ -267,45 +292,35 @@ class SlurmScheduler(Scheduler):
                     pass
             failures.append(out)
         if failures:
-            low = failures[0].lower()
-            msg = sp.sbatch_error_line(failures[0])
-            if any(s in low for s in _UNREACHABLE):
-                raise InfrastructureError(f"Slurm controller unreachable: {msg}")
             done_note = f" ({len(ids)} of {len(plans)} submitted: {', '.join(ids)})" if ids else ""
-            raise UsageError(f"sbatch rejected the job: {msg}{done_note}",
-                             hint="check partition, GRES and limits with `sinfo`")
+            _raise_client_failure(failures[0], self.transport.where, done_note)
+            raise UsageError(f"sbatch rejected the job: {sp.sbatch_error_line(failures[0])}"
+                             f"{done_note}", hint="check partition, GRES and limits with `sinfo`")
         return ids
 
+    def _run_driver(self, work_dir: str, jobs, values, extra_time: float) -> Completed:
+        argv = ["bash", "-c", remote.SUBMIT_DRIVER, "warpforge-submit", work_dir,
+                *(j.name for j in jobs)]
+        done = self._run(argv, input=remote.submit_input(jobs, values), program="sbatch",
+                         timeout=self.config.command_timeout + extra_time, check=False)
+        where = self.transport.where
+        if done.returncode == remote.UNSAFE_DIR:
+            raise UsageError(f"refusing to submit on {where}: {sp.first_line(done.stderr)}",
+                             hint="the work dir must belong to you and be writable only by "
+                             "you (see docs/slurm.md)")
+        if done.returncode in (remote.CANNOT_WRITE, remote.CANNOT_UNPACK, remote.BAD_INPUT):
+            raise InfrastructureError(f"cannot write the job scripts to {work_dir} on {where}: "
+                                      f"{sp.first_line(done.stderr)}")
+        return done
+
     # -- status -------------------------------------------------------------------------------
-    def _state_file(self) -> Path:
-        return self.home / "slurm" / f"{self.name}.json"
-
     def accounting_enabled(self) -> bool | None:
-        """True/False once known (remembered across processes), None before the first sacct."""
-        if self._accounting is None:
-            try:
-                self._accounting = json.loads(self._state_file().read_text())["accounting"]
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-        return self._accounting
-
-    def _remember_accounting(self, enabled: bool) -> None:
-        self._accounting = enabled
-        path = self._state_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"accounting": enabled, "checked_at":
-                                    datetime.now(UTC).isoformat()}))
+        return self.watcher.accounting_enabled()
 
     def poll_interval(self, job_id: str) -> float:
-        """Adaptive refresh interval: 0.5 s while a job is young, a tenth of its elapsed time
-        after that, capped by max_poll_interval. ``statuses`` answers from memory inside this
-        interval, so a tight --wait loop cannot hammer slurmctld."""
-        seen = self._last.get(self._native(job_id))
-        return self._interval(seen[1]) if seen else 0.0
-
-    def _interval(self, status: JobStatus) -> float:
-        elapsed = status.elapsed.total_seconds() if status.elapsed else 0.0
-        return max(0.5, min(self.config.max_poll_interval, elapsed / 10))
+        """Adaptive refresh interval (see SlurmWatcher): ``statuses`` answers from memory
+        inside it, so a tight --wait loop cannot hammer slurmctld."""
+        return self.watcher.last_interval(self._native(job_id))
 
     def status(self, job_id: str) -> JobStatus:
         got = self.statuses([job_id])
@@ -316,83 +331,14 @@ class SlurmScheduler(Scheduler):
         return got[job_id]
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        out: dict[str, JobStatus] = {}
-        todo: dict[str, str] = {}
-        now = time.monotonic()
-        for job_id in job_ids:
-            native = self._native(job_id)
-            seen = self._last.get(native)
-            if native in self._terminal:
-                out[job_id] = self._terminal[native]
-            elif seen is not None and now - seen[0] < self._interval(seen[1]):
-                out[job_id] = seen[1]  # asked again too soon: answer from memory
-            else:
-                todo[native] = job_id
-        if not todo:
-            return out  # every job final and cached: no Slurm call at all
-        records = self._fetch(sorted(todo, key=int))
-        now = time.monotonic()
-        for native, job_id in todo.items():
-            rec = records.get(native)
-            if rec is None:
-                continue
-            status = self._to_status(job_id, rec)
-            self._last[native] = (now, status)
-            if rec.terminal and rec.source != "squeue":  # squeue lacks the exit code
-                self._terminal[native] = status
-            out[job_id] = status
-        return out
+        natives = {self._native(j): j for j in job_ids}
+        records = self.watcher.records(list(natives))
+        return {natives[n]: self._to_status(natives[n], r) for n, r in records.items()}
 
-    def _fetch(self, natives: list[str]) -> dict[str, sp.SlurmRecord]:
-        if self.accounting_enabled() is False:
-            return self._scontrol(natives)
-        queued = self._squeue(natives)
-        active = {n: r for n, r in queued.items() if not r.terminal}
-        rest = [n for n in natives if n not in active]
-        if not rest:
-            return active
-        done = self._sacct(rest)
-        if done is None:  # accounting disabled: detected now, remembered from here on
-            done = self._scontrol(rest)
-        merged = dict(active)
-        for n in rest:
-            rec = done.get(n)
-            if rec is not None and (rec.terminal or n not in queued):
-                merged[n] = rec
-            elif n in queued:
-                merged[n] = queued[n]  # finished per squeue, accounting not caught up yet
-        return merged
-
-    def _squeue(self, natives: list[str]) -> dict[str, sp.SlurmRecord]:
-        done = self._run(["squeue", "-h", "-t", "all", "-j", ",".join(natives),
-                          "-o", sp.SQUEUE_FORMAT])
-        if done.returncode != 0:
-            if _INVALID_ID in done.stderr.lower():
-                return {}  # every id has left squeue (22.05 exits 1 for that)
-            raise InfrastructureError(f"squeue failed: {_first_line(done.stderr)}")
-        return sp.parse_squeue(done.stdout)
-
-    def _sacct(self, natives: list[str]) -> dict[str, sp.SlurmRecord] | None:
-        done = self._run(["sacct", "-X", "-P", "-n", "-j", ",".join(natives),
-                          f"--format={sp.SACCT_FIELDS}"])
-        if done.returncode != 0:
-            if sp.accounting_disabled(done.stderr):
-                self._remember_accounting(False)
-                return None
-            raise InfrastructureError(f"sacct failed: {_first_line(done.stderr)}",
-                                      hint="is slurmdbd up?")
-        if self._accounting is not True:
-            self._remember_accounting(True)
-        return sp.parse_sacct(done.stdout)
-
-    def _scontrol(self, natives: list[str]) -> dict[str, sp.SlurmRecord]:
-        # one call for every job the controller still holds (ids given one by one would
-        # make it one call per job; an unknown id among several fails the whole call)
-        done = self._run(["scontrol", "-o", "show", "job"])
-        if done.returncode != 0 and _INVALID_ID not in done.stderr.lower():
-            raise InfrastructureError(f"scontrol failed: {_first_line(done.stderr)}")
-        wanted = set(natives)
-        return {n: r for n, r in sp.parse_scontrol_jobs(done.stdout).items() if n in wanted}
+    def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
+        """Jobs sbatch accepted whose submit was interrupted before it was recorded: found
+        by the correlation id in their ``--comment`` (or short id in the job name)."""
+        return self.watcher.find_correlated(list(correlation_ids))
 
     def _to_status(self, job_id: str, rec: sp.SlurmRecord) -> JobStatus:
         changed = rec.ended or rec.started or rec.submitted
@@ -414,19 +360,11 @@ class SlurmScheduler(Scheduler):
                     offsets: tuple[int, int] | None = None) -> dict[str, str]:
         """One round trip: stdout/err files (tail, or from byte offsets), the output dir
         listing, model.mlir and manifest.json; sections base64-framed."""
-        argv = ["bash", "-c", _READ_DRIVER, "warpforge-read", self.work_dir, native,
+        argv = ["bash", "-c", remote.READ_DRIVER, "warpforge-read", self.work_dir, native,
                 str(max_bytes)]
         if offsets is not None:
             argv += [str(offsets[0]), str(offsets[1])]
-        done = self._run(argv)
-        sections: dict[str, str] = {}
-        for line in done.stdout.splitlines():
-            parts = line.split(" ")
-            if len(parts) == 3 and parts[0] == "WF":
-                raw = base64.b64decode(parts[2])
-                sections[parts[1]] = raw.decode(errors="replace")
-                sections[parts[1] + "_bytes"] = str(len(raw))
-        return sections
+        return remote.read_sections(self._run(argv, program="warpforge-read").stdout)
 
     def result(self, job_id: str) -> JobResult:
         native = self._native(job_id)
@@ -477,35 +415,28 @@ class SlurmScheduler(Scheduler):
         done = self._run(["scancel", native])
         if done.returncode != 0:
             low = done.stderr.lower()
-            if "already completing or completed" in low or _INVALID_ID in low:
+            if "already completing or completed" in low or INVALID_ID in low:
                 return False
-            raise InfrastructureError(f"scancel failed: {_first_line(done.stderr)}")
-        self._last.pop(native, None)
+            raise InfrastructureError(f"scancel failed: {sp.first_line(done.stderr)}")
+        self.watcher.forget(native)
         return True
 
     def list(self, query: JobQuery) -> list[JobStatus]:
         """warpforge jobs (named warpforge-*) that squeue and, with accounting, sacct know."""
         done = self._run(["squeue", "-h", "-t", "all", "-o", sp.SQUEUE_FORMAT + "|%j"])
         if done.returncode != 0:
-            raise InfrastructureError(f"squeue failed: {_first_line(done.stderr)}")
-        names = {ln.split("|")[0]: ln.rsplit("|", 1)[-1] for ln in done.stdout.splitlines()
-                 if ln.count("|") >= 7}
-        records = {n: r for n, r in sp.parse_squeue(done.stdout).items()
-                   if names.get(n, "").startswith("warpforge-")}
+            raise InfrastructureError(f"squeue failed: {sp.first_line(done.stderr)}")
+        acct_text = ""
         if self.accounting_enabled() is not False:
             argv = ["sacct", "-X", "-P", "-n", f"--format={sp.SACCT_FIELDS},JobName"]
             if query.submitted_after:
                 argv += ["-S", query.submitted_after.astimezone().strftime("%Y-%m-%dT%H:%M:%S")]
             acct = self._run(argv)
             if acct.returncode == 0:
-                for line in acct.stdout.splitlines():
-                    native, _, _ = line.partition("|")
-                    if line.rsplit("|", 1)[-1].startswith("warpforge-"):
-                        rec = sp.parse_sacct(line.rsplit("|", 1)[0]).get(native)
-                        if rec is not None and (native not in records or rec.terminal):
-                            records[native] = rec
+                acct_text = acct.stdout
             elif sp.accounting_disabled(acct.stderr):
-                self._remember_accounting(False)
+                self.watcher.remember_accounting(False)
+        records = sp.parse_list(done.stdout, acct_text)
         statuses = [self._to_status(self.job_id(n), r) for n, r in records.items()]
         if query.states:
             statuses = [s for s in statuses if s.state in query.states]
@@ -516,15 +447,15 @@ class SlurmScheduler(Scheduler):
         version = self._run(["sinfo", "--version"])
         nodes_out = self._run(["sinfo", "-N", "-h", "-o", sp.SINFO_FORMAT])
         if nodes_out.returncode != 0:
-            raise InfrastructureError(f"sinfo failed: {_first_line(nodes_out.stderr)}")
+            raise InfrastructureError(f"sinfo failed: {sp.first_line(nodes_out.stderr)}")
         nodes = sp.parse_sinfo_nodes(nodes_out.stdout)
         totals: dict[str, int] = {}
         infos = []
         for n in nodes:
             for kind, count in n.gpus.items():
                 totals[kind] = totals.get(kind, 0) + count
-            infos.append(NodeInfo(n.name, n.state, _gpu_type(n.gpus), sum(n.gpus.values()),
-                                  n.memory_mb, n.cpus))
+            infos.append(NodeInfo(n.name, n.state, GpuType(sp.gpu_kind(n.gpus)),
+                                  sum(n.gpus.values()), n.memory_mb, n.cpus))
         return ClusterInfo(
             scheduler_name=self.name,
             scheduler_version=sp.parse_version(version.stdout) if version.returncode == 0
@@ -536,20 +467,28 @@ class SlurmScheduler(Scheduler):
                      "runtime": self.config.runtime, "accounting": self.accounting_enabled()})
 
 
-def _gpu_type(gpus: dict[str, int]) -> GpuType:
-    kinds = {k for k, v in gpus.items() if v}
-    if not kinds:
-        return GpuType.NONE
-    if kinds == {"nvidia"}:
-        return GpuType.NVIDIA
-    if kinds == {"amd"}:
-        return GpuType.AMD
-    return GpuType.ANY
+def _check_source(source: str) -> None:
+    """The model source must be a file here, as Local and Ray require (the job reads it
+    from the same path on shared storage)."""
+    path = Path(source)
+    if path.is_dir():
+        raise UsageError(f"model source {source} is a directory, not a file")
+    if not path.is_file():
+        raise UsageError(f"model source {source} does not exist")
 
 
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else "(no message)"
+def _raise_client_failure(stderr: str, where: str, note: str = "") -> None:
+    """A client that could not reach slurmctld, or could not start at all (slurm.conf,
+    munge), is infrastructure (exit 3) with the client's own line; anything else returns."""
+    low = stderr.lower()
+    if any(s in low for s in _UNREACHABLE):
+        raise InfrastructureError(f"Slurm controller unreachable from {where}: "
+                                  f"{sp.first_line(stderr)}{note}",
+                                  hint="is slurmctld running? `sinfo` should answer")
+    line = sp.client_config_error(stderr)
+    if line:
+        raise InfrastructureError(f"Slurm client configuration failed on {where}: {line}{note}",
+                                  hint="check slurm.conf (SLURM_CONF) and that munged runs")
 
 
 def _last_line(text: str) -> str:
@@ -559,43 +498,3 @@ def _last_line(text: str) -> str:
 
 def _tail(text: str, n: int) -> str:
     return "\n".join(text.splitlines()[-n:])
-
-
-# Remote shell programs: fixed text, never formatted; data arrives as "$@" or on stdin.
-# Submit: args work_dir and the script names; stdin is a base64 tar of the scripts (two
-# processes for the whole upload, however many jobs). Prints per job
-# "WF <name> <sbatch rc> <sbatch output, newlines as ' // '>".
-_SUBMIT_DRIVER = r"""
-dir=$1; shift
-mkdir -p -- "$dir/scripts" || exit 90
-base64 -d | tar -x -o -C "$dir/scripts" -f - || exit 91
-for name in "$@"; do
-  case $name in ''|*[!A-Za-z0-9._-]*) continue ;; esac
-  out=$(sbatch --parsable "$dir/scripts/$name" 2>&1 </dev/null); rc=$?
-  printf 'WF %s %d %s\n' "$name" "$rc" "${out//$'\n'/ // }"
-done
-"""
-
-# Read: args work_dir native max_bytes [out_offset err_offset]; prints "WF <section> <b64>".
-_READ_DRIVER = r"""
-d=$1; id=$2; max=$3
-emit() { printf 'WF %s ' "$1"; base64 -w0; echo; }
-for s in out err; do
-  f="$d/warpforge-$id.$s"
-  [ -f "$f" ] || continue
-  if [ $# -ge 5 ]; then
-    if [ "$s" = out ]; then off=$4; else off=$5; fi
-    tail -c +"$((off + 1))" -- "$f" | head -c "$max" | emit "$s"
-  else
-    tail -c "$max" -- "$f" | emit "$s"
-  fi
-done
-[ $# -ge 5 ] && exit 0
-o="$d/output-$id"
-if [ -d "$o" ]; then
-  (cd -- "$o" && find . -type f | sed 's|^\./||' | sort) | emit list
-  [ -f "$o/model.mlir" ] && head -c 8388608 -- "$o/model.mlir" | emit mlir
-  [ -f "$o/manifest.json" ] && head -c 1048576 -- "$o/manifest.json" | emit manifest
-fi
-exit 0
-"""

@@ -328,6 +328,15 @@ def parse_sinfo_nodes(text: str) -> list[SinfoNode]:
     return list(nodes.values())
 
 
+def gpu_kind(gpus: dict[str, int]) -> str:
+    """A node's GPU vendor as a GpuType value: NONE, NVIDIA, AMD, or ANY for a mix."""
+    kinds = {k for k, v in gpus.items() if v}
+    if not kinds:
+        return "NONE"
+    return {frozenset({"nvidia"}): "NVIDIA", frozenset({"amd"}): "AMD"}.get(
+        frozenset(kinds), "ANY")
+
+
 def _int(raw: str) -> int:
     m = re.match(r"\d+", raw.strip())
     return int(m.group()) if m else 0
@@ -371,7 +380,88 @@ ACCOUNTING_DISABLED = (
 )
 
 
+ACCOUNTING_UNREACHABLE = ("slurmdbd", "persist_conn", "problem talking to the database",
+                          "connection refused")
+
+
+def accounting_unreachable(stderr: str) -> bool:
+    """Does sacct's error say that slurmdbd did not answer?"""
+    low = stderr.lower()
+    return any(s in low for s in ACCOUNTING_UNREACHABLE)
+
+
 def accounting_disabled(stderr: str) -> bool:
     """Does sacct's error say that this cluster keeps no accounting database?"""
     low = stderr.lower()
     return any(s in low for s in ACCOUNTING_DISABLED)
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of a client's stderr (its own message)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+# Messages of a Slurm client that cannot even start: slurm.conf missing or unreadable, a
+# parse error, or no munge credential. Infrastructure (exit 3), never a rejected job.
+CLIENT_CONFIG_ERRORS = (
+    "unable to process configuration file", "s_p_parse_file", "parse error in file",
+    "could not establish a configuration source", "munge", "authentication error",
+    "invalid authentication credential", "auth/munge", "unable to create auth",
+)
+
+
+def client_config_error(stderr: str) -> str | None:
+    """The client's own line when stderr says its configuration or authentication failed."""
+    for line in stderr.splitlines():
+        if any(s in line.lower() for s in CLIENT_CONFIG_ERRORS):
+            return line.strip()
+    return None
+
+
+LIST_NAME_PREFIX = "warpforge-"
+
+
+def parse_list(squeue_text: str, sacct_text: str = "") -> dict[str, SlurmRecord]:
+    """warpforge jobs (named warpforge-*) from ``squeue -o SQUEUE_FORMAT|%j`` and
+    ``sacct --format=SACCT_FIELDS,JobName``: a finished sacct row wins over squeue's."""
+    def ours(line: str) -> bool:
+        return line.rsplit("|", 1)[-1].strip().startswith(LIST_NAME_PREFIX)
+
+    squeue_rows = [ln.rsplit("|", 1)[0] for ln in squeue_text.splitlines()
+                   if ln.count("|") >= 7 and ours(ln)]
+    records = parse_squeue("\n".join(squeue_rows))
+    for line in sacct_text.splitlines():
+        if not ours(line):
+            continue
+        for native, rec in parse_sacct(line.rsplit("|", 1)[0]).items():
+            if native not in records or rec.terminal:
+                records[native] = rec
+    return records
+
+
+def match_correlated(rows, wanted: dict[str, str]) -> dict[str, str]:
+    """{correlation id: native id} from (job id, job name, comment) rows. The comment
+    ``warpforge:<id>`` decides when present; without one (accounting that does not store
+    comments) the job name ``warpforge-<short id>`` does, newest job first."""
+    by_name: dict[str, list[str]] = {}
+    for cid, name in wanted.items():
+        by_name.setdefault(name, []).append(cid)
+    found: dict[str, str] = {}
+    for native, name, comment in sorted(rows, key=lambda r: _id_key(r[0]), reverse=True):
+        native, name, comment = native.strip(), name.strip(), comment.strip()
+        if not _is_job_line(native):
+            continue
+        if comment.startswith("warpforge:"):
+            cid = comment.removeprefix("warpforge:")
+            if cid in wanted:
+                found.setdefault(cid, native)
+        elif comment in ("", "(null)"):
+            for cid in by_name.get(name, ()):
+                found.setdefault(cid, native)
+    return found
+
+
+def _id_key(native: str) -> int:
+    m = re.match(r"\d+", native.strip())
+    return int(m.group()) if m else -1

@@ -51,6 +51,16 @@ class ScriptSpec:
     nodelist: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     extra_options: tuple[str, ...] = ()
+    secret_env: tuple[str, ...] = ()        # names only: values reach sbatch's environment
+
+    def to_dict(self) -> dict:
+        """JSON form (secret-free: secret_env holds names)."""
+        import json
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["argv"] = [a.replace(OUT_DIR_TOKEN, "$OUT_DIR") for a in self.argv]
+        return json.loads(json.dumps(d))  # tuples as lists, as the store keeps them
 
     @property
     def gres(self) -> str | None:
@@ -133,12 +143,35 @@ def env_name(value: object) -> str:
     return text
 
 
+# Names that would change how sbatch itself (or the shell around it) runs on the login node.
+_SBATCH_OWN = re.compile(r"^(SBATCH_|SLURM_|LD_|BASH_FUNC_)|^(PATH|BASH_ENV|ENV|IFS|SHELLOPTS|"
+                         r"BASHOPTS|PS4|HOME|TMPDIR)$")
+
+
+def secret_name(value: object) -> str:
+    """A --secret-env name: it reaches the job through sbatch's own environment, so it must
+    be a plain variable name that does not steer sbatch or the submitting shell."""
+    text = env_name(value)
+    if _SBATCH_OWN.match(text):
+        raise ScriptError(f"--secret-env {text}: this name would change how sbatch runs on "
+                          "the login node; use another name")
+    return text
+
+
+def require_env(value: object) -> str:
+    """A shell line that stops the job when a secret did not arrive (e.g. --export=NONE)."""
+    name = secret_name(value)
+    return f': "${{{name}?secret environment variable {name} did not reach the job}}"'
+
+
 def validate_work_dir(path: str) -> str:
     """The remote work dir: absolute, no control characters, backslashes, commas or colons
     (the last two would split a container --bind spec; a backslash turns off sbatch's
     filename patterns, so output-%j would not expand)."""
     if not path.startswith("/"):
         raise ScriptError(f"work_dir must be an absolute path, got {path!r}")
+    if "$" in path:
+        raise ScriptError(f"work_dir {path!r}: $USER is the only variable it may use")
     if _CONTROL.search(path) or any(c in path for c in "\\,:"):
         raise ScriptError(f"work_dir {path!r} contains a control character, backslash, ',' or ':'")
     return path.rstrip("/") or "/"
@@ -153,7 +186,7 @@ def _template():
         trim_blocks=False, lstrip_blocks=False,
     )
     env.filters.update(sbatch_arg=sbatch_arg, sh=sh, sh_argv=sh_argv, env_name=env_name,
-                       comment=comment)
+                       comment=comment, secret_name=secret_name, require_env=require_env)
     return env.from_string(template_text())
 
 
@@ -193,6 +226,7 @@ def render(spec: ScriptSpec) -> str:
         extra_options=list(spec.extra_options), environment=list(spec.environment),
         runtime=spec.runtime, gpu_type=spec.gpu_type, gpu_flag=spec.gpu_flag,
         image=spec.image, images=_Images(spec.images), argv=list(spec.argv),
+        secret_env=list(spec.secret_env),
     )
 
 

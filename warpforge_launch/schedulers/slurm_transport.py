@@ -34,7 +34,8 @@ class Transport:
     where: str = "this machine"
 
     def run(self, argv: Sequence[str], *, input: str | None = None,
-            timeout: float) -> Completed:
+            timeout: float, program: str | None = None) -> Completed:
+        """``program`` names the client in messages (argv[0] may be ``env`` or ``bash``)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -49,17 +50,19 @@ class LocalTransport(Transport):
         self.env = dict(env or {})
         self.prefix = list(prefix)
 
-    def run(self, argv, *, input=None, timeout):
+    def run(self, argv, *, input=None, timeout, program=None):
         full = [*self.prefix, *argv]
         env = {**os.environ, **self.env} if self.env else None
+        program = program or argv[0]
         try:
             proc = _run_group(full, input, timeout, env)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             raise InfrastructureError(
-                f"`{argv[0]}` did not answer within {timeout:g}s on {self.where}",
+                f"`{program}` did not answer within {timeout:g}s on {self.where}"
+                f"{_said(exc.stderr)}",
                 hint="is slurmctld up? (a down controller blocks every client call)") from None
         except FileNotFoundError:
-            raise InfrastructureError(f"`{argv[0]}` is not installed on {self.where}",
+            raise InfrastructureError(f"`{program}` is not installed on {self.where}",
                                       hint="install the Slurm client tools") from None
         return proc
 
@@ -74,13 +77,31 @@ def _run_group(argv: list[str], input: str | None, timeout: float,
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
+        # TERM first, so a shell can run its clean-up trap; then KILL whatever is left
+        _signal_group(proc.pid, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            proc.wait(1.0)
+        except subprocess.TimeoutExpired:
             pass
-        proc.communicate()
-        raise
+        _signal_group(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()  # what the client said before the deadline
+        raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err) from None
     return Completed(proc.returncode, out, err)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _said(stderr) -> str:
+    """': <the client's first line>' when it printed something before the deadline."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    return f": {lines[0]}" if lines else ""
 
 
 class SshTransport(Transport):
@@ -125,22 +146,24 @@ class SshTransport(Transport):
             argv += ["-l", self.user]
         return argv
 
-    def run(self, argv, *, input=None, timeout):
+    def run(self, argv, *, input=None, timeout, program=None):
+        program = program or argv[0]
         # bounded on the login node too (coreutils timeout), so nothing keeps running there
         # after we gave up; the local deadline leaves it a moment to report
         remote = ["timeout", "-k", "2", f"{max(1.0, timeout - 1):g}", *argv]
         full = [*self.base_argv(), self.host, "--", shlex.join(remote)]
         try:
             proc = _run_group(full, input, timeout + 2)
-        except subprocess.TimeoutExpired:
-            raise InfrastructureError(f"`{argv[0]}` on {self.where} did not answer within "
-                                      f"{timeout:g}s", hint="is slurmctld up, and the login "
-                                      "node reachable?") from None
+        except subprocess.TimeoutExpired as exc:
+            raise InfrastructureError(f"`{program}` on {self.where} did not answer within "
+                                      f"{timeout:g}s{_said(exc.stderr)}", hint="is slurmctld "
+                                      "up, and the login node reachable?") from None
         except FileNotFoundError:
             raise InfrastructureError("the OpenSSH client `ssh` is not installed") from None
         if proc.returncode in (124, 137):  # the remote timeout fired
-            raise InfrastructureError(f"`{argv[0]}` on {self.where} did not answer within "
-                                      f"{timeout:g}s", hint="is slurmctld up?")
+            raise InfrastructureError(f"`{program}` on {self.where} did not answer within "
+                                      f"{timeout:g}s{_said(proc.stderr)}",
+                                      hint="is slurmctld up?")
         if proc.returncode == 255:  # ssh's own failure: never the remote command's
             line = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()),
                         "ssh failed")

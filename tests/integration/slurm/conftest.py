@@ -73,7 +73,7 @@ def make_scheduler(home: Path, cluster, shared: Path, *, transport=None, name="s
 
     settings = dict(runtime="none", partition="debug", command_timeout=20.0)
     if shared is not None:
-        settings.update(work_dir=str(shared / "work"),
+        settings.update(work_dir=slurm_lab.shared_work_dir(shared),
                         snakegrinder=str(shared / "bin" / "fake_snakegrinder.sh"))
     settings.update(overrides)
     if transport is None:

@@ -1,8 +1,13 @@
 #!/bin/sh
-# Stand-in payload for the Slurm integration tests until issue #3's snakegrinder lands:
-# accepts snakegrinder's options, writes model.mlir + manifest.json into --out, and
+# Stand-in payload for the Slurm integration tests: records its argv and environment
+# verbatim (NUL-separated, into $WARPFORGE_OUT_DIR/argv.nul and env.nul) before anything
+# else, accepts snakegrinder's options, writes model.mlir + manifest.json into --out, and
 # behaves as the job environment asks: WF_FAKE_SLEEP=<s> sleeps first, WF_FAKE_EXIT=<n>
 # exits with n (after printing FAILED), WF_FAKE_STDERR=<text> goes to stderr.
+if [ -n "${WARPFORGE_OUT_DIR:-}" ] && [ -d "$WARPFORGE_OUT_DIR" ]; then
+  printf '%s\0' "$@" >"$WARPFORGE_OUT_DIR/argv.nul"
+  env -0 >"$WARPFORGE_OUT_DIR/env.nul"
+fi
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -9,7 +9,8 @@ from tests.helpers import model_file, run_cli
 
 def inventory(path, shared, cluster, **extra):
     lines = ["default_scheduler: hpc", "schedulers:", "  hpc:", "    type: slurm",
-             f"    work_dir: {shared / 'work'}", "    runtime: none", "    partition: debug",
+             f"    work_dir: {shared}/users/$USER/warpforge", "    runtime: none",
+             "    partition: debug",
              f"    snakegrinder: {shared / 'bin' / 'fake_snakegrinder.sh'}",
              f"    slurm_conf: {cluster.conf}", "    command_timeout: 20"]
     lines += [f"    {k}: {v}" for k, v in extra.items()]

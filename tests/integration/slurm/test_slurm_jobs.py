@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,12 @@ from warpforge_launch.jobs import (
     ResourceRequirements,
 )
 
+MODEL = Path(__file__).parents[2] / "unit" / "fixtures" / "slurm" / "models" / "simple_mlp.py"
+
 
 def definition(name="simple_mlp", env=None, timeout=timedelta(minutes=5), **res) -> JobDefinition:
     return JobDefinition(
-        name=name, source="/models/simple_mlp.py", model_class="SimpleMLP",
+        name=name, source=str(MODEL), model_class="SimpleMLP",
         inputs=(InputSpec((1, 8)),), resources=ResourceRequirements(**{"memory_mb": 200, **res}),
         environment=env or {}, timeout=timeout)
 
@@ -149,10 +152,10 @@ def test_one_squeue_one_sacct_then_zero_calls_when_cached(slurm):
                            work_dir=slurm.config.work_dir, snakegrinder=slurm.config.snakegrinder)
     got = fresh.statuses(ids)
     assert {s.state for s in got.values()} == {JobState.COMPLETED}
-    assert fresh.calls == ["squeue", "sacct"]
+    assert fresh.calls == {"squeue": 1, "sacct": 1}
     fresh.calls.clear()
     assert fresh.statuses(ids) == got
-    assert fresh.calls == []  # every job terminal and cached: Slurm is not asked at all
+    assert not fresh.calls  # every job terminal and cached: Slurm is not asked at all
 
 
 def test_list_and_cluster_info(slurm):
@@ -184,12 +187,12 @@ def test_accounting_disabled_falls_back_to_scontrol_once(slurm_noacct):
     assert got[ok].state is JobState.COMPLETED
     assert got[bad].state is JobState.FAILED and got[bad].scheduler_metadata["exit_code"] == 3
     assert slurm_noacct.accounting_enabled() is False
-    assert slurm_noacct.calls.count("sacct") == 1  # detected once ...
+    assert slurm_noacct.calls["sacct"] == 1  # detected once ...
     # ... and remembered by the next process: a fresh instance never tries sacct
     fresh = make_scheduler(slurm_noacct.home, None, None, transport=slurm_noacct.transport,
                            name="hpcna", work_dir=slurm_noacct.config.work_dir)
     assert fresh.status(bad).state is JobState.FAILED
-    assert fresh.calls == ["scontrol"]
+    assert fresh.calls == {"scontrol": 1}
     assert slurm_noacct.result(bad).exit_code == 3
 
 
@@ -246,17 +249,6 @@ def test_ssh_login_node_with_wrong_host_key_is_refused(slurm, login_node, tmp_pa
     sched = SlurmScheduler("hpc", config, home=tmp_path)
     with pytest.raises(InfrastructureError, match="cannot reach login node"):
         sched.status("hpc-1")
-
-
-def test_hostile_values_run_verbatim_on_real_slurm(slurm, tmp_path):
-    marker = tmp_path / "PWNED"
-    note = f"a'b\"c $(touch {marker}) `touch {marker}`\nline2 ; | &"
-    job_id = slurm.submit(JobSubmission.new(JobDefinition(
-        name=f"evil'; touch {marker}\n", source=f"/models/x $(touch {marker}).py",
-        model_class="M", inputs=(InputSpec((1, 8)),),
-        resources=ResourceRequirements(memory_mb=200), environment={"USER_NOTE": note})))
-    assert wait(slurm, job_id).state is JobState.COMPLETED
-    assert not marker.exists()
 
 
 def test_standin_snakegrinder_traces_on_slurm(slurm_cluster, shared_dir, _private_home):

@@ -1,0 +1,176 @@
+"""The submit driver (slurm_remote.SUBMIT_DRIVER) run by the real bash on this machine, with
+a recording stand-in for `sbatch` on PATH: where the scripts land, their modes, that they are
+gone afterwards (also after a rejection), that secret values reach sbatch's environment and
+nothing else, and which work dirs it refuses. tests/integration/slurm repeats the important
+parts with the real sbatch, locally and through the SSH login node."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_slurm_script import submission
+from warpforge_launch.errors import UsageError
+from warpforge_launch.schedulers.slurm import SlurmConfig, SlurmScheduler
+from warpforge_launch.schedulers.slurm_transport import LocalTransport
+
+SECRET = "tok 'q' \"dq\" $(id) `id`\n\ttab; |&"
+
+FAKE_SBATCH = r"""#!/usr/bin/env python3
+import json, os, stat, sys
+script = os.readlink("/proc/self/fd/0").removesuffix(" (deleted)")  # the script is stdin
+st = os.fstat(0)
+text = sys.stdin.read()
+with open(os.environ["WF_RECORD"], "a") as rec:
+    rec.write(json.dumps({"argv": sys.argv[1:], "script": script,
+                          "exists": os.path.exists(script),
+                          "mode": stat.S_IMODE(st.st_mode),
+                          "dir_exists": os.path.exists(os.path.dirname(script)),
+                          "secret": os.environ.get("HF_TOKEN"), "text": text}) + "\n")
+if "--partition=slow" in text:
+    import time
+    time.sleep(30)
+if "--partition=nosuch" in text:
+    print("sbatch: error: Batch job submission failed: Invalid partition name specified",
+          file=sys.stderr)
+    sys.exit(1)
+n = sum(1 for _ in open(os.environ["WF_RECORD"]))
+print(100 + n)
+"""
+
+# tar on PATH: records the mode of the directory the scripts are unpacked into
+SPY_TAR = """#!/bin/sh
+prev=
+for a in "$@"; do [ "$prev" = -C ] && stat -c %a "$a" >> "$WF_RECORD.tar"; prev=$a; done
+exec {tar} "$@"
+"""
+
+
+class Recording(LocalTransport):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.argvs: list[list[str]] = []
+
+    def run(self, argv, **kw):
+        self.argvs.append(list(argv))
+        return super().run(argv, **kw)
+
+
+@pytest.fixture
+def lab(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    (bin_dir / "tar").write_text(SPY_TAR.format(tar=shutil.which("tar")))
+    (bin_dir / "tar").chmod(0o755)
+    record = tmp_path / "record.jsonl"
+    transport = Recording(env={"PATH": f"{bin_dir}:{os.environ['PATH']}",
+                               "WF_RECORD": str(record)})
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    work = tmp_path / "home" / "work"
+
+    def make(**cfg):
+        settings = dict(work_dir=str(work), runtime="none", partition="debug", **cfg)
+        return SlurmScheduler("hpc", SlurmConfig(**settings), home=tmp_path / "wfhome",
+                              transport=transport)
+
+    def seen():
+        return [json.loads(ln) for ln in record.read_text().splitlines()] if record.exists() \
+            else []
+
+    return make, seen, transport, work
+
+
+def test_scripts_private_deleted_and_secrets_only_in_sbatch_env(lab):
+    make, seen, transport, work = lab
+    sched = make()
+    ids = sched.submit_many([submission(secret_env=("HF_TOKEN",)), submission()])
+    assert ids == ["hpc-101", "hpc-102"]
+    first, second = seen()
+    assert first["secret"] == SECRET and second["secret"] is None  # only the job that asked
+    assert Path(f"{transport.env['WF_RECORD']}.tar").read_text().split() == ["700"]
+    for rec in (first, second):
+        assert rec["mode"] == 0o600
+        assert "tok 'q'" not in rec["text"] and "tok 'q'" not in " ".join(rec["argv"])
+        assert rec["exists"] is False and rec["dir_exists"] is False  # gone before sbatch
+        assert rec["argv"] == ["--parsable"]
+    assert not Path(first["script"]).parent.exists()  # the private script dir is gone
+    assert stat.S_IMODE(work.stat().st_mode) == 0o700
+    assert not any(SECRET in " ".join(argv) for argv in transport.argvs)  # never on a cmdline
+    assert list(work.iterdir()) == []
+
+
+def test_rejected_script_is_deleted_too(lab):
+    make, seen, _transport, work = lab
+    with pytest.raises(UsageError, match="Invalid partition name"):
+        make().submit(submission(queue="nosuch"))
+    (rec,) = seen()
+    assert not Path(rec["script"]).exists() and list(work.iterdir()) == []
+
+
+def test_missing_secret_is_bad_input_and_nothing_is_sent(lab, monkeypatch):
+    make, seen, transport, _work = lab
+    monkeypatch.delenv("HF_TOKEN")
+    sched = make()
+    plan = sched.plan(submission(secret_env=("HF_TOKEN",)))  # the dry run needs no value
+    with pytest.raises(UsageError, match="HF_TOKEN"):
+        sched.execute(plan)
+    assert transport.argvs == [] and seen() == []
+
+
+def _refused(make, match):
+    with pytest.raises(UsageError, match=match) as err:
+        make().submit(submission())
+    assert err.value.exit_code == 2
+    return err
+
+
+def test_work_dir_symlink_is_refused(lab, tmp_path):
+    make, seen, _t, work = lab
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    work.parent.mkdir()
+    work.symlink_to(elsewhere)
+    _refused(make, "is a symlink")
+    assert seen() == [] and list(elsewhere.iterdir()) == []
+
+
+def test_work_dir_writable_by_others_is_refused(lab):
+    make, seen, _t, work = lab
+    work.mkdir(parents=True)
+    work.chmod(0o777)
+    _refused(make, r"writable by other users \(mode 777\)")
+    assert seen() == []
+
+
+def test_ancestor_writable_by_others_without_sticky_bit_is_refused(lab):
+    make, seen, _t, work = lab
+    work.parent.mkdir()
+    work.parent.chmod(0o777)
+    _refused(make, "not sticky")
+    work.parent.chmod(0o1777)  # like /tmp or /scratch: fine, our own dir below it
+    assert make().submit(submission()) == "hpc-101"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to another user")
+def test_work_dir_of_another_user_is_refused(lab):
+    make, seen, _t, work = lab
+    work.mkdir(parents=True, mode=0o700)
+    os.chown(work, 65534, 65534)
+    _refused(make, "belongs to uid 65534")
+    assert seen() == []
+
+
+def test_driver_stopped_at_the_deadline_leaves_no_scripts(lab):
+    from warpforge_launch.errors import InfrastructureError
+
+    make, seen, _t, work = lab
+    with pytest.raises(InfrastructureError, match="`sbatch` did not answer within 2s"):
+        make(command_timeout=1.0).submit_many([submission(queue="slow"), submission()])
+    assert len(seen()) == 1 and list(work.iterdir()) == []
