@@ -189,7 +189,10 @@ class Launcher:
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Fresh statuses of many jobs: one store read, one batched call per instance."""
-        records = self.store.find_many(list(job_ids))
+        return self._statuses(job_ids, self.store.find_many(list(job_ids)))
+
+    def _statuses(self, job_ids: Sequence[str], records: dict[str, JobRecord]
+                  ) -> dict[str, JobStatus]:
         fresh = self.refresh(list(records.values()))
         unknown: dict[int, list[str]] = {}
         instances: dict[int, Scheduler] = {}
@@ -293,14 +296,14 @@ class Launcher:
     def results(self, job_ids: Sequence[str]) -> dict[str, JobResult]:
         """Outcomes of finished jobs: one store read and one refresh for all of them, and
         each backend gets the statuses it would otherwise fetch again."""
-        statuses = self.statuses(job_ids)
+        records = self.store.find_many(list(job_ids))
+        statuses = self._statuses(job_ids, records)
         for job_id in job_ids:
             state = statuses[job_id].state
             if not state.terminal:
                 raise UsageError(f"job {job_id} has not finished ({state.value})",
                                  hint="wait with `warpforge-launch status`, or submit with "
                                  "--wait")
-        records = self.store.find_many(list(job_ids))
         for job_id in job_ids:
             r = records.get(job_id)
             if r is not None and r.superseded_by:
@@ -335,7 +338,7 @@ class Launcher:
                 cancelled[job_id] = False
                 continue
             cancelled[job_id] = sched.cancel(job_id)
-        statuses = self.statuses(job_ids)
+        statuses = self._statuses(job_ids, records)
         return {job_id: (cancelled[job_id], statuses[job_id]) for job_id in job_ids}
 
     def wait(self, job_id: str, timeout: float | None = None,

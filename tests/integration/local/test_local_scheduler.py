@@ -255,3 +255,132 @@ def test_list_state_filter_sees_jobs_that_finished_since(launcher, model):
     assert wait_for(lambda: [r.job_id for r, _ in launcher.list(
         JobQuery(states={JobState.COMPLETED}, limit=5))] == [job])
     assert launcher.list(JobQuery(states={JobState.RUNNING})) == []
+
+
+# -- signals only to what is ours --------------------------------------------------------------
+def test_cancel_of_a_payload_that_ignores_sigterm_uses_the_kill_grace(setup, model):
+    with setup(kill_grace_seconds=1) as launcher:
+        job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60",
+                                                 "FAKE_SG_IGNORE_TERM": "1"}))
+        assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
+        payload = launcher.status(job).scheduler_metadata["payload_pid"]
+        time.sleep(0.3)  # let the payload install its SIGTERM handler
+        t0 = time.monotonic()
+        cancelled, status = launcher.cancel(job)
+        took = time.monotonic() - t0
+        assert cancelled and status.state is JobState.CANCELLED
+        assert 1.0 <= took < 6, f"cancel took {took:.1f} s with a 1 s grace"
+        assert wait_for(lambda: not alive(payload), 5), "SIGTERM-proof payload survived"
+
+
+def test_supervisor_killed_while_the_job_is_pending(setup, model):
+    with setup(max_concurrent_jobs=1) as launcher:
+        first = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60"}))
+        assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
+        second = launcher.submit(define(model))
+        job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / second.split("-", 1)[1]
+        assert wait_for(lambda: (job_dir / "supervisor.pid").exists())
+        supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
+        assert launcher.status(second).state is JobState.PENDING
+        os.kill(supervisor, signal.SIGKILL)
+        assert wait_for(lambda: launcher.status(second).state is JobState.FAILED, 10)
+        status = launcher.status(second)
+        assert f"supervisor process {supervisor} died" in status.message
+        assert "payload_pid" not in status.scheduler_metadata
+        assert launcher.status(first).state is JobState.RUNNING  # the other job is untouched
+        launcher.cancel(first)
+
+
+def test_a_reused_payload_pid_is_never_signalled(launcher, model):
+    """The supervisor died and the kernel gave the payload's pid to another process group:
+    status must record FAILED without killing that stranger."""
+    import subprocess
+    import sys
+
+    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60"}))
+    assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
+    payload = launcher.status(job).scheduler_metadata["payload_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    os.killpg(payload, signal.SIGKILL)
+    assert wait_for(lambda: not alive(payload) and not alive(supervisor), 5)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                start_new_session=True)
+    try:
+        state = json.loads((job_dir / "state.json").read_text())
+        state["payload_pid"] = stranger.pid  # as if the kernel had reused the pid
+        (job_dir / "state.json").write_text(json.dumps(state))
+        assert launcher.status(job).state is JobState.FAILED
+        time.sleep(0.2)
+        assert stranger.poll() is None, "an unrelated process group was killed"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_supervisor_that_never_started_is_failed_not_pending(launcher, model, monkeypatch):
+    from warpforge_launch.schedulers import local
+
+    job = launcher.submit(define(model))
+    launcher.wait(job, timeout=30)
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    # a job directory as a submitter that died before starting the supervisor leaves it
+    (job_dir / "supervisor.pid").unlink()
+    (job_dir / "state.json").write_text(json.dumps(
+        {"state": "PENDING", "state_changed_at": "2026-01-01T00:00:00+00:00"}))
+    sched = launcher.scheduler()
+    assert sched.status(job).state is JobState.PENDING  # young: being started right now
+    monkeypatch.setattr(local, "START_GRACE_SECONDS", 0.0)
+    status = sched.status(job)
+    assert status.state is JobState.FAILED and "never started" in status.message
+
+
+# -- crash-consistent submit with the real backend --------------------------------------------
+def test_submit_interrupted_after_the_job_started_is_found_again(setup, model, monkeypatch):
+    from warpforge_launch.schedulers.local import LocalScheduler
+
+    real = LocalScheduler.execute
+
+    def execute_then_crash(self, plan):
+        real(self, plan)
+        raise KeyboardInterrupt  # the process dies between the send and the record
+
+    with setup() as launcher:
+        monkeypatch.setattr(LocalScheduler, "execute", execute_then_crash)
+        with pytest.raises(KeyboardInterrupt):
+            launcher.submit(define(model))
+        monkeypatch.setattr(LocalScheduler, "execute", real)
+        (row,) = launcher.store.query(JobQuery())
+        assert row.submitting
+    with setup() as launcher:  # a later command
+        assert wait_for(lambda: [s.state for _, s in launcher.list(JobQuery())]
+                        == [JobState.COMPLETED])
+        record = launcher.store.get(row.job_id)
+        assert not record.submitting and record.correlation_id == row.correlation_id
+        assert "stablehlo.return" in launcher.result(row.job_id).mlir_output
+
+
+# -- secrets ----------------------------------------------------------------------------------
+def test_secret_env_reaches_the_payload_and_no_file(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    value = "s3cr3t-value-" + os.urandom(6).hex()
+    base = ["--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+            "--inputs", "[(1,8)]", "--secret-env", "USER_TOKEN"]
+    dry = run_cli(*base, "--dry-run", env={"USER_TOKEN": value})
+    assert dry.returncode == 0 and '"USER_TOKEN": "***"' in dry.stdout
+    assert value not in dry.stdout + dry.stderr
+    dry_json = run_cli(*base, "--dry-run", "--json", env={"USER_TOKEN": value})
+    assert value not in dry_json.stdout and "USER_TOKEN" in dry_json.stdout
+    missing = run_cli(*base)  # not set in this environment
+    assert missing.returncode == 2 and "USER_TOKEN" in missing.stderr
+    done = run_cli(*base, "--wait", "--json", env={"USER_TOKEN": value}, check_json=True)
+    assert done.returncode == 0, done.stderr
+    assert value not in done.stdout
+    job = done.json["job_id"]
+    home = Path(os.environ["WARPFORGE_HOME"])
+    out = home / "local" / job.split("-", 1)[1] / "out"
+    assert json.loads((out / "env.json").read_text())["USER_TOKEN"] == value
+    for path in home.rglob("*"):
+        if path.is_file() and path != out / "env.json":  # the payload's own record aside
+            assert value.encode() not in path.read_bytes(), f"secret written to {path}"
