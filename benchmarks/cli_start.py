@@ -23,9 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._util import alternate, report, wall  # noqa: E402
+from tests.testlab.payload import FAKE_SNAKEGRINDER as FAKE  # noqa: E402
+from tests.testlab.payload import behaviour  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE = REPO / "tests" / "fixtures" / "fake_snakegrinder.py"
 BARE = "python -c pass"
 
 # overhead over the bare interpreter, seconds (None: measured, no target)
@@ -64,7 +65,7 @@ def main() -> int:
                               text=True, check=True, cwd=home, **kw)
 
     done = json.loads(run([*submit, "--wait", "--json"]).stdout)["job_id"]
-    running = run([*submit, "--snakegrinder", str(FAKE)], env={"FAKE_SG_SLEEP": "3600"}
+    running = run([*submit, "--snakegrinder", str(FAKE)], env=behaviour(sleep=3600)
                   ).stdout.strip()
     try:
         cases = {
