@@ -91,7 +91,7 @@ def fill(inv: Path, total: int, active: list[str]) -> None:
         for i in range(10):
             active.append(launcher.submit(JobDefinition(
                 name=f"sleeper-{i}", source=str(model), model_class="SimpleMLP",
-                inputs=parse_inputs("[(1, 8)]"), environment={"FAKE_SG_SLEEP": "600"}),
+                inputs=parse_inputs("[(1, 8)]"), environment={"WF_FAKE_SLEEP": "600"}),
                 INSTANCES[i % 2]))
         template = launcher.store.get(active[0])
         store = launcher.store

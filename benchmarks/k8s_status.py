@@ -122,7 +122,7 @@ def run(cluster, work: Path, instance: str, args) -> list:
     rows = []
 
     # status of a RUNNING Job
-    live = subprocess.run([*submit, "--env", "FAKE_SG_SLEEP=900"], capture_output=True,
+    live = subprocess.run([*submit, "--env", "WF_FAKE_SLEEP=900"], capture_output=True,
                           text=True, env=env, check=True).stdout.strip()
     for _ in range(120):
         st = json.loads(subprocess.run([*cli, "status", live, "--json", "--inventory",

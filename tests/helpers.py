@@ -1,4 +1,7 @@
-"""Small helpers shared by tests: run the real CLI, write inventories and model files."""
+"""Small helpers shared by tests: run the real CLI in a fresh process.
+
+Builders and the fake payload live in tests/testlab/ (public to benchmarks); their old
+names are re-exported here."""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.testlab.builders import local_inventory, model_file  # noqa: F401
+from tests.testlab.payload import FAKE_SNAKEGRINDER  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
-FAKE_SNAKEGRINDER = REPO / "tests" / "fixtures" / "fake_snakegrinder.py"
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout=60, check_json=False):
@@ -23,16 +28,3 @@ def run_cli(*args: str, cwd=None, env=None, timeout=60, check_json=False):
     if check_json:
         proc.json = json.loads(proc.stdout)
     return proc
-
-
-def local_inventory(path: Path, snakegrinder: Path = FAKE_SNAKEGRINDER, **settings) -> Path:
-    lines = ["schedulers:", "  local:", "    type: local", f"    snakegrinder: {snakegrinder}"]
-    lines += [f"    {k}: {v}" for k, v in settings.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def model_file(directory: Path, name: str = "simple_mlp.py") -> Path:
-    p = directory / name
-    p.write_text("class SimpleMLP:\n    pass\n")
-    return p

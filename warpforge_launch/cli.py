@@ -8,15 +8,13 @@ use them. Errors are one line (`error: ...`) with the exit codes of errors.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
 from warpforge_launch import __version__
 from warpforge_launch.errors import LaunchError, UsageError
-
-STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+from warpforge_launch.jobs import JobState
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,9 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu-count", type=int, default=1, help="GPUs when --gpu is set (default 1)")
     s.add_argument("--cpus", type=int, default=1, help="CPU cores (default 1)")
     s.add_argument("--memory", default="4096", help="memory in MB, or with a unit: 16G, 512M")
-    s.add_argument("--timeout", type=float, default=30.0, help="minutes (default 30)")
+    s.add_argument("--timeout", default="30", help="minutes (default 30)")
     s.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="environment for the payload (repeatable)")
+                   help="environment for the payload (repeatable; kept in the job store)")
+    s.add_argument("--secret-env", action="append", default=[], metavar="KEY",
+                   help="pass this process's KEY to the payload; the value is never printed "
+                   "or stored (repeatable)")
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--name", help="job name (default: source file name without .py)")
     s.add_argument("--type", default="FULL_PIPELINE", type=str.upper,
@@ -74,16 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("status", "show job status"), ("cancel", "cancel jobs")):
         p = sub.add_parser(name, parents=common, help=text)
         p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
-    r = sub.add_parser("result", parents=common, help="show a finished job's result")
-    r.add_argument("job_id", metavar="JOB_ID")
+    r = sub.add_parser("result", parents=common, help="show finished jobs' results")
+    r.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     g = sub.add_parser("logs", parents=common, help="print a job's output")
     g.add_argument("job_id", metavar="JOB_ID")
     g.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     li = sub.add_parser("list", parents=common, help="list jobs from the job store")
-    li.add_argument("--state", action="append", type=str.upper, choices=STATES, default=[])
+    li.add_argument("--state", action="append", type=str.upper,
+                    choices=[s.value for s in JobState], default=[])
     li.add_argument("--scheduler", action="append", default=[])
     li.add_argument("--limit", type=int, default=50)
     li.add_argument("--no-refresh", action="store_true", help="do not ask the schedulers")
+    li.add_argument("--from-cluster", action="store_true",
+                    help="ask the scheduler(s) which jobs they know (also jobs submitted by "
+                    "other tools), instead of reading the job store")
     c = sub.add_parser("cluster-info", parents=common, help="show a scheduler's capacity")
     c.add_argument("--scheduler", help="scheduler instance (default: the inventory's default)")
     sub.add_parser("schedulers", parents=common, help="list the configured scheduler instances")
@@ -110,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+        from warpforge_launch.output import print_error
+
+        print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -123,11 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args is not None and getattr(args, "debug", False):
             raise
-        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("hint: run again with --debug for the traceback", file=sys.stderr)
+        from warpforge_launch.output import print_error
+
+        print_error(f"internal error: {type(exc).__name__}: {exc}",
+                    hint="run again with --debug for the traceback")
         return 1
-
-
-def emit_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 
-from warpforge_launch.cli import emit_json
 from warpforge_launch.errors import UsageError
 from warpforge_launch.jobs import JobState, JobStatus
 from warpforge_launch.launcher import Launcher
+from warpforge_launch.output import emit_json, safe
 
 
 def _launcher(args) -> Launcher:
     return Launcher(getattr(args, "inventory", None))
-
-
-def parse_memory(text: str) -> int:
-    t = text.strip().upper().removesuffix("B")
-    scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}.get(t[-1:], None)
-    number = t[:-1] if scale is not None else t
-    try:
-        mb = float(number) * (scale or 1)
-    except ValueError:
-        raise UsageError(f"--memory {text!r} is not a size (e.g. 4096, 16G, 512M)") from None
-    if mb < 1:
-        raise UsageError(f"--memory {text!r} must be at least 1 MB")
-    return int(mb)
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:
@@ -41,24 +27,30 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def definition_from_args(args):
+    """Arguments -> JobDefinition; every value is checked by the model, in its words."""
     from warpforge_launch.inputs import parse_inputs
-    from warpforge_launch.jobs import GpuType, JobDefinition, ResourceRequirements
+    from warpforge_launch.jobs import (
+        GpuType,
+        JobDefinition,
+        ResourceRequirements,
+        memory_mb,
+        timeout_minutes,
+    )
 
     if args.inputs is None:
         raise UsageError("--inputs is required: the model's input shapes",
                          hint="e.g. --inputs '[(1, 8)]' or '[(1,3,224,224):f32]'")
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive minutes, got {args.timeout:g}")
     gpu = GpuType(args.gpu)
     resources = ResourceRequirements(
-        gpu, 0 if gpu is GpuType.NONE else args.gpu_count, parse_memory(args.memory),
+        gpu, 0 if gpu is GpuType.NONE else args.gpu_count, memory_mb(args.memory),
         args.cpus, args.queue, args.priority, frozenset(args.node))
     source = os.path.abspath(args.source)
     name = args.name or Path(args.source).name.removesuffix(".py")
     return JobDefinition(name=name, source=source, inputs=parse_inputs(args.inputs),
                          type=args.type, model_class=args.model_class, resources=resources,
                          environment=parse_env(args.env),
-                         timeout=timedelta(minutes=args.timeout), seed=args.seed)
+                         timeout=timeout_minutes(args.timeout), seed=args.seed,
+                         secret_env=tuple(dict.fromkeys(args.secret_env)))
 
 
 def cmd_submit(args) -> int:
@@ -97,6 +89,16 @@ def cmd_submit(args) -> int:
         return 0 if status.state is JobState.COMPLETED else 1
 
 
+def _status_line(st: JobStatus) -> str:
+    elapsed = f"{st.elapsed.total_seconds():.1f}s" if st.elapsed is not None else "-"
+    line = f"{st.job_id}  {st.state.value}  elapsed {elapsed}"
+    if st.node_name:
+        line += f"  node {st.node_name}"
+    if st.message:
+        line += f"  {st.message}"
+    return safe(line)
+
+
 def _wait(launcher: Launcher, job_id: str, progress: bool) -> JobStatus:
     if not (progress and sys.stderr.isatty()):
         return launcher.wait(job_id)
@@ -106,38 +108,35 @@ def _wait(launcher: Launcher, job_id: str, progress: bool) -> JobStatus:
     with console.status(f"{job_id}: PENDING") as spinner:
         def show(st: JobStatus) -> None:
             extra = f" {st.elapsed.total_seconds():.1f}s" if st.elapsed else ""
-            spinner.update(f"{job_id}: {st.state.value}{extra}")
+            spinner.update(safe(f"{job_id}: {st.state.value}{extra}"))
 
         return launcher.wait(job_id, on_status=show)
 
 
 def cmd_status(args) -> int:
     with _launcher(args) as launcher:
-        statuses = [launcher.status(j) for j in args.job_ids]
+        statuses = list(launcher.statuses(args.job_ids).values())
     if args.json:
         emit_json([s.to_dict() for s in statuses] if len(statuses) > 1 else statuses[0].to_dict())
         return 0
     for st in statuses:
-        elapsed = f"{st.elapsed.total_seconds():.1f}s" if st.elapsed is not None else "-"
-        line = f"{st.job_id}  {st.state.value}  elapsed {elapsed}"
-        if st.node_name:
-            line += f"  node {st.node_name}"
-        if st.message:
-            line += f"  {st.message}"
-        print(line)
+        print(_status_line(st))
     return 0
 
 
 def cmd_result(args) -> int:
     with _launcher(args) as launcher:
-        result = launcher.result(args.job_id)
+        results = list(launcher.results(args.job_ids).values())
     if args.json:
-        emit_json(result.to_dict())
+        emit_json([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict())
     else:
         from warpforge_launch.output import print_result
 
-        print_result(result)
-    return 0 if result.success else 1
+        for i, result in enumerate(results):
+            if i:
+                print()
+            print_result(result)
+    return 0 if all(r.success for r in results) else 1
 
 
 def cmd_logs(args) -> int:
@@ -153,20 +152,18 @@ def cmd_logs(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    results = []
     with _launcher(args) as launcher:
-        for job_id in args.job_ids:
-            cancelled, status = launcher.cancel(job_id)
-            results.append((job_id, cancelled, status))
+        results = launcher.cancel_many(args.job_ids)
     if args.json:
-        emit_json([{"job_id": j, "cancelled": c, "status": s.to_dict()} for j, c, s in results])
+        emit_json([{"job_id": j, "cancelled": c, "status": s.to_dict()}
+                   for j, (c, s) in results.items()])
     else:
-        for job_id, cancelled, status in results:
+        for job_id, (cancelled, status) in results.items():
             if cancelled:
-                print(f"{job_id}: cancelled")
+                print(safe(f"{job_id}: cancelled"))
             else:
-                print(f"{job_id}: not cancelled, already {status.state.value}"
-                      + (f" ({status.message})" if status.message else ""))
+                print(safe(f"{job_id}: not cancelled, already {status.state.value}"
+                           + (f" ({status.message})" if status.message else "")))
     return 0
 
 
@@ -177,19 +174,40 @@ def cmd_list(args) -> int:
         raise UsageError(f"--limit must be > 0, got {args.limit}")
     query = JobQuery(states=frozenset(JobState(s) for s in args.state),
                      schedulers=frozenset(args.scheduler), limit=args.limit)
+    if args.from_cluster:
+        return _list_from_cluster(args, query)
     with _launcher(args) as launcher:
         rows = launcher.list(query, refresh=not args.no_refresh)
     if args.json:
-        emit_json([{"job_id": r.job_id, "name": r.name, "scheduler": r.instance,
+        emit_json([{"job_id": s.job_id, "name": r.name, "scheduler": r.instance,
                     "submitted_by": r.submitted_by, "submitted_at": r.submitted_at.isoformat(),
                     "status": s.to_dict()} for r, s in rows])
         return 0
     from warpforge_launch.output import table
 
     table(["JOB ID", "NAME", "STATE", "SUBMITTED", "ELAPSED", "MESSAGE"],
-          [[r.job_id, r.name, s.state.value, r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
+          [[s.job_id, r.name, s.state.value, r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{s.elapsed.total_seconds():.1f}s" if s.elapsed is not None else "-",
             s.message] for r, s in rows])
+    return 0
+
+
+def _list_from_cluster(args, query) -> int:
+    """Jobs as the backends see them, including ones other tools submitted."""
+    if args.no_refresh:
+        raise UsageError("--from-cluster asks the schedulers; it cannot be --no-refresh")
+    with _launcher(args) as launcher:
+        rows = launcher.cluster_jobs(sorted(args.scheduler), query)
+    if args.json:
+        emit_json([{"scheduler": inst, "in_store": known, "status": s.to_dict()}
+                   for inst, s, known in rows])
+        return 0
+    from warpforge_launch.output import table
+
+    table(["JOB ID", "STATE", "ELAPSED", "NODE", "IN STORE", "MESSAGE"],
+          [[s.job_id, s.state.value,
+            f"{s.elapsed.total_seconds():.1f}s" if s.elapsed is not None else "-",
+            s.node_name or "-", "yes" if known else "no", s.message] for _, s, known in rows])
     return 0
 
 

@@ -25,6 +25,13 @@ _INSTANCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _STRICT = {"extra": "forbid"}  # pydantic config for every section: typos are errors
 
 
+def _state_path(name: str) -> str:
+    """A path under the one state directory ($WARPFORGE_HOME), as the job store uses."""
+    from warpforge_launch.store import home
+
+    return str(home() / name)
+
+
 def data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"))
 
@@ -70,7 +77,7 @@ class LabSettings:
     wake_interval: float = 10.0
     keep_releases: int = 3
     connect_timeout: float = 5.0
-    log_root: str = "~/.local/state/warpforge-launch/logs"
+    log_root: str = field(default_factory=lambda: _state_path("logs"))
     parallel: int = 4  # boxes worked on at once by wake/distribute/smoke
     lock_wait: float = 120.0  # how long distribute/rollback wait for a box's lock
     command_timeout: float = 600.0  # one remote command (a push has this plus 5 MB/s)

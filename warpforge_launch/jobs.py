@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import getpass
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,8 +55,53 @@ class JobState(enum.StrEnum):
         return self is JobState.COMPLETED
 
 
+# the one spelling of "finished" for every module (the job store's SQL included)
+TERMINAL_STATES = frozenset(s for s in JobState if s.terminal)
+ACTIVE_STATES = frozenset(s for s in JobState if not s.terminal)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _whole(value: Any, what: str) -> int:
+    """An int (never a bool, a float or NaN): what the model's counts must be."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{what} must be a whole number, got {value!r}")
+    return value
+
+
+def timeout_minutes(minutes: float) -> timedelta:
+    """A job timeout from minutes; NaN, infinity and huge values are bad input, not a crash."""
+    try:
+        value = float(minutes)
+    except (TypeError, ValueError):
+        raise UsageError(f"timeout must be a number of minutes, got {minutes!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"timeout must be a positive, finite number of minutes, got {minutes!r}")
+    try:
+        return timedelta(minutes=value)
+    except OverflowError:
+        raise UsageError(f"timeout of {minutes!r} minutes is too large") from None
+
+
+_MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def memory_mb(text: str | int) -> int:
+    """Memory in MB from ``4096``, ``16G``, ``512M``, ``1.5g`` or ``2GB``."""
+    t = str(text).strip().upper().removesuffix("B")
+    scale = _MEMORY_UNITS.get(t[-1:])
+    number = t[:-1] if scale is not None else t
+    try:
+        mb = float(number) * (scale or 1)
+    except ValueError:
+        raise UsageError(f"memory {text!r} is not a size (e.g. 4096, 16G, 512M)") from None
+    if not math.isfinite(mb):
+        raise UsageError(f"memory {text!r} is not a finite size")
+    if mb < 1:
+        raise UsageError(f"memory {text!r} must be at least 1 MB")
+    return int(mb)
 
 
 def _freeze(obj: Any, name: str, value: Mapping) -> None:
@@ -112,6 +158,8 @@ class ResourceRequirements(_Json):
     def __post_init__(self):
         object.__setattr__(self, "gpu_type", GpuType(self.gpu_type))
         object.__setattr__(self, "node_affinity", frozenset(self.node_affinity))
+        for name in ("gpu_count", "memory_mb", "cpu_cores", "priority"):
+            _whole(getattr(self, name), name.replace("_", " "))
         if self.gpu_type is GpuType.NONE and self.gpu_count != 0:
             raise UsageError(f"gpu type NONE needs gpu count 0, got {self.gpu_count}")
         if self.gpu_type is not GpuType.NONE and self.gpu_count <= 0:
@@ -157,8 +205,11 @@ class JobDefinition(_Json):
             raise UsageError("a job needs at least one input spec (--inputs)")
         if self.type in (JobType.FULL_PIPELINE, JobType.PYTORCH_NATIVE) and not self.model_class:
             raise UsageError(f"job type {self.type.value} needs a model class (--class)")
+        if not isinstance(self.timeout, timedelta):
+            raise UsageError(f"timeout must be a duration, got {self.timeout!r}")
         if self.timeout <= timedelta(0):
             raise UsageError(f"timeout must be positive, got {self.timeout}")
+        _whole(self.seed, "seed")
         for key in (*self.environment, *self.secret_env):
             if not key or "=" in key or "\0" in key:
                 raise UsageError(f"environment variable name {key!r} is not valid")

@@ -2,29 +2,44 @@
 
 It routes every command by job id alone (the store remembers which instance and config a
 job went to), keeps the job store current, and refreshes many jobs with one batched call
-per scheduler instance.
+per scheduler instance. A submit is recorded (SUBMITTING) before the backend is asked and
+completed after, so a crash or timeout in between never loses a job the backend accepted:
+the next refresh finds it again by its correlation id (``Scheduler.reconcile``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import socket
+import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 from warpforge_launch import codec
-from warpforge_launch.errors import NotFoundError, UsageError
+from warpforge_launch.errors import LaunchError, NotFoundError, UsageError
 from warpforge_launch.jobs import (
     ClusterInfo,
     JobDefinition,
     JobQuery,
     JobResult,
+    JobState,
     JobStatus,
     JobSubmission,
+    utcnow,
 )
 from warpforge_launch.schedulers import registry
 from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan
 from warpforge_launch.store import JobRecord, JobStore, home
+
+# How long a SUBMITTING row whose submit is over (crashed, timed out) waits before a backend
+# that does not know its correlation id makes it FAILED; and how long a submit still in
+# flight may take at most (every backend bounds its submit call far below this).
+SUBMIT_GRACE = timedelta(seconds=60)
+SUBMIT_MAX = timedelta(hours=1)
 
 
 class Launcher:
@@ -32,7 +47,7 @@ class Launcher:
         self._inventory_path = inventory_path
         self._inventory = None
         self.store = store or JobStore()
-        self._instances: dict[str, Scheduler] = {}
+        self._instances: dict[tuple[str, str, str], Scheduler] = {}
 
     @property
     def inventory(self):
@@ -55,8 +70,7 @@ class Launcher:
         self.close()
 
     # -- instances -------------------------------------------------------------------------
-    def scheduler(self, name: str | None = None, **overrides: Any) -> Scheduler:
-        """A configured instance from the inventory; overrides replace Config fields."""
+    def _config(self, name: str | None, overrides: dict[str, Any]):
         entry = self.inventory.scheduler(name)
         config = entry.config
         if overrides:
@@ -66,20 +80,28 @@ class Launcher:
                 raise UsageError(f"scheduler {entry.name!r} ({entry.type}) has no setting "
                                  f"{', '.join(sorted(unknown))}")
             config = dataclasses.replace(config, **overrides)
+        return entry, config
+
+    def scheduler(self, name: str | None = None, **overrides: Any) -> Scheduler:
+        """A new configured instance from the inventory (the caller closes it); overrides
+        replace Config fields."""
+        entry, config = self._config(name, overrides)
         return registry.create(entry.name, entry.type, config, home())
 
-    def _for_record(self, record: JobRecord) -> Scheduler:
-        key = f"{record.instance}\0{record.scheduler_type}\0{record.config}"
+    def _instance(self, instance: str, type_name: str, config: Any) -> Scheduler:
+        """One warm instance per (name, type, config), kept until ``close``: the one that
+        submitted a job also watches it (Slurm's status cache, Ray's HTTP client)."""
+        as_json = config if isinstance(config, dict) else codec.to_jsonable(config)
+        key = (instance, type_name, json.dumps(as_json, sort_keys=True, default=str))
         if key not in self._instances:
-            self._instances[key] = registry.create(record.instance, record.scheduler_type,
-                                                   record.config, home())
+            self._instances[key] = registry.create(instance, type_name, config, home())
         return self._instances[key]
 
-    def _route(self, job_id: str, record: JobRecord | None = None
-               ) -> tuple[JobRecord | None, Scheduler]:
-        record = record or self.store.find(job_id)
-        if record is not None:
-            return record, self._for_record(record)
+    def _for_record(self, record: JobRecord) -> Scheduler:
+        return self._instance(record.instance, record.scheduler_type, record.config)
+
+    def _by_id(self, job_id: str) -> Scheduler:
+        """The instance a job id names, for a job the store does not know."""
         instance, sep, native = job_id.partition("-")
         if not sep or not native:
             raise NotFoundError(f"{job_id!r} is not a job id (<scheduler>-<id>)",
@@ -87,12 +109,28 @@ class Launcher:
         if instance not in self.inventory.schedulers:
             raise NotFoundError(f"no job {job_id!r} in the job store, and no scheduler "
                                 f"{instance!r} in the inventory ({self.inventory.describe()})")
-        return None, self.scheduler(instance)
+        entry = self.inventory.scheduler(instance)
+        return self._instance(entry.name, entry.type, entry.config)
+
+    def _by_instance(self, records) -> list[tuple[Scheduler, list[JobRecord]]]:
+        groups: dict[int, tuple[Scheduler, list[JobRecord]]] = {}
+        for r in records:
+            sched = self._for_record(r)
+            groups.setdefault(id(sched), (sched, []))[1].append(r)
+        return list(groups.values())
+
+    def _route(self, job_id: str, record: JobRecord | None = None
+               ) -> tuple[JobRecord | None, Scheduler]:
+        record = record or self.store.find(job_id)
+        if record is not None:
+            return record, self._for_record(record)
+        return None, self._by_id(job_id)
 
     # -- submit ----------------------------------------------------------------------------
     def plan(self, definition: JobDefinition, scheduler: str | None = None,
              **overrides: Any) -> tuple[JobSubmission, Scheduler, SubmissionPlan]:
-        sched = self.scheduler(scheduler, **overrides)
+        entry, config = self._config(scheduler, overrides)
+        sched = self._instance(entry.name, entry.type, config)
         caps = sched.capabilities()
         gpu = definition.resources.gpu_type
         if gpu not in caps.supported_gpu_types:
@@ -103,16 +141,39 @@ class Launcher:
 
     def submit(self, definition: JobDefinition, scheduler: str | None = None,
                **overrides: Any) -> str:
-        submission, sched, plan = self.plan(definition, scheduler, **overrides)
-        native = sched.execute(plan).native_id
-        job_id = sched.job_id(native)
-        from warpforge_launch.jobs import JobState, utcnow
+        from warpforge_launch import secrets
 
-        status = JobStatus(job_id, submission.correlation_id, JobState.PENDING, utcnow())
-        self.store.add(JobRecord(
-            job_id, sched.name, sched.type_name, native, submission.correlation_id,
-            definition.name, submission.submitted_by, submission.submitted_at,
-            submission.to_dict(), plan.to_dict(), codec.to_jsonable(sched.config), status))
+        submission, sched, plan = self.plan(definition, scheduler, **overrides)
+        secrets.resolve(definition.secret_env)  # a missing secret fails before anything
+        corr = submission.correlation_id
+        placeholder = plan.job_id or sched.job_id(f"submitting-{submission.short_id}")
+        pending = JobStatus(placeholder, corr, JobState.PENDING, submission.submitted_at,
+                            message=f"submitting to {sched.name}",
+                            scheduler_metadata={"submitter": _me()})
+        try:
+            self.store.add(JobRecord(
+                placeholder, sched.name, sched.type_name, plan.native_id or "", corr,
+                definition.name, submission.submitted_by, submission.submitted_at,
+                submission.to_dict(), plan.to_dict(), codec.to_jsonable(sched.config),
+                pending, submitting=True))
+        except sqlite3.IntegrityError:
+            raise LaunchError(f"job id {placeholder} is already in the job store",
+                              hint="submit again (a new id is drawn)") from None
+        try:
+            native = sched.execute(plan).native_id
+        except UsageError:
+            self.store.discard_submit(corr)  # refused before anything ran
+            raise
+        except BaseException as exc:
+            self.store.note_submit(corr, f"submit to {sched.name} interrupted "
+                                   f"({type(exc).__name__}: {exc}); not confirmed yet")
+            if isinstance(exc, LaunchError) and not exc.hint:
+                exc.hint = (f"{sched.name} may have accepted it: `warpforge-launch list` "
+                            f"checks (correlation id {corr})")
+            raise
+        job_id = sched.job_id(native)
+        self.store.complete_submit(corr, job_id, native,
+                                   JobStatus(job_id, corr, JobState.PENDING, utcnow()))
         return job_id
 
     # -- tracking --------------------------------------------------------------------------
@@ -124,32 +185,87 @@ class Launcher:
         return answer
 
     def status(self, job_id: str) -> JobStatus:
-        record = self.store.find(job_id)
-        if record is not None and record.state.terminal:
-            return record.status  # final: no backend is even loaded
-        record, sched = self._route(job_id, record)
-        status = self._stamp(record, sched.status(job_id))
-        if record is not None:
-            self.store.update_status(status)
-        return status
+        return self.statuses([job_id])[job_id]
+
+    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Fresh statuses of many jobs: one store read, one batched call per instance."""
+        return self._statuses(job_ids, self.store.find_many(list(job_ids)))
+
+    def _statuses(self, job_ids: Sequence[str], records: dict[str, JobRecord]
+                  ) -> dict[str, JobStatus]:
+        fresh = self.refresh(list(records.values()))
+        unknown: dict[int, list[str]] = {}
+        instances: dict[int, Scheduler] = {}
+        for job_id in job_ids:
+            if job_id not in records:
+                sched = self._by_id(job_id)
+                unknown.setdefault(id(sched), []).append(job_id)
+                instances[id(sched)] = sched
+        for key, ids in unknown.items():
+            got = instances[key].statuses(ids)
+            for job_id in ids:
+                if job_id not in got:
+                    raise NotFoundError(f"no {instances[key].name} job {job_id!r}",
+                                        hint="`warpforge-launch list` shows the known jobs")
+            fresh.update(got)
+        return {job_id: fresh[job_id] for job_id in job_ids}
 
     def refresh(self, records: list[JobRecord]) -> dict[str, JobStatus]:
-        """Fresh statuses: terminal ones from the store, the rest one batch per instance."""
-        fresh = {r.job_id: r.status for r in records if r.state.terminal}
-        groups: dict[str, list[JobRecord]] = {}
+        """Fresh statuses by the records' job ids: final ones from the store, the rest one
+        batch per instance; SUBMITTING rows are reconciled with their backend first."""
+        fresh: dict[str, JobStatus] = {}
+        active: dict[str, JobRecord] = {}
+        submitting: list[JobRecord] = []
         for r in records:
-            if not r.state.terminal:
-                groups.setdefault(r.instance, []).append(r)
-        for members in groups.values():
-            sched = self._for_record(members[0])
+            if r.submitting:
+                submitting.append(r)
+            elif r.final:
+                fresh[r.job_id] = r.status
+            else:
+                active[r.job_id] = r
+        confirmed = self._reconcile(submitting, fresh)
+        active.update((r.job_id, r) for r in confirmed.values())
+        for sched, members in self._by_instance(active.values()):
             by_id = {r.job_id: r for r in members}
             batch = [self._stamp(by_id.get(job_id), status)
-                     for job_id, status in sched.statuses(list(by_id)).items()]
+                     for job_id, status in sched.statuses(list(by_id)).items()
+                     if job_id in by_id]
             self.store.update_status(*batch)
             fresh.update((s.job_id, s) for s in batch)
-        for r in records:
-            fresh.setdefault(r.job_id, r.status)
+        for r in active.values():
+            if r.job_id not in fresh:  # the backend no longer reports it: last known state
+                fresh[r.job_id] = dataclasses.replace(r.status, message=_joined(
+                    r.status.message, f"not reported by {r.instance}; last known state"))
+        for old_id, r in confirmed.items():
+            fresh[old_id] = fresh[r.job_id]
         return fresh
+
+    def _reconcile(self, records: list[JobRecord], fresh: dict[str, JobStatus]
+                   ) -> dict[str, JobRecord]:
+        """Ask each backend (one call per instance) which SUBMITTING jobs it has; complete
+        those, fail the ones it provably never got, leave the rest SUBMITTING."""
+        confirmed: dict[str, JobRecord] = {}
+        now = utcnow()
+        for sched, members in self._by_instance(records):
+            found = sched.reconcile([r.correlation_id for r in members])
+            for r in members:
+                native = found.get(r.correlation_id)
+                if native:
+                    job_id = sched.job_id(native)
+                    done = self.store.complete_submit(
+                        r.correlation_id, job_id, native,
+                        JobStatus(job_id, r.correlation_id, JobState.PENDING, now))
+                    confirmed[r.job_id] = done or self.store.get(job_id)
+                elif _given_up(r, now):
+                    message = (f"{sched.name} has no job with correlation id "
+                               f"{r.correlation_id}: the submit never reached it "
+                               f"({r.status.message})")
+                    self.store.fail_submit(r.correlation_id, message)
+                    fresh[r.job_id] = JobStatus(r.job_id, r.correlation_id, JobState.FAILED,
+                                                now, message=message)
+                else:
+                    fresh[r.job_id] = r.status
+        return confirmed
 
     def list(self, query: JobQuery, refresh: bool = True) -> list[tuple[JobRecord, JobStatus]]:
         """Jobs from the store, newest first; active ones are refreshed before the state
@@ -161,27 +277,69 @@ class Launcher:
             rows = [(r, s) for r, s in rows if s.state in query.states]
         return rows[: query.limit] if query.limit else rows
 
+    def cluster_jobs(self, schedulers: Sequence[str], query: JobQuery
+                     ) -> list[tuple[str, JobStatus, bool]]:
+        """What the backends themselves know (jobs of other tools too): (instance, status,
+        whether the job store has it), one ``Scheduler.list`` call per instance."""
+        rows = []
+        for name in schedulers or [None]:
+            entry, config = self._config(name, {})
+            sched = self._instance(entry.name, entry.type, config)
+            listed = sched.list(query)
+            known = self.store.find_many([s.job_id for s in listed])
+            rows += [(sched.name, s, s.job_id in known) for s in listed]
+        return rows
+
     def result(self, job_id: str) -> JobResult:
-        status = self.status(job_id)
-        if not status.state.terminal:
-            raise UsageError(f"job {job_id} has not finished ({status.state.value})",
-                             hint="wait with `warpforge-launch status`, or submit with --wait")
-        record, sched = self._route(job_id)
-        return self._stamp(record, sched.result(job_id))
+        return self.results([job_id])[job_id]
+
+    def results(self, job_ids: Sequence[str]) -> dict[str, JobResult]:
+        """Outcomes of finished jobs: one store read and one refresh for all of them, and
+        each backend gets the statuses it would otherwise fetch again."""
+        records = self.store.find_many(list(job_ids))
+        statuses = self._statuses(job_ids, records)
+        for job_id in job_ids:
+            state = statuses[job_id].state
+            if not state.terminal:
+                raise UsageError(f"job {job_id} has not finished ({state.value})",
+                                 hint="wait with `warpforge-launch status`, or submit with "
+                                 "--wait")
+        for job_id in job_ids:
+            r = records.get(job_id)
+            if r is not None and r.superseded_by:
+                raise UsageError(f"job {job_id} can no longer be read from its backend: its id "
+                                 f"was given to {r.superseded_by}", hint="`warpforge-launch "
+                                 "status` shows what the store kept")
+        out: dict[str, JobResult] = {}
+        groups: dict[int, tuple[Scheduler, dict[str, JobStatus]]] = {}
+        for job_id in job_ids:
+            _, sched = self._route(job_id, records.get(job_id))
+            groups.setdefault(id(sched), (sched, {}))[1][job_id] = statuses[job_id]
+        for sched, known in groups.values():
+            for job_id, res in sched.results(known).items():
+                out[job_id] = self._stamp(records.get(job_id), res)
+        return {job_id: out[job_id] for job_id in job_ids}
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         _, sched = self._route(job_id)
         return sched.logs(job_id, follow=follow)
 
     def cancel(self, job_id: str) -> tuple[bool, JobStatus]:
-        record, sched = self._route(job_id)
-        if record is not None and record.state.terminal:
-            return False, record.status
-        cancelled = sched.cancel(job_id)
-        status = self._stamp(record, sched.status(job_id))
-        if record is not None:
-            self.store.update_status(status)
-        return cancelled, status
+        return self.cancel_many([job_id])[job_id]
+
+    def cancel_many(self, job_ids: Sequence[str]) -> dict[str, tuple[bool, JobStatus]]:
+        """Stop jobs; those already finished are left alone (False). One store read, and
+        the statuses afterwards come from one batched refresh per instance."""
+        records = self.store.find_many(list(job_ids))
+        cancelled: dict[str, bool] = {}
+        for job_id in job_ids:
+            record, sched = self._route(job_id, records.get(job_id))
+            if record is not None and (record.final or record.submitting):
+                cancelled[job_id] = False
+                continue
+            cancelled[job_id] = sched.cancel(job_id)
+        statuses = self._statuses(job_ids, records)
+        return {job_id: (cancelled[job_id], statuses[job_id]) for job_id in job_ids}
 
     def wait(self, job_id: str, timeout: float | None = None,
              on_status: Callable[[JobStatus], None] | None = None) -> JobStatus:
@@ -200,5 +358,30 @@ class Launcher:
             delay = min(delay * 1.5, 2.0)
 
     def cluster_info(self, scheduler: str | None = None) -> ClusterInfo:
-        with self.scheduler(scheduler) as sched:
-            return sched.cluster_info()
+        entry, config = self._config(scheduler, {})
+        return self._instance(entry.name, entry.type, config).cluster_info()
+
+
+def _me() -> dict[str, Any]:
+    """Who is submitting: lets another process tell a submit in flight from a dead one."""
+    from warpforge_launch.schedulers.local_state import proc_start_time
+
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": proc_start_time(pid)}
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
+def _given_up(record: JobRecord, now) -> bool:
+    """A SUBMITTING row is lost once its submit is over (or was never seen to end) and the
+    grace for the backend's view to settle has passed."""
+    age = now - record.submitted_at
+    owner = record.status.scheduler_metadata.get("submitter")
+    if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
+        from warpforge_launch.schedulers.local_state import alive
+
+        if alive(owner.get("pid"), owner.get("start")):
+            return age > SUBMIT_MAX  # still in flight in a live process
+    return age > SUBMIT_GRACE

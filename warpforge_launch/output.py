@@ -1,8 +1,40 @@
-"""Human output: rich tables and the result view (imported only by commands that print them)."""
+"""Everything the commands print: JSON, errors, rich tables and the result view.
+
+Text that comes from a backend or a user (job names, messages, node names, log tails) is
+shown as plain text, never as rich markup, and with terminal control characters made
+visible, so a job name like ``[/x]`` or an escape sequence in a remote message cannot break
+or drive the terminal. rich is imported only by the functions that draw tables.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Any
+
 from warpforge_launch.jobs import ClusterInfo, JobResult
+
+# C0 controls, DEL and C1 controls (ESC and CSI among them) -> visible escapes
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0))}
+_KEEP_LINES = {k: v for k, v in _CONTROLS.items() if chr(k) not in "\n\t"}
+
+
+def safe(text: Any, *, multiline: bool = False) -> str:
+    """``text`` with control characters shown as ``\\xNN``; newlines kept if ``multiline``."""
+    return str(text).translate(_KEEP_LINES if multiline else _CONTROLS)
+
+
+def emit_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def print_error(exc: object, *, hint: str | None = None) -> None:
+    """The one error format of every command and task: ``error: ...`` then ``hint: ...``."""
+    print(f"error: {safe(exc)}", file=sys.stderr)
+    hint = hint if hint is not None else getattr(exc, "hint", None)
+    if hint:
+        print(f"hint: {safe(hint)}", file=sys.stderr)
 
 
 def _console():
@@ -11,15 +43,20 @@ def _console():
     return Console(highlight=False, soft_wrap=True)
 
 
-def table(headers: list[str], rows: list[list[str]]) -> None:
+def table(headers: list[str], rows: list[list[Any]]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(box=None, pad_edge=False, header_style="bold")
     for h in headers:
         t.add_column(h, overflow="fold")
     for row in rows:
-        t.add_row(*[str(c) for c in row])
+        t.add_row(*[Text(safe(c)) for c in row])  # Text: never parsed as markup
     _console().print(t)
+
+
+def _line(console, text: str, multiline: bool = False) -> None:
+    console.print(safe(text, multiline=multiline), markup=False)
 
 
 def print_result(result: JobResult | None) -> None:
@@ -28,34 +65,32 @@ def print_result(result: JobResult | None) -> None:
         console.print("no result: the job has not finished")
         return
     took = f"{result.execution_time.total_seconds():.2f}s" if result.execution_time else "-"
-    console.print(f"job:        {result.job_id}", markup=False)
-    console.print(f"success:    {'yes' if result.success else 'no'}", markup=False)
-    console.print(f"exit code:  {result.exit_code if result.exit_code is not None else '-'}",
-                  markup=False)
-    console.print(f"time:       {took}", markup=False)
+    _line(console, f"job:        {result.job_id}")
+    _line(console, f"success:    {'yes' if result.success else 'no'}")
+    _line(console, f"exit code:  {result.exit_code if result.exit_code is not None else '-'}")
+    _line(console, f"time:       {took}")
     if result.error_message:
-        console.print(f"error:      {result.error_message}", markup=False)
+        _line(console, f"error:      {result.error_message}")
     if result.outputs:
-        console.print("outputs:", markup=False)
+        _line(console, "outputs:")
         for path in result.outputs:
-            console.print(f"  {path}", markup=False)
+            _line(console, f"  {path}")
     if result.mlir_output:
-        console.print("--- model.mlir (StableHLO) ---", markup=False)
-        console.print(result.mlir_output.rstrip("\n"), markup=False)
+        _line(console, "--- model.mlir (StableHLO) ---")
+        _line(console, result.mlir_output.rstrip("\n"), multiline=True)
     elif result.log_tail and not result.success:
-        console.print("--- log tail ---", markup=False)
-        console.print(result.log_tail, markup=False)
+        _line(console, "--- log tail ---")
+        _line(console, result.log_tail, multiline=True)
 
 
 def print_cluster(info: ClusterInfo) -> None:
     console = _console()
-    console.print(f"scheduler: {info.scheduler_name} {info.scheduler_version}", markup=False)
-    console.print(f"nodes:     {info.available_nodes} available of {info.total_nodes}",
-                  markup=False)
+    _line(console, f"scheduler: {info.scheduler_name} {info.scheduler_version}")
+    _line(console, f"nodes:     {info.available_nodes} available of {info.total_nodes}")
     gpus = ", ".join(f"{k} {v}" for k, v in sorted(info.gpus_by_type.items())) or "none"
-    console.print(f"gpus:      {gpus}", markup=False)
+    _line(console, f"gpus:      {gpus}")
     table(["NODE", "STATUS", "GPU", "GPUS", "MEMORY MB", "CORES"],
           [[n.name, n.status, n.gpu_type.value, n.gpu_count, n.memory_mb, n.cpu_cores]
            for n in info.nodes])
     for key, value in sorted(info.details.items()):
-        console.print(f"{key}: {value}", markup=False)
+        _line(console, f"{key}: {value}")

@@ -8,6 +8,7 @@ so status/logs/cancel reach the same cluster even if the inventory changes later
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -17,9 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from warpforge_launch.errors import LaunchError, NotFoundError
-from warpforge_launch.jobs import JobQuery, JobState, JobStatus, utcnow
+from warpforge_launch.jobs import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    JobQuery,
+    JobState,
+    JobStatus,
+    utcnow,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# A row's ``state`` is a JobState value, or SUBMITTING: recorded before the backend was
+# asked, completed after it answered (a crash in between leaves it for ``reconcile``).
+SUBMITTING = "SUBMITTING"
+_TERMINAL_SQL = ",".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id          TEXT PRIMARY KEY,
@@ -35,11 +47,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     config          TEXT NOT NULL,
     state           TEXT NOT NULL,
     status          TEXT NOT NULL,
-    updated_at      TEXT NOT NULL
+    updated_at      TEXT NOT NULL,
+    superseded_by   TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_submitted_at ON jobs (submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_correlation_id ON jobs (correlation_id);
 """
+# In-place upgrades, each from the version before; every existing row is kept.
+_MIGRATIONS = {
+    2: ("ALTER TABLE jobs ADD COLUMN superseded_by TEXT",
+        "CREATE INDEX IF NOT EXISTS jobs_correlation_id ON jobs (correlation_id)"),
+}
+_COLUMNS = ("job_id, instance, scheduler_type, native_id, correlation_id, name, submitted_by, "
+            "submitted_at, submission, plan, config, state, status, updated_at, superseded_by")
 
 
 def home() -> Path:
@@ -65,10 +86,17 @@ class JobRecord:
     plan: dict[str, Any]
     config: dict[str, Any]
     status: JobStatus
+    submitting: bool = False  # recorded, but the backend has not confirmed it yet
+    superseded_by: str | None = None  # the newer job the backend gave this native id to
 
     @property
     def state(self) -> JobState:
         return self.status.state
+
+    @property
+    def final(self) -> bool:
+        """Nothing more to learn from the backend: finished, or its id went to another job."""
+        return self.state.terminal or self.superseded_by is not None
 
 
 class JobStore:
@@ -96,12 +124,8 @@ class JobStore:
                                   hint="upgrade warpforge-launch")
             if version < SCHEMA_VERSION:
                 db.execute("PRAGMA journal_mode = WAL")
-                db.execute("BEGIN IMMEDIATE")
-                if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    for statement in filter(str.strip, _SCHEMA.split(";")):
-                        db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("COMMIT")
+                with _Transaction(db):
+                    _upgrade(db)
         except sqlite3.DatabaseError as exc:
             raise LaunchError(f"job store {self.path} is unreadable: {exc}",
                               hint="move it aside; a new one is created on the next "
@@ -114,32 +138,108 @@ class JobStore:
             self._db = None
 
     def add(self, record: JobRecord) -> None:
-        row = (record.job_id, record.instance, record.scheduler_type, record.native_id,
-               record.correlation_id, record.name, record.submitted_by,
-               record.submitted_at.isoformat(), json.dumps(record.submission),
-               json.dumps(record.plan), json.dumps(record.config), record.status.state.value,
-               json.dumps(record.status.to_dict()), utcnow().isoformat())
-        self.db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        self.db.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        _row(record))
 
     def remove(self, job_id: str) -> None:
         self.db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
     def update_status(self, *statuses: JobStatus) -> None:
-        """Record fresh statuses in one transaction; a terminal state is never overwritten."""
+        """Record fresh statuses in one transaction; a terminal state is never overwritten,
+        and a row still SUBMITTING changes only through ``complete_submit``."""
         now = utcnow().isoformat()
         rows = [(s.state.value, json.dumps(s.to_dict()), now, s.job_id) for s in statuses]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self.db.executemany(
                 "UPDATE jobs SET state = ?, status = ?, updated_at = ? WHERE job_id = ? "
-                "AND state NOT IN ('COMPLETED','FAILED','CANCELLED','TIMEOUT')", rows)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+                f"AND state NOT IN ({_TERMINAL_SQL}, '{SUBMITTING}')", rows)
+
+    def complete_submit(self, correlation_id: str, job_id: str, native_id: str,
+                        status: JobStatus) -> JobRecord | None:
+        """The backend accepted the job as ``native_id``: the SUBMITTING row becomes a job.
+
+        A backend that reuses native ids (Slurm counts again from 1 after a reset) may hand
+        out an id the store already holds: that older row is kept under a suffixed id,
+        marked superseded, never overwritten. None when no SUBMITTING row has this
+        correlation id (another process completed it first)."""
+        now = utcnow().isoformat()
+        with self._transaction():
+            row = self.db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE correlation_id = ? AND state = ?",
+                (correlation_id, SUBMITTING)).fetchone()
+            if row is None:
+                return None
+            old = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?",
+                                  (job_id,)).fetchone()
+            if old is not None and old[4] != correlation_id:
+                self._supersede(_record(old), job_id, now)
+            self.db.execute(
+                "UPDATE jobs SET job_id = ?, native_id = ?, state = ?, status = ?, "
+                "updated_at = ? WHERE correlation_id = ? AND state = ?",
+                (job_id, native_id, status.state.value, json.dumps(status.to_dict()), now,
+                 correlation_id, SUBMITTING))
+        return self.get(job_id)
+
+    def _supersede(self, old: JobRecord, new_job_id: str, now: str) -> None:
+        renamed, n = f"{old.job_id}~{old.correlation_id[:8]}", 1
+        while self.db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (renamed,)).fetchone():
+            n += 1
+            renamed = f"{old.job_id}~{old.correlation_id[:8]}.{n}"
+        status = dataclasses.replace(old.status, job_id=renamed)
+        if not old.state.terminal:  # the backend forgot it: its end will never be known
+            status = dataclasses.replace(
+                status, state=JobState.FAILED, state_changed_at=utcnow(),
+                message=f"the backend gave its id {old.native_id} to a newer job, "
+                f"{new_job_id}; the last known state was {old.state.value}")
+        self.db.execute(
+            "UPDATE jobs SET job_id = ?, state = ?, status = ?, updated_at = ?, "
+            "superseded_by = ? WHERE job_id = ?",
+            (renamed, status.state.value, json.dumps(status.to_dict()), now, new_job_id,
+             old.job_id))
+
+    def fail_submit(self, correlation_id: str, message: str) -> None:
+        """A SUBMITTING row the backend provably never accepted: FAILED, with why."""
+        with self._transaction():
+            row = self.db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE correlation_id = ? AND state = ?",
+                (correlation_id, SUBMITTING)).fetchone()
+            if row is None:
+                return
+            old = _record(row)
+            status = JobStatus(old.job_id, correlation_id, JobState.FAILED, utcnow(),
+                               message=message)
+            self.db.execute("UPDATE jobs SET state = ?, status = ?, updated_at = ? "
+                            "WHERE correlation_id = ? AND state = ?",
+                            (status.state.value, json.dumps(status.to_dict()),
+                             utcnow().isoformat(), correlation_id, SUBMITTING))
+
+    def note_submit(self, correlation_id: str, message: str) -> None:
+        """The submit attempt is over without an answer: say so; the row stays SUBMITTING
+        (the backend may have the job) and no longer names a live submitter."""
+        with self._transaction():
+            row = self.db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE correlation_id = ? AND state = ?",
+                (correlation_id, SUBMITTING)).fetchone()
+            if row is None:
+                return
+            status = dataclasses.replace(_record(row).status, message=message,
+                                         scheduler_metadata={})
+            self.db.execute("UPDATE jobs SET status = ?, updated_at = ? "
+                            "WHERE correlation_id = ? AND state = ?",
+                            (json.dumps(status.to_dict()), utcnow().isoformat(),
+                             correlation_id, SUBMITTING))
+
+    def discard_submit(self, correlation_id: str) -> None:
+        """The backend refused the job outright: nothing runs, nothing to keep."""
+        self.db.execute("DELETE FROM jobs WHERE correlation_id = ? AND state = ?",
+                        (correlation_id, SUBMITTING))
+
+    def _transaction(self):
+        return _Transaction(self.db)
 
     def get(self, job_id: str) -> JobRecord:
-        row = self.db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?",
+                              (job_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no job {job_id!r} in the job store {self.path}",
                                 hint="`warpforge-launch list` shows the known jobs")
@@ -151,14 +251,26 @@ class JobStore:
         except NotFoundError:
             return None
 
+    def find_many(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """The rows of those ids that exist, in one query."""
+        ids = sorted(set(job_ids))
+        found: dict[str, JobRecord] = {}
+        for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = ids[i:i + 500]
+            sql = f"SELECT {_COLUMNS} FROM jobs WHERE job_id IN ({','.join('?' * len(chunk))})"
+            found.update((r.job_id, r) for r in map(_record, self.db.execute(sql, chunk)))
+        return found
+
     def query(self, query: JobQuery, include_active: bool = False) -> list[JobRecord]:
         """Rows matching the query, newest first. ``include_active`` also returns jobs still
         PENDING/RUNNING whatever the state filter, for a caller that refreshes them first."""
-        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        sql, args = f"SELECT {_COLUMNS} FROM jobs WHERE 1=1", []
         if query.states:
             states = {s.value for s in query.states}
             if include_active:
-                states |= {"PENDING", "RUNNING"}
+                states |= {s.value for s in ACTIVE_STATES}
+            if JobState.PENDING.value in states:
+                states.add(SUBMITTING)  # shown as PENDING until the backend confirms it
             sql += f" AND state IN ({','.join('?' * len(states))})"
             args += sorted(states)
         if query.schedulers:
@@ -196,9 +308,49 @@ class JobStore:
         return [_record(r) for r in rows], total
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Create the schema, or bring an older one up to date in place (inside a transaction)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+                        ).fetchone()
+    if version >= SCHEMA_VERSION:
+        return
+    if not exists:
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
+    else:
+        for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                db.execute(statement)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (autocommit connection)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _row(record: JobRecord) -> tuple:
+    state = SUBMITTING if record.submitting else record.status.state.value
+    return (record.job_id, record.instance, record.scheduler_type, record.native_id,
+            record.correlation_id, record.name, record.submitted_by,
+            record.submitted_at.isoformat(), json.dumps(record.submission),
+            json.dumps(record.plan), json.dumps(record.config), state,
+            json.dumps(record.status.to_dict()), utcnow().isoformat(), record.superseded_by)
+
+
 def _record(row: tuple) -> JobRecord:
-    (job_id, instance, stype, native, corr, name, by, at, submission, plan, config, _state,
-     status, _updated) = row
+    (job_id, instance, stype, native, corr, name, by, at, submission, plan, config, state,
+     status, _updated, superseded_by) = row
     return JobRecord(job_id, instance, stype, native, corr, name, by, datetime.fromisoformat(at),
                      json.loads(submission), json.loads(plan), json.loads(config),
-                     JobStatus.from_dict(json.loads(status)))
+                     JobStatus.from_dict(json.loads(status)), state == SUBMITTING,
+                     superseded_by)

@@ -7,7 +7,7 @@ import pytest
 from tests.helpers import local_inventory, model_file, run_cli
 from warpforge_launch import __version__
 from warpforge_launch.cli import main
-from warpforge_launch.commands import parse_memory
+from warpforge_launch.jobs import memory_mb
 
 
 def call(capsys, *argv):
@@ -47,8 +47,16 @@ def test_usage_errors_exit_2(capsys, argv, fragment):
     ([], "--inputs is required"),
     (["--inputs", "[(1,0)]"], "dimension 0 must be a positive"),
     (["--inputs", "[(1,8)", ], "unbalanced"),
-    (["--inputs", "[(1,8)]", "--memory", "lots"], "--memory 'lots' is not a size"),
-    (["--inputs", "[(1,8)]", "--timeout", "0"], "--timeout must be positive"),
+    (["--inputs", "[(1,8)]", "--memory", "lots"], "memory 'lots' is not a size"),
+    (["--inputs", "[(1,8)]", "--memory", "nan"], "memory 'nan' is not a finite size"),
+    (["--inputs", "[(1,8)]", "--memory", "infG"], "memory 'infG' is not a finite size"),
+    (["--inputs", "[(1,8)]", "--memory", "1e400"], "memory '1e400' is not a finite size"),
+    (["--inputs", "[(1,8)]", "--timeout", "0"], "timeout must be a positive, finite number"),
+    (["--inputs", "[(1,8)]", "--timeout", "nan"], "timeout must be a positive, finite number"),
+    (["--inputs", "[(1,8)]", "--timeout", "inf"], "timeout must be a positive, finite number"),
+    (["--inputs", "[(1,8)]", "--timeout", "1e300"], "too large"),
+    (["--inputs", "[(1,8)]", "--timeout", "soon"], "timeout must be a number of minutes"),
+    (["--inputs", "[(1,8)]", "--secret-env", "A=B"], "name 'A=B' is not valid"),
     (["--inputs", "[(1,8)]", "--env", "NOEQUALS"], "not KEY=VALUE"),
     (["--inputs", "[(1,8)]", "--priority", "200"], "0-100"),
     (["--inputs", "[(1,8)]", "--gpu", "NVIDIA"], "cannot give a job NVIDIA GPUs"),
@@ -125,7 +133,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
 @pytest.mark.parametrize("text,mb", [("4096", 4096), ("16G", 16384), ("512M", 512),
                                      ("1.5g", 1536), ("2GB", 2048)])
 def test_memory_units(text, mb):
-    assert parse_memory(text) == mb
+    assert memory_mb(text) == mb
 
 
 def test_list_of_empty_store_and_limit(capsys):

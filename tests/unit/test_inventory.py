@@ -140,3 +140,14 @@ boxes:
     assert (cfg.login_host, cfg.login_port, cfg.known_hosts_file, cfg.identity_file) == (
         "127.0.0.41", 2241, "/k", "/i")
     assert cfg.login_user == "alice"  # set in the scheduler's own section: it wins
+
+
+def test_lab_logs_live_under_warpforge_home(tmp_path, monkeypatch):
+    from warpforge_launch import inventory as inv_mod
+    from warpforge_launch.store import home
+
+    monkeypatch.setenv("WARPFORGE_HOME", str(tmp_path / "state"))
+    p = tmp_path / "inv.yaml"
+    p.write_text("schedulers: {local: {type: local}}\n")
+    assert inv_mod.load(p, env={}).lab.log_root == str(tmp_path / "state" / "logs")
+    assert home() == tmp_path / "state"

@@ -1,3 +1,4 @@
+import json
 import sqlite3
 import stat
 
@@ -72,3 +73,90 @@ def test_state_filter_keeps_active_rows_for_a_refresh(tmp_path):
     done = JobQuery(states={JobState.COMPLETED}, limit=1)
     assert [r.job_id for r in store.query(done)] == ["local-2"]
     assert [r.job_id for r in store.query(done, include_active=True)] == ["local-2", "local-0"]
+
+
+V1_SCHEMA = """
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY, instance TEXT NOT NULL, scheduler_type TEXT NOT NULL,
+    native_id TEXT NOT NULL, correlation_id TEXT NOT NULL, name TEXT NOT NULL,
+    submitted_by TEXT NOT NULL, submitted_at TEXT NOT NULL, submission TEXT NOT NULL,
+    plan TEXT NOT NULL, config TEXT NOT NULL, state TEXT NOT NULL, status TEXT NOT NULL,
+    updated_at TEXT NOT NULL);
+CREATE INDEX jobs_submitted_at ON jobs (submitted_at);
+CREATE INDEX jobs_state ON jobs (state);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    for i, st in enumerate([JobState.RUNNING, JobState.COMPLETED]):
+        r = record(f"slurm-{i}", st, name=f"job{i}")
+        db.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+            r.job_id, "slurm", "slurm", str(i), r.correlation_id, r.name, "me",
+            r.submitted_at.isoformat(), "{}", "{}", '{"login": "x"}', st.value,
+            json.dumps(r.status.to_dict()), r.submitted_at.isoformat()))
+    db.commit()
+    db.close()
+    store = JobStore(path)
+    rows = {r.job_id: r for r in store.query(JobQuery(limit=None))}
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert set(rows) == {"slurm-0", "slurm-1"}
+    assert rows["slurm-0"].state is JobState.RUNNING and rows["slurm-0"].config == {"login": "x"}
+    assert rows["slurm-1"].name == "job1" and rows["slurm-1"].superseded_by is None
+    indexes = {r[1] for r in store.db.execute("PRAGMA index_list(jobs)")}
+    assert "jobs_correlation_id" in indexes
+    store.close()
+    assert JobStore(path).get("slurm-0").native_id == "0"  # opening again changes nothing
+
+
+def submitting(job_id, corr):
+    r = record(job_id)
+    return JobRecord(r.job_id, r.instance, r.scheduler_type, "", corr, r.name, r.submitted_by,
+                     r.submitted_at, r.submission, r.plan, r.config, r.status, submitting=True)
+
+
+def test_submitting_row_lifecycle(tmp_path):
+    store = JobStore(tmp_path / "j.db")
+    store.add(submitting("slurm-submitting-aaaa", "corr-a"))
+    assert store.get("slurm-submitting-aaaa").submitting
+    store.update_status(JobStatus("slurm-submitting-aaaa", "c", JobState.RUNNING, utcnow()))
+    assert store.get("slurm-submitting-aaaa").submitting  # only complete_submit ends it
+    assert [r.job_id for r in store.query(JobQuery(states={JobState.PENDING}))] == \
+        ["slurm-submitting-aaaa"]
+    done = store.complete_submit("corr-a", "slurm-7", "7",
+                                 JobStatus("slurm-7", "corr-a", JobState.PENDING, utcnow()))
+    assert done.job_id == "slurm-7" and done.native_id == "7" and not done.submitting
+    assert store.find("slurm-submitting-aaaa") is None
+    assert store.complete_submit("corr-a", "slurm-7", "7", done.status) is None  # once only
+
+    store.add(submitting("slurm-submitting-bbbb", "corr-b"))
+    store.fail_submit("corr-b", "never arrived")
+    failed = store.get("slurm-submitting-bbbb")
+    assert failed.state is JobState.FAILED and failed.status.message == "never arrived"
+    store.add(submitting("slurm-submitting-cccc", "corr-c"))
+    store.discard_submit("corr-c")
+    assert store.find("slurm-submitting-cccc") is None
+
+
+def test_reused_native_id_supersedes_and_keeps_the_old_row(tmp_path):
+    store = JobStore(tmp_path / "j.db")
+    old = record("slurm-7", JobState.RUNNING)
+    store.add(old)
+    store.add(submitting("slurm-submitting-dddd", "corr-d"))
+    store.complete_submit("corr-d", "slurm-7", "7",
+                          JobStatus("slurm-7", "corr-d", JobState.PENDING, utcnow()))
+    assert store.get("slurm-7").correlation_id == "corr-d"
+    (kept,) = [r for r in store.query(JobQuery()) if r.correlation_id == old.correlation_id]
+    assert kept.job_id == f"slurm-7~{old.correlation_id[:8]}"
+    assert kept.superseded_by == "slurm-7" and kept.final
+    assert kept.state is JobState.FAILED and "last known state was RUNNING" in \
+        kept.status.message and kept.status.job_id == kept.job_id
+
+
+def test_terminal_states_are_spelled_once():
+    from warpforge_launch import store as store_mod
+
+    assert store_mod._TERMINAL_SQL == "'CANCELLED','COMPLETED','FAILED','TIMEOUT'"

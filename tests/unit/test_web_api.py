@@ -202,7 +202,7 @@ def test_unknown_job_is_404_everywhere(inv, tmp_path):
 
 
 def test_logs_follow_by_offset_and_first_read_is_a_tail(inv, model, tmp_path, monkeypatch):
-    job_id = submit(inv, model, env={"FAKE_SG_STDERR": "x" * 300})
+    job_id = submit(inv, model, env={"WF_FAKE_STDERR": "x" * 300})
     wait_done(inv, job_id)
     with client_for(inv, tmp_path) as c:
         c.app.state.refresher.cycle()
@@ -218,7 +218,7 @@ def test_logs_follow_by_offset_and_first_read_is_a_tail(inv, model, tmp_path, mo
 
 
 def test_logs_of_a_running_job_are_not_done(inv, model, tmp_path):
-    job_id = submit(inv, model, env={"FAKE_SG_SLEEP": "30", "FAKE_SG_STDERR": "working"})
+    job_id = submit(inv, model, env={"WF_FAKE_SLEEP": "30", "WF_FAKE_STDERR": "working"})
     try:
         with client_for(inv, tmp_path) as c:
             deadline = time.monotonic() + 20
@@ -236,7 +236,7 @@ def test_logs_of_a_running_job_are_not_done(inv, model, tmp_path):
 
 
 def test_cancel_is_refused_unless_allowed_and_needs_the_header(inv, model, tmp_path):
-    job_id = submit(inv, model, env={"FAKE_SG_SLEEP": "30"})
+    job_id = submit(inv, model, env={"WF_FAKE_SLEEP": "30"})
     try:
         with client_for(inv, tmp_path) as c:
             r = c.post(f"/api/jobs/{job_id}/cancel", headers={"X-Warpforge-Action": "cancel"})

@@ -9,7 +9,7 @@ command can route by id alone (``local-1a2b3c4d``, ``slurm-42``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -118,7 +118,8 @@ class Scheduler(ABC):
     def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         """Native ids of jobs this backend accepted, by the correlation id their request
         carried: how a submit interrupted between send and record is found again. One
-        batched call; the default knows nothing (the job stays SUBMITTING, then FAILED)."""
+        batched call. An id left out means "not here": once the launcher's grace period is
+        over, such a job is recorded FAILED. The default knows nothing."""
         return {}
 
     @abstractmethod
@@ -132,6 +133,12 @@ class Scheduler(ABC):
     def result(self, job_id: str) -> JobResult:
         """The outcome of a finished job."""
 
+    def results(self, known: Mapping[str, JobStatus]) -> dict[str, JobResult]:
+        """Outcomes of finished jobs whose final status the caller already has (from the
+        job store or a batched refresh): a backend overrides this to skip asking for the
+        status again and to fetch many results in one round trip."""
+        return {job_id: self.result(job_id) for job_id in known}
+
     @abstractmethod
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         """The job's output as text chunks; with ``follow``, until the job ends."""
@@ -142,7 +149,9 @@ class Scheduler(ABC):
 
     @abstractmethod
     def list(self, query: JobQuery) -> list[JobStatus]:
-        """Jobs this backend knows about (the launcher's ``list`` reads the job store)."""
+        """Jobs the backend itself knows, also those other tools submitted, newest first:
+        what ``warpforge-launch list --from-cluster`` shows (plain ``list`` reads the job
+        store)."""
 
     @abstractmethod
     def cluster_info(self) -> ClusterInfo: ...

@@ -15,13 +15,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from warpforge_launch import __version__
+from warpforge_launch import __version__, secrets
 from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
 from warpforge_launch.jobs import (
     ClusterInfo,
@@ -41,7 +41,10 @@ from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitte
 
 @dataclass(frozen=True)
 class LocalRequest:
-    """The job request the detached supervisor reads from ``request.json``."""
+    """The job request the detached supervisor reads from its job file.
+
+    Secret variables appear by name only: their values reach the supervisor through its
+    process environment (readable by the same user only), never through a file."""
 
     argv: tuple[str, ...]
     env: dict[str, str]
@@ -51,19 +54,26 @@ class LocalRequest:
     timeout_seconds: float
     kill_grace_seconds: float
     max_concurrent_jobs: int
+    secret_env: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"argv": list(self.argv), "env": dict(self.env), "cwd": self.cwd,
                 "job_dir": self.job_dir, "work_dir": self.work_dir,
                 "timeout_seconds": self.timeout_seconds,
                 "kill_grace_seconds": self.kill_grace_seconds,
-                "max_concurrent_jobs": self.max_concurrent_jobs}
+                "max_concurrent_jobs": self.max_concurrent_jobs,
+                "secret_env": list(self.secret_env)}
 
     def render(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        shown = self.to_dict()
+        shown["env"] = {**self.env, **secrets.masked(self.secret_env)}
+        return json.dumps(shown, indent=2, sort_keys=True)
 
 
 DIST_LAUNCHER = "snakegrinder-dist/build/dist/bin/snakegrinder"
+# A job directory without a supervisor pid this long after its request was written was
+# never started (the submitting process died in between): it is FAILED, not PENDING forever.
+START_GRACE_SECONDS = 30.0
 _children: list[subprocess.Popen] = []  # supervisors we spawned, reaped as we go
 
 
@@ -131,11 +141,13 @@ class LocalScheduler(Scheduler):
                    WARPFORGE_CORRELATION_ID=submission.correlation_id)
         request = LocalRequest(tuple(argv), env, str(source.resolve().parent), str(job_dir),
                                str(self.work_dir), d.timeout.total_seconds(),
-                               self.config.kill_grace_seconds, self.max_concurrent)
+                               self.config.kill_grace_seconds, self.max_concurrent,
+                               tuple(d.secret_env))
         return SubmissionPlan(self.name, native, "local-process", tuple(argv), request,
                               submission.correlation_id)
 
     def execute(self, plan: SubmissionPlan[LocalRequest]) -> Submitted:
+        hidden = secrets.resolve(plan.request.secret_env)
         job_dir = Path(plan.request.job_dir)
         job_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
@@ -156,7 +168,7 @@ class LocalScheduler(Scheduler):
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "warpforge_launch.schedulers.local_supervisor",
                      str(job_dir)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    start_new_session=True, close_fds=True, env=_supervisor_env())
+                    start_new_session=True, close_fds=True, env=_supervisor_env(hidden))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         _children.append(proc)
@@ -174,33 +186,39 @@ class LocalScheduler(Scheduler):
             state = self._fresh_or_failed(job_dir)
         return job_dir, state
 
-    def _supervisor_alive(self, job_dir: Path) -> bool:
+    @staticmethod
+    def _supervisor(job_dir: Path) -> tuple[int, str] | None:
         try:
             pid, start = (job_dir / ls.SUPERVISOR_PID).read_text().split()
+            return int(pid), start
         except (OSError, ValueError):
-            return True  # being submitted right now
-        return ls.alive(int(pid), start)
+            return None
+
+    def _supervisor_alive(self, job_dir: Path) -> bool:
+        found = self._supervisor(job_dir)
+        if found is None:  # being started right now, or the submitter died before it could
+            try:
+                age = time.time() - (job_dir / ls.REQUEST).stat().st_mtime
+            except OSError:
+                return False
+            return age < START_GRACE_SECONDS
+        return ls.alive(*found)
 
     def _fresh_or_failed(self, job_dir: Path) -> dict:
         """The supervisor is gone: take its last word if it finished, else record FAILED."""
         state = ls.read_json(str(job_dir / ls.STATE)) or {}
         if JobState(state.get("state", "PENDING")).terminal:
             return state
-        pid = (job_dir / ls.SUPERVISOR_PID).read_text().split()[0]
-        self._kill_payload(state)
+        found = self._supervisor(job_dir)
+        # only the payload that is provably ours: its pid may belong to another process now
+        ls.send_signal(state.get("payload_pid"), state.get("payload_start"), signal.SIGKILL,
+                       group=True)
+        message = (f"supervisor process {found[0]} died before the job finished" if found
+                   else "the job's supervisor was never started (the submitting process died)")
         state.update(state="FAILED", state_changed_at=ls.now_iso(), finished_at=ls.now_iso(),
-                     message=f"supervisor process {pid} died before the job finished")
+                     message=message)
         ls.write_json(str(job_dir / ls.STATE), state)
         return state
-
-    @staticmethod
-    def _kill_payload(state: dict) -> None:
-        pid = state.get("payload_pid")
-        if pid:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def _status(self, job_id: str, state: dict) -> JobStatus:
         started = state.get("started_at")
@@ -218,6 +236,27 @@ class LocalScheduler(Scheduler):
 
     def status(self, job_id: str) -> JobStatus:
         return self._status(job_id, self._read(job_id)[1])
+
+    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Every job's own files; ids without a job directory are left out."""
+        out = {}
+        for job_id in job_ids:
+            try:
+                out[job_id] = self.status(job_id)
+            except NotFoundError:
+                continue
+        return out
+
+    def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
+        """A job directory is named by the correlation id's short form and its request
+        carries the whole id: a directory that exists is a job this backend accepted."""
+        found = {}
+        for corr in correlation_ids:
+            native = corr[:8]
+            request = ls.read_json(str(self.work_dir / native / ls.REQUEST)) or {}
+            if (request.get("env") or {}).get("WARPFORGE_CORRELATION_ID") == corr:
+                found[corr] = native
+        return found
 
     def result(self, job_id: str) -> JobResult:
         job_dir, state = self._read(job_id)
@@ -261,9 +300,9 @@ class LocalScheduler(Scheduler):
         job_dir, state = self._read(job_id)
         if JobState(state["state"]).terminal:
             return False
-        pid, start = (job_dir / ls.SUPERVISOR_PID).read_text().split()
-        if ls.alive(int(pid), start):
-            os.kill(int(pid), signal.SIGTERM)
+        found = self._supervisor(job_dir)
+        if found is not None:
+            ls.send_signal(*found, signal.SIGTERM)
         grace = self.config.kill_grace_seconds + 5
         if not ls.wait_until(lambda: JobState(self._read(job_id)[1]["state"]).terminal, grace):
             raise InfrastructureError(f"job {job_id} did not stop within {grace:g} s")
@@ -297,9 +336,11 @@ class LocalScheduler(Scheduler):
                             "work_dir": str(self.work_dir)})
 
 
-def _supervisor_env() -> dict[str, str]:
-    """The supervisor must import this very package, wherever it was imported from."""
+def _supervisor_env(hidden: dict[str, str]) -> dict[str, str]:
+    """The supervisor must import this very package, wherever it was imported from; secret
+    values travel in its environment (the payload inherits it), never in a file."""
     env = dict(os.environ)
+    env.update(hidden)
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     return env

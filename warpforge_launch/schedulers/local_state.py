@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from datetime import UTC, datetime
 
@@ -52,7 +53,32 @@ def proc_start_time(pid: int) -> str | None:
 
 
 def alive(pid: int | None, start_time: str | None) -> bool:
-    return bool(pid) and proc_start_time(pid) == start_time
+    return bool(pid) and start_time is not None and proc_start_time(pid) == start_time
+
+
+def send_signal(pid: int | None, start_time: str | None, sig: int, *, group: bool = False
+                ) -> bool:
+    """Signal ``pid`` (or the process group it leads) only while it is still the process
+    that started at ``start_time``: a pid the kernel gave to another process is never hit.
+    The pidfd pins the process between the identity check and the signal."""
+    if not pid or start_time is None:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if proc_start_time(pid) != start_time:
+            return False
+        if group:
+            os.killpg(pid, sig)
+        else:
+            signal.pidfd_send_signal(fd, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+    finally:
+        os.close(fd)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:

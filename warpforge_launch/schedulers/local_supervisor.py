@@ -23,7 +23,9 @@ from warpforge_launch.schedulers.local_state import (
     REQUEST,
     STATE,
     now_iso,
+    proc_start_time,
     read_json,
+    send_signal,
     write_json,
 )
 
@@ -105,10 +107,11 @@ class Supervisor:
                 self.record("FAILED", message=f"cannot start {self.request['argv'][0]}: "
                             f"{exc.strerror}", finished_at=now_iso())
                 return 0
-        self.record("RUNNING", payload_pid=proc.pid, started_at=now_iso())
+        self.record("RUNNING", payload_pid=proc.pid, payload_start=proc_start_time(proc.pid),
+                    started_at=now_iso())
         outcome, message = self.watch(proc)
         rc = proc.returncode
-        self.kill_everything(proc.pid, grace=0)  # leftovers of a finished payload
+        self.kill_everything(proc, grace=0)  # leftovers of a finished payload
         if outcome is None:
             outcome = "COMPLETED" if rc == 0 else "FAILED"
             message = "" if rc == 0 else describe_exit(rc, self.job_dir)
@@ -126,38 +129,43 @@ class Supervisor:
             if proc.poll() is not None:
                 return None, ""
             if self.cancelled:
-                self.kill_everything(proc.pid, self.request["kill_grace_seconds"], proc)
+                self.kill_everything(proc, self.request["kill_grace_seconds"])
                 return "CANCELLED", "cancelled by request"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.kill_everything(proc.pid, self.request["kill_grace_seconds"], proc)
+                self.kill_everything(proc, self.request["kill_grace_seconds"])
                 return "TIMEOUT", f"timed out after {self.request['timeout_seconds']:g} s"
             watched = [self.wake_r] + ([pidfd] if pidfd is not None else [])
             select.select(watched, [], [], min(remaining, 0.5 if pidfd is not None else 0.02))
             self._drain_wakeups()
 
-    def kill_everything(self, pid: int, grace: float, proc: subprocess.Popen | None = None):
-        """TERM then KILL the payload's group and every descendant we inherited."""
-        targets = {pid}
+    def kill_everything(self, proc: subprocess.Popen, grace: float) -> None:
+        """TERM then KILL the payload's group and every descendant we inherited.
+
+        The payload's own pid is signalled only while it is our unreaped child (so it cannot
+        have been reused); inherited descendants only while their start time still matches."""
         for sig in ((signal.SIGTERM, signal.SIGKILL) if grace else (signal.SIGKILL,)):
-            for p in targets | descendants(os.getpid()):
+            if proc.returncode is None:
                 for kill in (os.killpg, os.kill):
                     try:
-                        kill(p, sig)
+                        kill(proc.pid, sig)
                     except (ProcessLookupError, PermissionError):
                         pass
-            if sig == signal.SIGTERM and proc is not None:
+            for pid, start in descendants(os.getpid()).items():
+                if pid != proc.pid:
+                    send_signal(pid, start, sig)
+            if sig == signal.SIGTERM:
                 try:
                     proc.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
                     pass
-        if proc is not None:
-            proc.wait()
+        proc.wait()
         reap()
 
 
-def descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
+def descendants(root: int) -> dict[int, str]:
+    """Every live process below ``root``, with its kernel start time."""
+    children: dict[int, list[tuple[int, str]]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -166,13 +174,14 @@ def descendants(root: int) -> set[int]:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [root]
+        fields = stat[stat.rfind(")") + 2:].split()
+        children.setdefault(int(fields[1]), []).append((int(entry), fields[19]))
+    found: dict[int, str] = {}
+    todo = [root]
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child, start in children.get(todo.pop(), []):
             if child not in found:
-                found.add(child)
+                found[child] = start
                 todo.append(child)
     return found
 

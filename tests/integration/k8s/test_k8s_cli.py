@@ -69,8 +69,8 @@ def test_submit_wait_shows_the_stablehlo(inventory, model, out_root):
 
 
 def test_failing_payload_is_failed_with_exit_code_and_message(inventory, model):
-    job_id = submit(inventory, model, "--env", "FAKE_SG_EXIT=1",
-                    "--env", "FAKE_SG_STDERR=boom: aten.frobnicate is not supported")
+    job_id = submit(inventory, model, "--env", "WF_FAKE_EXIT=1",
+                    "--env", "WF_FAKE_STDERR=boom: aten.frobnicate is not supported")
     st = wait_for(inventory, job_id, {"FAILED", "COMPLETED", "TIMEOUT", "CANCELLED"})
     assert st["state"] == "FAILED"
     assert "exited with code 1" in st["message"]
@@ -82,7 +82,7 @@ def test_failing_payload_is_failed_with_exit_code_and_message(inventory, model):
 
 
 def test_timeout_is_timeout(inventory, model):
-    job_id = submit(inventory, model, "--timeout", "0.1", "--env", "FAKE_SG_SLEEP=300")
+    job_id = submit(inventory, model, "--timeout", "0.1", "--env", "WF_FAKE_SLEEP=300")
     st = wait_for(inventory, job_id, {"FAILED", "COMPLETED", "TIMEOUT", "CANCELLED"})
     assert st["state"] == "TIMEOUT", st
     deadline = time.monotonic() + 30
@@ -92,7 +92,7 @@ def test_timeout_is_timeout(inventory, model):
 
 
 def test_cancel_leaves_no_pod(inventory, model):
-    job_id = submit(inventory, model, "--env", "FAKE_SG_SLEEP=300")
+    job_id = submit(inventory, model, "--env", "WF_FAKE_SLEEP=300")
     wait_for(inventory, job_id, {"RUNNING"})
     assert pods_of(job_id)
     done = cli(inventory, "cancel", job_id)
@@ -108,7 +108,7 @@ def test_cancel_leaves_no_pod(inventory, model):
 
 
 def test_logs_and_logs_follow(inventory, model):
-    job_id = submit(inventory, model, "--env", "FAKE_SG_SLEEP=4")
+    job_id = submit(inventory, model, "--env", "WF_FAKE_SLEEP=4")
     follow = cli(inventory, "logs", "-f", job_id, timeout=120)
     assert follow.returncode == 0, follow.stderr
     assert "tracing\n" in follow.stdout and "SUCCESS: traced" in follow.stdout

@@ -55,7 +55,7 @@ def delete_instance_jobs(sched) -> None:
 def test_fifty_jobs_refresh_in_one_request(inventory, model):
     sched = scheduler(inventory, name=f"bulk{uuid.uuid4().hex[:6]}")
     try:
-        ids = [submit(sched, model, environment={"FAKE_SG_SLEEP": "300"})[0]
+        ids = [submit(sched, model, environment={"WF_FAKE_SLEEP": "300"})[0]
                for _ in range(50)]
         deadline = time.monotonic() + 90
         while True:  # the Job controller creates the 50 pods (most stay Pending: no CPU left)

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAKE_SNAKEGRINDER, local_inventory, model_file, run_cli
+from tests.helpers import run_cli
+from tests.testlab.builders import definition as define
+from tests.testlab.builders import local_inventory, model_file
+from tests.testlab.payload import FAKE_SNAKEGRINDER, behaviour, record
 from warpforge_launch.errors import UsageError
-from warpforge_launch.inputs import parse_inputs
-from warpforge_launch.jobs import JobDefinition, JobQuery, JobState
+from warpforge_launch.jobs import JobQuery, JobState
 from warpforge_launch.launcher import Launcher
 from warpforge_launch.schedulers.local_state import proc_start_time
 
@@ -43,11 +45,6 @@ def model(tmp_path):
     return model_file(tmp_path)
 
 
-def define(model: Path, env=None, timeout=timedelta(minutes=5), name="simple_mlp"):
-    return JobDefinition(name=name, source=str(model), inputs=parse_inputs("[(1,8)]"),
-                         model_class="SimpleMLP", environment=env or {}, timeout=timeout)
-
-
 def wait_for(predicate, timeout=20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,8 +54,8 @@ def wait_for(predicate, timeout=20.0):
     return False
 
 
-def test_completed_job_has_result_with_stablehlo(launcher, model):
-    job = launcher.submit(define(model))
+def test_completed_job_has_result_with_stablehlo(launcher, model, tmp_path):
+    job = launcher.submit(define(model, env=behaviour(record=tmp_path / "seen.json")))
     status = launcher.wait(job, timeout=30)
     assert status.state is JobState.COMPLETED, status.message
     result = launcher.result(job)
@@ -67,16 +64,16 @@ def test_completed_job_has_result_with_stablehlo(launcher, model):
     names = {Path(p).name for p in result.outputs}
     assert {"model.mlir", "manifest.json"} <= names
     assert result.execution_time is not None and result.correlation_id
-    out = Path(result.outputs[0]).parent
-    argv = json.loads((out / "argv.json").read_text())
+    seen = record(tmp_path / "seen.json")
+    argv = seen["argv"]
     assert argv[argv.index("--inputs") + 1] == "[(1, 8, 'f32')]"
-    env = json.loads((out / "env.json").read_text())
-    assert env["WARPFORGE_JOB_ID"] == job
+    assert seen["env"]["WARPFORGE_JOB_ID"] == job
+    assert seen["cwd"] == str(model.parent.resolve())
 
 
 def test_failed_job_keeps_exit_code_and_message(launcher, model):
-    job = launcher.submit(define(model, env={"FAKE_SG_EXIT": "3",
-                                             "FAKE_SG_STDERR": "relu6 is not supported"}))
+    job = launcher.submit(define(model, env={"WF_FAKE_EXIT": "3",
+                                             "WF_FAKE_STDERR": "relu6 is not supported"}))
     status = launcher.wait(job, timeout=30)
     assert status.state is JobState.FAILED
     result = launcher.result(job)
@@ -86,8 +83,8 @@ def test_failed_job_keeps_exit_code_and_message(launcher, model):
 
 def test_timeout_kills_the_whole_group(launcher, model, tmp_path):
     pidfile = tmp_path / "grandchild.pid"
-    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60",
-                                             "FAKE_SG_GRANDCHILD": str(pidfile)},
+    job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60",
+                                             "WF_FAKE_GRANDCHILD": str(pidfile)},
                                  timeout=timedelta(seconds=1.5)))
     status = launcher.wait(job, timeout=30)
     assert status.state is JobState.TIMEOUT and "timed out after 1.5 s" in status.message
@@ -98,8 +95,8 @@ def test_timeout_kills_the_whole_group(launcher, model, tmp_path):
 
 def test_cancel_kills_grandchildren(launcher, model, tmp_path):
     pidfile = tmp_path / "grandchild.pid"
-    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60",
-                                             "FAKE_SG_GRANDCHILD": str(pidfile)}))
+    job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60",
+                                             "WF_FAKE_GRANDCHILD": str(pidfile)}))
     assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING and pidfile.exists()
                     and pidfile.read_text())
     grandchild = int(pidfile.read_text())
@@ -121,7 +118,7 @@ def test_cancel_a_finished_job_says_so(model, tmp_path):
 
 def test_concurrency_limit_queues_jobs(setup, model):
     with setup(max_concurrent_jobs=1) as launcher:
-        first = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60"}))
+        first = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
         assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
         second = launcher.submit(define(model))
         time.sleep(0.5)
@@ -132,7 +129,7 @@ def test_concurrency_limit_queues_jobs(setup, model):
 
 def test_cancel_while_pending(setup, model):
     with setup(max_concurrent_jobs=1) as launcher:
-        first = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60"}))
+        first = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
         assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
         second = launcher.submit(define(model))
         cancelled, status = launcher.cancel(second)
@@ -142,7 +139,7 @@ def test_cancel_while_pending(setup, model):
 
 
 def test_killed_supervisor_is_reported_failed(launcher, model, tmp_path):
-    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "60"}))
+    job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
     assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
     job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
     supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
@@ -157,7 +154,7 @@ def test_killed_supervisor_is_reported_failed(launcher, model, tmp_path):
 def test_status_from_a_later_process(model, tmp_path):
     inv = str(local_inventory(tmp_path / "i.yaml"))
     sub = run_cli("--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
-                  "--inputs", "[(1,8)]", "--env", "FAKE_SG_SLEEP=0.5")
+                  "--inputs", "[(1,8)]", "--env", "WF_FAKE_SLEEP=0.5")
     assert sub.returncode == 0, sub.stderr
     job = sub.stdout.strip()
     assert job.startswith("local-")
@@ -181,13 +178,13 @@ def test_hostile_arguments_reach_the_payload_verbatim(launcher, tmp_path):
     weird.mkdir()
     model = model_file(weird, "mo'del $x.py")
     env = {f"USER_{i}": v for i, v in enumerate(HOSTILE)}
+    env.update(behaviour(record=tmp_path / "seen.json"))
     job = launcher.submit(define(model, env=env, name="name; rm -rf /"))
     assert launcher.wait(job, timeout=30).state is JobState.COMPLETED
-    out = Path(launcher.result(job).outputs[0]).parent
-    argv = json.loads((out / "argv.json").read_text())
+    seen = record(tmp_path / "seen.json")
+    argv = seen["argv"]
     assert argv[argv.index("--source") + 1] == str(model)
-    seen = json.loads((out / "env.json").read_text())
-    assert [seen[f"USER_{i}"] for i in range(len(HOSTILE))] == HOSTILE
+    assert [seen["env"][f"USER_{i}"] for i in range(len(HOSTILE))] == HOSTILE
     for d in (tmp_path, weird, Path.cwd()):
         assert not list(d.glob("PWNED*")), "a shell interpreted an argument"
 
@@ -210,14 +207,14 @@ def test_twenty_concurrent_cli_submits(tmp_path):
 
 
 def test_logs_and_follow(launcher, model):
-    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "1", "FAKE_SG_STDERR": "warn"}))
+    job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "1", "WF_FAKE_STDERR": "warn"}))
     text = "".join(launcher.logs(job, follow=True))
     assert "tracing" in text and "SUCCESS: traced" in text and "warn" in text
     assert launcher.status(job).state is JobState.COMPLETED
 
 
 def test_result_of_a_running_job_is_refused(launcher, model):
-    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "30"}))
+    job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "30"}))
     with pytest.raises(UsageError, match="has not finished"):
         launcher.result(job)
     launcher.cancel(job)
@@ -229,7 +226,7 @@ def test_wait_exit_codes(model, tmp_path):
             "--inputs", "[(1,8)]", "--wait"]
     ok = run_cli(*base)
     assert ok.returncode == 0 and "stablehlo" in ok.stdout
-    bad = run_cli(*base, "--env", "FAKE_SG_EXIT=4")
+    bad = run_cli(*base, "--env", "WF_FAKE_EXIT=4")
     assert bad.returncode == 1 and "exit code 4" in bad.stdout
 
 
@@ -242,7 +239,7 @@ def test_fake_payload_rejects_unknown_options(tmp_path):
 def test_logs_through_the_cli(model, tmp_path):
     inv = str(local_inventory(tmp_path / "i.yaml"))
     job = run_cli("--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
-                  "--inputs", "[(1,8)]", "--env", "FAKE_SG_SLEEP=0.5").stdout.strip()
+                  "--inputs", "[(1,8)]", "--env", "WF_FAKE_SLEEP=0.5").stdout.strip()
     followed = run_cli("--inventory", inv, "logs", "--follow", job)
     assert followed.returncode == 0 and "SUCCESS: traced" in followed.stdout
     as_json = run_cli("--inventory", inv, "logs", "--json", job, check_json=True).json
@@ -250,8 +247,139 @@ def test_logs_through_the_cli(model, tmp_path):
 
 
 def test_list_state_filter_sees_jobs_that_finished_since(launcher, model):
-    job = launcher.submit(define(model, env={"FAKE_SG_SLEEP": "0.3"}))
+    job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "0.3"}))
     assert launcher.store.get(job).state is JobState.PENDING  # nobody has looked yet
     assert wait_for(lambda: [r.job_id for r, _ in launcher.list(
         JobQuery(states={JobState.COMPLETED}, limit=5))] == [job])
     assert launcher.list(JobQuery(states={JobState.RUNNING})) == []
+
+
+# -- signals only to what is ours --------------------------------------------------------------
+def test_cancel_of_a_payload_that_ignores_sigterm_uses_the_kill_grace(setup, model):
+    with setup(kill_grace_seconds=1) as launcher:
+        job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60",
+                                                 "WF_FAKE_IGNORE_TERM": "1"}))
+        assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
+        payload = launcher.status(job).scheduler_metadata["payload_pid"]
+        time.sleep(0.3)  # let the payload install its SIGTERM handler
+        t0 = time.monotonic()
+        cancelled, status = launcher.cancel(job)
+        took = time.monotonic() - t0
+        assert cancelled and status.state is JobState.CANCELLED
+        assert 1.0 <= took < 6, f"cancel took {took:.1f} s with a 1 s grace"
+        assert wait_for(lambda: not alive(payload), 5), "SIGTERM-proof payload survived"
+
+
+def test_supervisor_killed_while_the_job_is_pending(setup, model):
+    with setup(max_concurrent_jobs=1) as launcher:
+        first = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
+        assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
+        second = launcher.submit(define(model))
+        job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / second.split("-", 1)[1]
+        assert wait_for(lambda: (job_dir / "supervisor.pid").exists())
+        supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
+        assert launcher.status(second).state is JobState.PENDING
+        os.kill(supervisor, signal.SIGKILL)
+        assert wait_for(lambda: launcher.status(second).state is JobState.FAILED, 10)
+        status = launcher.status(second)
+        assert f"supervisor process {supervisor} died" in status.message
+        assert "payload_pid" not in status.scheduler_metadata
+        assert launcher.status(first).state is JobState.RUNNING  # the other job is untouched
+        launcher.cancel(first)
+
+
+def test_a_reused_payload_pid_is_never_signalled(launcher, model):
+    """The supervisor died and the kernel gave the payload's pid to another process group:
+    status must record FAILED without killing that stranger."""
+    import subprocess
+    import sys
+
+    job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
+    assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
+    payload = launcher.status(job).scheduler_metadata["payload_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    os.killpg(payload, signal.SIGKILL)
+    assert wait_for(lambda: not alive(payload) and not alive(supervisor), 5)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                start_new_session=True)
+    try:
+        state = json.loads((job_dir / "state.json").read_text())
+        state["payload_pid"] = stranger.pid  # as if the kernel had reused the pid
+        (job_dir / "state.json").write_text(json.dumps(state))
+        assert launcher.status(job).state is JobState.FAILED
+        time.sleep(0.2)
+        assert stranger.poll() is None, "an unrelated process group was killed"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_supervisor_that_never_started_is_failed_not_pending(launcher, model, monkeypatch):
+    from warpforge_launch.schedulers import local
+
+    job = launcher.submit(define(model))
+    launcher.wait(job, timeout=30)
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    # a job directory as a submitter that died before starting the supervisor leaves it
+    (job_dir / "supervisor.pid").unlink()
+    (job_dir / "state.json").write_text(json.dumps(
+        {"state": "PENDING", "state_changed_at": "2026-01-01T00:00:00+00:00"}))
+    sched = launcher.scheduler()
+    assert sched.status(job).state is JobState.PENDING  # young: being started right now
+    monkeypatch.setattr(local, "START_GRACE_SECONDS", 0.0)
+    status = sched.status(job)
+    assert status.state is JobState.FAILED and "never started" in status.message
+
+
+# -- crash-consistent submit with the real backend --------------------------------------------
+def test_submit_interrupted_after_the_job_started_is_found_again(setup, model, monkeypatch):
+    from warpforge_launch.schedulers.local import LocalScheduler
+
+    real = LocalScheduler.execute
+
+    def execute_then_crash(self, plan):
+        real(self, plan)
+        raise KeyboardInterrupt  # the process dies between the send and the record
+
+    with setup() as launcher:
+        monkeypatch.setattr(LocalScheduler, "execute", execute_then_crash)
+        with pytest.raises(KeyboardInterrupt):
+            launcher.submit(define(model))
+        monkeypatch.setattr(LocalScheduler, "execute", real)
+        (row,) = launcher.store.query(JobQuery())
+        assert row.submitting
+    with setup() as launcher:  # a later command
+        assert wait_for(lambda: [s.state for _, s in launcher.list(JobQuery())]
+                        == [JobState.COMPLETED])
+        record = launcher.store.get(row.job_id)
+        assert not record.submitting and record.correlation_id == row.correlation_id
+        assert "stablehlo.return" in launcher.result(row.job_id).mlir_output
+
+
+# -- secrets ----------------------------------------------------------------------------------
+def test_secret_env_reaches_the_payload_and_no_file(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    value = "s3cr3t-value-" + os.urandom(6).hex()
+    base = ["--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+            "--inputs", "[(1,8)]", "--secret-env", "USER_TOKEN"]
+    dry = run_cli(*base, "--dry-run", env={"USER_TOKEN": value})
+    assert dry.returncode == 0 and '"USER_TOKEN": "***"' in dry.stdout
+    assert value not in dry.stdout + dry.stderr
+    dry_json = run_cli(*base, "--dry-run", "--json", env={"USER_TOKEN": value})
+    assert value not in dry_json.stdout and "USER_TOKEN" in dry_json.stdout
+    missing = run_cli(*base)  # not set in this environment
+    assert missing.returncode == 2 and "USER_TOKEN" in missing.stderr
+    seen = tmp_path / "seen.json"  # the payload's own record, outside the state directory
+    done = run_cli(*base, "--env", f"WF_FAKE_RECORD={seen}", "--wait", "--json",
+                   env={"USER_TOKEN": value}, check_json=True)
+    assert done.returncode == 0, done.stderr
+    assert value not in done.stdout
+    job = done.json["job_id"]
+    assert record(seen)["env"]["USER_TOKEN"] == value
+    home = Path(os.environ["WARPFORGE_HOME"])
+    assert (home / "local" / job.split("-", 1)[1] / "job.json").is_file()
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert value.encode() not in path.read_bytes(), f"secret written to {path}"

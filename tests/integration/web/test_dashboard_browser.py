@@ -59,7 +59,7 @@ def test_a_job_submitted_now_turns_completed_without_a_reload(served, browser, w
     d.get(served.url)
     browser.wait(lambda d: d.find_element("id", "range").text, what="the jobs table")
     d.execute_script("window.__sameDocument = 'yes';")
-    job_id = submit(web_lab, tmp_path, "mlp-live", FAKE_SG_SLEEP="1.5")
+    job_id = submit(web_lab, tmp_path, "mlp-live", WF_FAKE_SLEEP="1.5")
     first = browser.wait(lambda d: row_state(d, job_id), what=f"{job_id} to appear")
     assert first in ("PENDING", "RUNNING")
     browser.wait(lambda d: row_state(d, job_id) == "COMPLETED", timeout=40,
@@ -86,8 +86,8 @@ def test_hostile_job_names_render_as_text(served, browser, web_lab, tmp_path):
 def test_the_job_page_follows_the_logs_and_shows_the_stablehlo(served, browser, web_lab,
                                                                tmp_path):
     d = browser.driver
-    job_id = submit(web_lab, tmp_path, "mlp-logs", FAKE_SG_SLEEP="2",
-                    FAKE_SG_STDERR="hello from the payload")
+    job_id = submit(web_lab, tmp_path, "mlp-logs", WF_FAKE_SLEEP="2",
+                    WF_FAKE_STDERR="hello from the payload")
     d.get(served.url + "#/jobs/" + job_id)
     browser.wait(lambda d: "(following)" in d.find_element("id", "log-state").text
                  or "(complete)" in d.find_element("id", "log-state").text, what="logs")
@@ -105,7 +105,7 @@ def test_the_job_page_follows_the_logs_and_shows_the_stablehlo(served, browser, 
 
 def test_cancel_from_the_page(served, browser, web_lab, tmp_path):
     d = browser.driver
-    job_id = submit(web_lab, tmp_path, "mlp-cancel", FAKE_SG_SLEEP="60")
+    job_id = submit(web_lab, tmp_path, "mlp-cancel", WF_FAKE_SLEEP="60")
     d.get(served.url + "#/jobs/" + job_id)
     button = browser.wait(lambda d: d.find_element("id", "cancel").is_displayed()
                           and d.find_element("id", "cancel"), what="the cancel button")
