@@ -56,7 +56,7 @@ def containers_dir(inv) -> Path:
 def dockerfile(inv, vendor: str) -> Path:
     path = containers_dir(inv) / vendor / "Dockerfile"
     if not path.is_file():
-        raise UsageError(f"images: no Dockerfile for {vendor} at {path}",
+        raise UsageError(f"no Dockerfile for {vendor} at {path}",
                          hint="set images.containers_dir to the directory holding "
                               "<vendor>/Dockerfile")
     return path
@@ -161,7 +161,7 @@ def build(client, p: Plan, ctx: Path, ref: str, say: Say) -> str:
                               decode=True, pull=False)
     for chunk in stream:
         if "error" in chunk:
-            raise LaunchError(f"images: building {p.vendor} failed: {chunk['error'].strip()}")
+            raise LaunchError(f"building {p.vendor} failed: {chunk['error'].strip()}")
         line = (chunk.get("stream") or "").rstrip()
         if line.startswith("Step ") or line.startswith("Successfully built"):
             say(f"[{p.vendor}] {line}")
@@ -170,7 +170,7 @@ def build(client, p: Plan, ctx: Path, ref: str, say: Say) -> str:
     if image_id is None:
         image = _local_image(client, ref)
         if image is None:
-            raise LaunchError(f"images: building {p.vendor} produced no image")
+            raise LaunchError(f"building {p.vendor} produced no image")
         image_id = image.id
     return image_id
 
@@ -184,7 +184,7 @@ def run_once(client, image: str, argv: list[str], timeout: float = CHECK_TIMEOUT
         try:
             code = c.wait(timeout=timeout).get("StatusCode", -1)
         except Exception as e:  # requests' read timeout: the check hung
-            raise LaunchError(f"images: {image} {' '.join(argv)} did not end within "
+            raise LaunchError(f"{image} {' '.join(argv)} did not end within "
                               f"{timeout:.0f}s") from e
         out = c.logs(stdout=True, stderr=False).decode(errors="replace")
         err = c.logs(stdout=False, stderr=True).decode(errors="replace")
@@ -200,7 +200,7 @@ def check(client, vendor: str, image: str, say: Say) -> None:
         code, out, err = run_once(client, image, argv)
         if code != 0 or (want and want not in out):
             last = (err.strip() or out.strip()).splitlines()[-1:] or [f"exit {code}"]
-            raise LaunchError(f"images: {vendor} image check `{' '.join(argv)}` failed "
+            raise LaunchError(f"{vendor} image check `{' '.join(argv)}` failed "
                               f"(exit {code}): {last[0]}")
         say(f"[{vendor}] check ok: snakegrinder {' '.join(argv)}")
 
@@ -210,7 +210,7 @@ def push(client, repo: str, tag: str, say: Say) -> str | None:
     digest = None
     for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
         if "error" in chunk:
-            raise InfrastructureError(f"images: pushing {repo}:{tag} failed: "
+            raise InfrastructureError(f"pushing {repo}:{tag} failed: "
                                       f"{chunk['error'].strip()}")
         status = chunk.get("status", "")
         if status in ("Pushed", "Layer already exists"):
@@ -303,7 +303,7 @@ def _push_verified(client, cfg, repo: str, tags, image, say: Say) -> tuple[str, 
     for tag in tags:
         served = manifest_digest(cfg, name, tag)
         if served is None or served != digest:
-            raise LaunchError(f"images: the registry serves {served} for {repo}:{tag}, "
+            raise LaunchError(f"the registry serves {served} for {repo}:{tag}, "
                               f"pushed {digest}")
     return digest, pushed
 

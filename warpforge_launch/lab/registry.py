@@ -116,7 +116,7 @@ def _ensure_image(client, image: str) -> None:
         try:
             client.images.pull(image)
         except docker.errors.APIError as e:
-            raise InfrastructureError(f"registry.up: image {image} is not on the engine and "
+            raise InfrastructureError(f"image {image} is not on the engine and "
                                       f"cannot be pulled: {_short(e)}",
                                       hint="load it (docker load) or set registry.image") from None
 
@@ -217,16 +217,16 @@ def gc(cfg, client) -> tuple[int | None, int | None]:
     try:
         c = client.containers.get(cfg.container)
     except docker.errors.NotFound:
-        raise UsageError("registry.gc: the registry container does not exist",
+        raise UsageError("the registry container does not exist",
                          hint="invoke registry.up") from None
     if c.status != "running":
-        raise LaunchError(f"registry.gc: the registry container is {c.status}",
+        raise LaunchError(f"the registry container is {c.status}",
                           hint="invoke registry.up")
     before = disk_use(c)
     r = c.exec_run(["registry", "garbage-collect", "--delete-untagged", CONFIG_IN_CONTAINER])
     if r.exit_code != 0:
         lines = r.output.decode(errors="replace").strip().splitlines()
-        raise LaunchError(f"registry.gc: garbage-collect failed: "
+        raise LaunchError(f"garbage-collect failed: "
                           f"{lines[-1] if lines else r.exit_code}")
     return before, disk_use(c)
 

@@ -81,13 +81,13 @@ def _run(argv, what: str, timeout: float = TOOL_TIMEOUT, **kw) -> subprocess.Com
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                            stdin=subprocess.DEVNULL, **kw)
     except FileNotFoundError:
-        raise UsageError(f"sif: {argv[0]} is not installed",
+        raise UsageError(f"{argv[0]} is not installed",
                          hint="apt-get install squashfs-tools siftool") from None
     except subprocess.TimeoutExpired:
-        raise LaunchError(f"sif: {what} did not finish within {timeout:.0f}s") from None
+        raise LaunchError(f"{what} did not finish within {timeout:.0f}s") from None
     if r.returncode != 0:
         tail = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or [f"exit {r.returncode}"]
-        raise LaunchError(f"sif: {what} failed: {tail[0]}")
+        raise LaunchError(f"{what} failed: {tail[0]}")
     return r
 
 
@@ -108,7 +108,7 @@ def export_rootfs(client, image: str, root: Path) -> dict:
             err = tar.stderr.read().decode(errors="replace").strip()
             code = tar.wait(timeout=TOOL_TIMEOUT)
         if code != 0:
-            raise LaunchError(f"sif: unpacking {image} failed: {err.splitlines()[-1:] or code}")
+            raise LaunchError(f"unpacking {image} failed: {err.splitlines()[-1:] or code}")
     finally:
         c.remove(force=True)
     return img.attrs.get("Config") or {}
@@ -166,20 +166,20 @@ def partition(sif: Path) -> tuple[int, int]:
     listing = _run(["siftool", "list", str(sif)], "siftool list").stdout
     for line in listing.splitlines():
         cols = line.split("|")
-        if len(cols) >= 5 and "FS" in cols[3] and "Squashfs" in cols[4]:
+        if len(cols) >= 5 and cols[0].strip().isdigit() and "Squashfs" in cols[4]:
             info = _run(["siftool", "info", cols[0].strip(), str(sif)], "siftool info").stdout
             offset = re.search(r"Offset:\s*(\d+)", info)
             size = re.search(r"Size:\s*(\d+)", info)
             if offset and size:
                 return int(offset.group(1)), int(size.group(1))
-    raise LaunchError(f"sif: {sif} has no squashfs system partition")
+    raise LaunchError(f"{sif} has no squashfs system partition")
 
 
 def verify(sif: Path) -> None:
     with open(sif, "rb") as f:
         head = f.read(len(LAUNCH_LINE) + 64)
     if not head.startswith(LAUNCH_LINE) or b"SIF_MAGIC" not in head:
-        raise LaunchError(f"sif: {sif} is not a SIF file")
+        raise LaunchError(f"{sif} is not a SIF file")
     partition(sif)
 
 
@@ -219,7 +219,7 @@ def make_sif(inv, client, vendor: str, *, work: Path | None = None,
     tag = vendor
     digest = registry.manifest_digest(inv.registry, name, tag)
     if digest is None:
-        raise UsageError(f"sif: the registry has no {repo}:{tag}", hint="invoke images")
+        raise UsageError(f"the registry has no {repo}:{tag}", hint="invoke images")
     image = f"{repo}@{digest}"
     target = target_path(inv, vendor)
     started = time.monotonic()
@@ -228,7 +228,7 @@ def make_sif(inv, client, vendor: str, *, work: Path | None = None,
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"sif: cannot create {target.parent}: {e.strerror}") from None
+        raise UsageError(f"cannot create {target.parent}: {e.strerror}") from None
     tool = runtime_tool()
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
