@@ -172,12 +172,13 @@ def images(c, inventory="", dist="", vendors="", no_push=False, json=False):
                              as_json=json))
 
 
-@task(help={**_REG_HELP, "vendors": "nvidia,amd (default: images.vendors)"})
-def sif(c, inventory="", vendors="", json=False):
+@task(help={**_REG_HELP, "vendors": "nvidia,amd (default: images.vendors)",
+            "check": "only report configured SIFs that are missing (exit 1 if any)"})
+def sif(c, inventory="", vendors="", check=False, json=False):
     """One SIF per vendor from the pushed image, published where Slurm looks for it."""
     from warpforge_launch.lab import sif as sif_mod
 
-    _exit(sif_mod.command(inventory=inventory, vendors=vendors, as_json=json))
+    _exit(sif_mod.command(inventory=inventory, vendors=vendors, check=check, as_json=json))
 
 
 def _namespace():

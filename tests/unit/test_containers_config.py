@@ -159,3 +159,13 @@ def test_publish_renames_into_place_and_keeps_the_previous(tmp_path):
     assert (tmp_path / "warpforge-amd.prev.sif").read_bytes() == b"old"
     assert (tmp_path / "warpforge-amd.def").read_text().endswith("From: x@sha256:1\n")
     assert not tmp.exists()
+
+
+def test_doctor_names_each_configured_sif_and_whether_it_exists(tmp_path):
+    (tmp_path / "nv.sif").write_bytes(b"x")
+    inv = parse({"schedulers": {
+        "slurm": {"type": "slurm", "image_nvidia": str(tmp_path / "nv.sif"),
+                  "image_amd": str(tmp_path / "amd.sif")},
+        "bare": {"type": "slurm", "runtime": "none"}}})
+    assert sif.doctor(inv) == [("slurm.image_nvidia", tmp_path / "nv.sif", True),
+                               ("slurm.image_amd", tmp_path / "amd.sif", False)]

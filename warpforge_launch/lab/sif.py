@@ -270,8 +270,27 @@ def _pull_needed(client, image: str) -> bool:
 
 
 
-def command(*, inventory: str = "", vendors: str = "", as_json: bool = False) -> int:
-    """invoke sif: one line per vendor (path, size, the image digest it holds)."""
+def configured(inv) -> dict[str, Path]:
+    """Every SIF path a Slurm scheduler with a container runtime will run."""
+    paths = {}
+    for name, entry in inv.schedulers.items():
+        if entry.type == "slurm" and getattr(entry.config, "runtime", "none") != "none":
+            for vendor in ("nvidia", "amd", "cpu"):
+                p = getattr(entry.config, f"image_{vendor}", None)
+                if p:
+                    paths[f"{name}.image_{vendor}"] = Path(p).expanduser()
+    return paths
+
+
+def doctor(inv) -> list[tuple[str, Path, bool]]:
+    """(setting, path, present) for every configured SIF."""
+    return [(k, p, p.is_file()) for k, p in configured(inv).items()]
+
+
+def command(*, inventory: str = "", vendors: str = "", check: bool = False,
+            as_json: bool = False) -> int:
+    """invoke sif: one line per vendor (path, size, the image digest it holds); with check,
+    only say which configured SIFs are missing (exit 1 if any)."""
     import sys
 
     from warpforge_launch.lab.images import _vendors
@@ -281,6 +300,15 @@ def command(*, inventory: str = "", vendors: str = "", as_json: bool = False) ->
         from warpforge_launch import inventory as inv_mod
 
         inv = inv_mod.load(inventory or None)
+        if check:
+            rows = doctor(inv)
+            if as_json:
+                print(json.dumps([{"setting": k, "path": str(p), "present": ok}
+                                  for k, p, ok in rows], indent=2))
+            else:
+                for k, p, ok in rows:
+                    print(f"{k}: {p} {'present' if ok else 'MISSING (run: invoke sif)'}")
+            return 0 if all(ok for _, _, ok in rows) else 1
         client = engine()
         results = [make_sif(inv, client, v, say=lambda s: print(s, file=sys.stderr, flush=True))
                    for v in _vendors(inv, vendors)]
