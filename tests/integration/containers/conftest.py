@@ -104,6 +104,20 @@ def standin_dist(tmp_path_factory):
     shutil.rmtree(out.parent, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def nvidia_sif(registry_inv, standin_dist):
+    """The NVIDIA SIF of the stand-in, made by `invoke sif` (one vendor keeps the run short:
+    the AMD SIF is the same code with another tag)."""
+    from tests.integration.containers.test_registry import invoke
+
+    r = invoke("images", "--inventory", str(registry_inv), "--dist", str(standin_dist),
+               "--vendors", "nvidia")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = invoke("sif", "--inventory", str(registry_inv), "--vendors", "nvidia", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)[0]
+
+
 @pytest.fixture
 def unique():
     return uuid.uuid4().hex[:8]

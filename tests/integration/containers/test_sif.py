@@ -12,8 +12,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.integration.containers.test_images import mlir_of
 from tests.integration.containers.test_registry import invoke, small_image
 from warpforge_launch import inventory
@@ -41,17 +39,6 @@ def in_sif(path: Path, script: str, *args: str, timeout: float = 300):
             capture_output=True, text=True, timeout=timeout, check=False)
     finally:
         mnt.rmdir()
-
-
-@pytest.fixture(scope="module")
-def nvidia_sif(registry_inv, standin_dist):
-    """The NVIDIA SIF (the AMD one is the same path with another tag; one keeps the run short)."""
-    r = invoke("images", "--inventory", str(registry_inv), "--dist", str(standin_dist),
-               "--vendors", "nvidia")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = invoke("sif", "--inventory", str(registry_inv), "--vendors", "nvidia", "--json")
-    assert r.returncode == 0, r.stderr[-2000:]
-    return json.loads(r.stdout)[0]
 
 
 def test_the_sif_is_where_slurm_looks_and_passes_siftool(nvidia_sif, registry_inv):
