@@ -110,40 +110,53 @@ class DockerLab:
              "--ip-masq=false", "--storage-driver=overlay2"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
         log.close()
-        self.mine.write_text(f"{proc.pid} {_start_time(proc.pid)}")
-        self.started = True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"dockerd exited ({proc.returncode}); see "
                                    f"{self.root / 'dockerd.log'}")
             if self.reachable():
+                self.mine.write_text(f"{proc.pid} {_start_time(proc.pid)}")
+                self.started = True
                 return
             time.sleep(0.2)
+        proc.kill()
+        proc.wait(timeout=30)
         raise RuntimeError(f"dockerd did not answer on {self.sock} within {timeout:.0f}s")
 
-    def stop(self) -> None:
-        """Stop the dockerd this lab started (by its recorded pid and start time)."""
+    def owned(self) -> bool:
+        """Is the dockerd on our socket the one this lab started (pid and start time)?"""
         try:
             pid_s, start = self.mine.read_text().split()
-            pid = int(pid_s)
+            return _start_time(int(pid_s)) == start
         except (OSError, ValueError):
-            return
-        if _start_time(pid) == start:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(200):
-                if _start_time(pid) != start:
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+            return False
+
+    def stop(self) -> bool:
+        """Stop the dockerd this lab started (by its recorded pid and start time), then
+        unmount what it left under its exec root. False: not ours, nothing touched."""
+        if not self.owned():
+            return False
+        pid_s, start = self.mine.read_text().split()
+        pid = int(pid_s)
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(200):
+            if _start_time(pid) != start:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         self.mine.unlink(missing_ok=True)
         self._umount_leftovers()
+        return True
 
     def restart(self) -> None:
-        self.stop()
+        if not self.stop():
+            raise RuntimeError(f"the dockerd on {self.sock} was not started by this lab: "
+                               "it is not restarted")
         self.start()
 
     def _umount_leftovers(self) -> None:
