@@ -268,7 +268,9 @@ def make_images(inv, client, dist: Path, *, vendors=None, push_images: bool = Tr
             res.image_id = image.id
             for tag in p.tags:
                 image.tag(repo, tag)
-            if check_images and image.id not in _checked_ids():
+            # an image the registry serves was checked before it was pushed
+            if check_images and not (push_images and _served(inv.registry, repo, p.tags, image)) \
+                    and image.id not in _checked_ids():
                 check(client, vendor, image.id, say)
                 _mark_checked(image.id)
                 res.checked = True
@@ -283,14 +285,27 @@ def make_images(inv, client, dist: Path, *, vendors=None, push_images: bool = Tr
     return results
 
 
+def _local_digests(repo: str, image) -> set[str]:
+    return {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests", [])
+            if d.split("@", 1)[0] == repo}
+
+
+def _served(cfg, repo: str, tags, image) -> bool:
+    """Does the registry serve this very image under every tag?"""
+    from warpforge_launch.lab.registry import manifest_digest
+
+    local = _local_digests(repo, image)
+    name = repo.split("/", 1)[1]
+    return bool(local) and all(manifest_digest(cfg, name, t) in local for t in tags)
+
+
 def _push_verified(client, cfg, repo: str, tags, image, say: Say) -> tuple[str, bool]:
     """Push the tags unless the registry already serves this image for them; then check the
     registry's digest of every tag against the image's."""
     from warpforge_launch.lab.registry import manifest_digest
 
     name = repo.split("/", 1)[1]
-    local = {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests", [])
-             if d.split("@", 1)[0] == repo}
+    local = _local_digests(repo, image)
     pushed = False
     digest = None
     for tag in tags:

@@ -314,6 +314,13 @@ def run_step(step: str, fn) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:  # the Docker SDK's and requests' errors: one line, no traceback
+        module = type(e).__module__
+        if not module.startswith(("docker.", "requests.", "urllib3.")):
+            raise
+        unreachable = module.startswith(("requests.", "urllib3.")) or "onnection" in str(e)
+        print(f"error: {step}: Docker engine: {_short(e)}", file=sys.stderr)
+        return 3 if unreachable else 1
 
 
 def _emit(as_json: bool, data, lines) -> None:

@@ -94,7 +94,9 @@ def _run(argv, what: str, timeout: float = TOOL_TIMEOUT, **kw) -> subprocess.Com
 def export_rootfs(client, image: str, root: Path) -> dict:
     """The image's filesystem into root (through `tar -x`); returns the image config."""
     img = client.images.get(image)
-    c = client.containers.create(img.id, network_disabled=True, network_mode="none")
+    # a command is needed to create a container from an image without one; it never runs
+    c = client.containers.create(img.id, ["/.warpforge-export"], entrypoint=[],
+                                 network_disabled=True, network_mode="none")
     try:
         root.mkdir(parents=True, exist_ok=True)
         tar = subprocess.Popen(["tar", "-x", "-C", str(root), "--exclude=.dockerenv",
