@@ -169,3 +169,22 @@ def test_doctor_names_each_configured_sif_and_whether_it_exists(tmp_path):
         "bare": {"type": "slurm", "runtime": "none"}}})
     assert sif.doctor(inv) == [("slurm.image_nvidia", tmp_path / "nv.sif", True),
                                ("slurm.image_amd", tmp_path / "amd.sif", False)]
+
+
+def test_docker_sdk_errors_are_one_line_naming_the_step(capsys):
+    import docker
+    import requests
+
+    def api_error():
+        raise docker.errors.APIError("400 Client Error: Bad Request (\"No command specified\")")
+
+    def unreachable():
+        raise requests.exceptions.ConnectionError("Connection aborted")
+
+    assert registry.run_step("sif", api_error) == 1
+    assert registry.run_step("images", unreachable) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: sif: Docker engine: 400 Client Error")
+    assert err[1] == "error: images: Docker engine: Connection aborted"
+    with pytest.raises(KeyError):   # a bug stays a bug (traceback), never a quiet exit code
+        registry.run_step("sif", lambda: {}["x"])
