@@ -188,3 +188,14 @@ def test_docker_sdk_errors_are_one_line_naming_the_step(capsys):
     assert err[1] == "error: images: Docker engine: Connection aborted"
     with pytest.raises(KeyError):   # a bug stays a bug (traceback), never a quiet exit code
         registry.run_step("sif", lambda: {}["x"])
+
+
+def test_runscript_takes_arguments_or_the_whole_argv(tmp_path):
+    import subprocess
+
+    script = tmp_path / "runscript"
+    script.write_text(sif.runscript({"Entrypoint": ["/bin/echo", "entry"]}))
+    script.chmod(0o755)
+    for argv in (["a b", "c"], ["/bin/echo", "a b", "c"]):
+        out = subprocess.run([str(script), *argv], capture_output=True, text=True, check=True)
+        assert out.stdout == "entry a b c\n"

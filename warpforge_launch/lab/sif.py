@@ -61,6 +61,14 @@ def target_path(inv, vendor: str) -> Path:
     return Path(inv.images.sif_dir).expanduser() / f"{inv.images.name}-{vendor}.sif"
 
 
+def runscript(config: dict) -> str:
+    """exec the image's entrypoint with the run arguments. Callers that pass the whole argv,
+    program path first (`run IMAGE /opt/warpforge/bin/snakegrinder ARGS`), get the same."""
+    entry = (config.get("Entrypoint") or []) or (config.get("Cmd") or []) or ["/bin/sh"]
+    return (f"#!/bin/sh\nif [ \"${{1:-}}\" = {shlex.quote(entry[0])} ]; then shift; fi\n"
+            f"exec {shlex.join(entry)} \"$@\"\n")
+
+
 def definition(image: str, config: dict) -> str:
     """A Singularity definition that rebuilds the same image with apptainer/singularity."""
     entry = (config.get("Entrypoint") or []) + (config.get("Cmd") or [] if not
@@ -127,8 +135,7 @@ def write_metadata(root: Path, config: dict, deffile: str) -> None:
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             env_lines.append(f"export {key}={shlex.quote(value)}")
     (sd / "env" / "10-docker2singularity.sh").write_text("\n".join(env_lines) + "\n")
-    entry = (config.get("Entrypoint") or []) or (config.get("Cmd") or [])
-    (sd / "runscript").write_text(f"#!/bin/sh\nexec {shlex.join(entry or ['/bin/sh'])} \"$@\"\n")
+    (sd / "runscript").write_text(runscript(config))
     (sd / "actions" / "run").write_text(_ACTION_RUN)
     (sd / "actions" / "exec").write_text(_ACTION_EXEC)
     (sd / "labels.json").write_text(json.dumps(config.get("Labels") or {}, indent=2) + "\n")
