@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/images.py [--rounds 3] [--dist DIR] [--venv-mb 64] [--no-fail]
 
-Runs on the test lab's private dockerd (tests/testlab/docker.py) and a registry started by
-`registry.up`'s own code on 127.0.0.1. The dist is synthetic unless --dist is given: the
-stand-in's bin/ plus a venv of --venv-mb MiB of incompressible files (what matters here is
-bytes moved, not what the files do; the image checks are off on both sides and timed apart).
+Runs on a private dockerd of its own ($WF_LAB/dkb, tests/testlab/docker.py) and a
+registry started by `registry.up`'s own code on 127.0.0.1. The dist is synthetic unless
+--dist is given: the stand-in's bin/ plus a venv of --venv-mb MiB of incompressible files
+(what matters here is bytes moved, not what the files do; the image checks are off on both
+sides).
 
 Rows (alternating A/B rounds, medians):
   cold      make_images (build + push) vs `docker build` + `docker push` (classic builder,
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
 
     from warpforge_launch.lab import images, registry, sif
 
-    lab = DockerLab()
+    lab = DockerLab(Path(os.environ.get("WF_LAB", "/tmp/wf-lab")) / "dkb")  # not the tests' engine
     lab.start()
     lab.ensure_images()
     os.environ["DOCKER_HOST"] = lab.url
