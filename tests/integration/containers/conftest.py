@@ -33,6 +33,10 @@ def dockerd():
         lab.ensure_images()
     except Exception as e:  # noqa: BLE001 - any failure to bring it up is "unavailable"
         lab_unavailable(f"private dockerd could not start: {e}")
+    client = lab.client()
+    for c in client.containers.list(all=True, filters={"name": "wf-test-registry-"}):
+        c.remove(force=True)   # an earlier session's registry (restart=always) that outlived it
+    client.close()
     old = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = lab.url
     yield lab
