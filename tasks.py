@@ -156,3 +156,87 @@ def pipeline(c, inventory="", scheduler="", boxes="", force=False):
     from warpforge_launch.lab import pipeline as pipeline_mod
 
     _exit(pipeline_mod.main(inventory or None, scheduler=scheduler, boxes=boxes, force=force))
+
+
+# ---- containers: the registry, images and SIFs (bodies in warpforge_launch.lab.registry,
+# .images and .sif); `invoke registry.up` etc. come from the namespace built at the end.
+_REG_HELP = {"inventory": "inventory file (tests generate a loopback one)",
+             "json": "machine-readable output"}
+
+
+@task(help=_REG_HELP)
+def registry_up(c, inventory="", json=False):
+    """Start the registry container (restart=always, data kept); idempotent."""
+    from warpforge_launch.lab import registry
+
+    _exit(registry.command("up", inventory=inventory, as_json=json))
+
+
+@task(help=_REG_HELP)
+def registry_down(c, inventory="", json=False):
+    """Stop and remove the registry container; its data stays."""
+    from warpforge_launch.lab import registry
+
+    _exit(registry.command("down", inventory=inventory, as_json=json))
+
+
+@task(help=_REG_HELP)
+def registry_status(c, inventory="", json=False):
+    """Repositories, tags, digests and disk use of the registry."""
+    from warpforge_launch.lab import registry
+
+    _exit(registry.command("status", inventory=inventory, as_json=json))
+
+
+@task(help=_REG_HELP)
+def registry_gc(c, inventory="", json=False):
+    """Delete blobs no tag refers to; prints the disk use before and after."""
+    from warpforge_launch.lab import registry
+
+    _exit(registry.command("gc", inventory=inventory, as_json=json))
+
+
+@task(help={**_LAB_HELP})
+def registry_trust(c, boxes="", inventory="", accept_new=False, json=False):
+    """Merge the registry into insecure-registries of the boxes' daemon.json (over SSH)."""
+    from warpforge_launch.lab import registry
+
+    _exit(registry.trust_command(boxes=boxes, inventory=inventory, accept_new=accept_new,
+                                 as_json=json))
+
+
+@task(help={**_REG_HELP, "dist": "dist directory (default: DIST_DIR_OVERRIDE or the build's)",
+            "vendors": "nvidia,amd (default: images.vendors)",
+            "no_push": "build and check only"})
+def images(c, inventory="", dist="", vendors="", no_push=False, json=False):
+    """Build, check, push and verify the NVIDIA and AMD images (Docker SDK)."""
+    from warpforge_launch.lab import images as images_mod
+
+    _exit(images_mod.command(inventory=inventory, dist=dist, vendors=vendors, no_push=no_push,
+                             as_json=json))
+
+
+@task(help={**_REG_HELP, "vendors": "nvidia,amd (default: images.vendors)",
+            "check": "only report configured SIFs that are missing (exit 1 if any)"})
+def sif(c, inventory="", vendors="", check=False, json=False):
+    """One SIF per vendor from the pushed image, published where Slurm looks for it."""
+    from warpforge_launch.lab import sif as sif_mod
+
+    _exit(sif_mod.command(inventory=inventory, vendors=vendors, check=check, as_json=json))
+
+
+def _namespace():
+    from invoke import Collection
+
+    root = Collection.from_module(sys.modules[__name__])
+    reg = Collection("registry")
+    for name, fn in (("up", registry_up), ("down", registry_down), ("status", registry_status),
+                     ("gc", registry_gc), ("trust", registry_trust)):
+        for key in [k for k, t in root.tasks.items() if t is fn]:
+            root.tasks.pop(key)
+        reg.add_task(fn, name=name)
+    root.add_collection(reg)
+    return root
+
+
+ns = _namespace()

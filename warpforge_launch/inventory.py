@@ -149,6 +149,40 @@ class CiConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """The lab's own image registry (registry v2 in a container on the box that runs it)."""
+
+    __pydantic_config__ = _STRICT
+    host: str = "nuc.local"  # how Docker clients and the boxes name it
+    port: int = 5000
+    bind: str = "0.0.0.0"  # the address it listens on (host networking)
+    data_dir: str = "/srv/warpforge/registry"  # on the box that runs it; survives restarts
+    box: str | None = None  # the box whose Docker engine runs it; None: this machine
+    docker_host: str | None = None  # Docker engine URL; default: DOCKER_HOST or the box
+    image: str = "registry:2"
+    container: str = "warpforge-registry"
+    daemon_json: str = "/etc/docker/daemon.json"  # what `registry.trust` edits on the boxes
+    docker_restart: tuple[str, ...] = ("systemctl", "restart", "docker")  # argv, after a change
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """The Docker images and SIF files `invoke images` and `invoke sif` make."""
+
+    __pydantic_config__ = _STRICT
+    name: str = "warpforge"  # repository in the registry: <registry>/<name>:<vendor>-<version>
+    version: str | None = None  # default: the dist's BUILD-INFO version, else its content hash
+    vendors: tuple[Literal["nvidia", "amd"], ...] = ("nvidia", "amd")
+    base_images: Mapping[Literal["nvidia", "amd"], str] = field(default_factory=dict)
+    containers_dir: str | None = None  # the Dockerfiles; default: the package's containers/
+    sif_dir: str = "/shared/containers"  # where SIFs go when no Slurm scheduler names them
+
+
+@dataclass(frozen=True)
 class SchedulerEntry:
     name: str
     type: str
@@ -164,6 +198,14 @@ class Inventory:
     build: BuildConfig
     lab: LabSettings
     ci: CiConfig = CiConfig()
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    sections: frozenset[str] = frozenset()  # the top-level keys the file itself has
+
+    @property
+    def registry_configured(self) -> bool:
+        """A registry section was written (the defaults name a host that may not exist)."""
+        return "registry" in self.sections
 
     def scheduler(self, name: str | None = None) -> SchedulerEntry:
         name = name or self.default_scheduler
@@ -319,10 +361,18 @@ def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory
     ci = _validate(CiConfig, document.get("ci") or {}, "ci", errors)
     if ci is not None:
         _check_ci(ci, boxes, errors)
+    registry = _validate(RegistryConfig, document.get("registry") or {}, "registry", errors)
+    images = _validate(ImagesConfig, document.get("images") or {}, "images", errors)
+    if registry is not None and registry.box is not None and not any(
+            registry.box == b.name or registry.box in b.aliases for b in boxes.values()):
+        errors.append(f"registry.box: no box {registry.box!r} in boxes")
+    if registry is not None and not 0 < registry.port < 65536:
+        errors.append(f"registry.port: {registry.port} is not a TCP port (1-65535)")
     if errors:
         raise UsageError(f"inventory {where} is invalid ({len(errors)} error"
                          f"{'s' if len(errors) > 1 else ''}): " + "; ".join(errors))
-    inv = Inventory(path, default or "local", schedulers, boxes, build, lab, ci)
+    inv = Inventory(path, default or "local", schedulers, boxes, build, lab, ci, registry,
+                    images, frozenset(document))
     return apply_overrides(inv, env)
 
 

@@ -218,7 +218,7 @@ class Lab:
     # -- registry --------------------------------------------------------------------------
     def registry(self) -> dict[str, Any]:
         cfg = getattr(self.inventory, "registry", None)
-        if cfg is None:
+        if cfg is None or not getattr(self.inventory, "registry_configured", True):
             return {"configured": False}
         return self._registry.get("registry", lambda: read_registry(cfg, self.ssh_timeout))
 
