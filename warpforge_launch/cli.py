@@ -14,7 +14,7 @@ from typing import Any
 
 from warpforge_launch import __version__
 from warpforge_launch.errors import LaunchError, UsageError
-from warpforge_launch.jobs import JobState
+from warpforge_launch.states import JobState
 
 
 class _Parser(argparse.ArgumentParser):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import getpass
 import math
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from typing import Any
 
 from warpforge_launch import codec
 from warpforge_launch.errors import UsageError
+from warpforge_launch.states import ACTIVE_STATES, TERMINAL_STATES, JobState  # noqa: F401
 
 DTYPES = ("f32", "f64", "f16", "bf16", "i32", "i64", "i16", "i8", "bool")
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -38,26 +38,6 @@ class JobType(enum.StrEnum):
     PYTORCH_NATIVE = "PYTORCH_NATIVE"
 
 
-class JobState(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMEOUT = "TIMEOUT"
-
-    @property
-    def terminal(self) -> bool:
-        return self not in (JobState.PENDING, JobState.RUNNING)
-
-    @property
-    def success(self) -> bool:
-        return self is JobState.COMPLETED
-
-
-# the one spelling of "finished" for every module (the job store's SQL included)
-TERMINAL_STATES = frozenset(s for s in JobState if s.terminal)
-ACTIVE_STATES = frozenset(s for s in JobState if not s.terminal)
 
 
 def utcnow() -> datetime:
@@ -228,6 +208,8 @@ class JobSubmission(_Json):
     correlation_id: str
 
     def __post_init__(self):
+        import uuid  # here, off the start-up path of commands that only read jobs
+
         try:
             uuid.UUID(self.correlation_id)
         except (ValueError, TypeError, AttributeError):
@@ -239,6 +221,8 @@ class JobSubmission(_Json):
             user = getpass.getuser()
         except (KeyError, OSError):
             user = "unknown"
+        import uuid
+
         return cls(definition, user, utcnow(), str(uuid.uuid4()))
 
     @property

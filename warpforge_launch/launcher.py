@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -367,6 +366,8 @@ def _me() -> dict[str, Any]:
     from warpforge_launch.schedulers.local_state import proc_start_time
 
     pid = os.getpid()
+    import socket
+
     return {"host": socket.gethostname(), "pid": pid, "start": proc_start_time(pid)}
 
 
@@ -377,6 +378,8 @@ def _joined(*parts: str) -> str:
 def _given_up(record: JobRecord, now) -> bool:
     """A SUBMITTING row is lost once its submit is over (or was never seen to end) and the
     grace for the backend's view to settle has passed."""
+    import socket
+
     age = now - record.submitted_at
     owner = record.status.scheduler_metadata.get("submitter")
     if isinstance(owner, dict) and owner.get("host") == socket.gethostname():

@@ -10,17 +10,13 @@ container port, a LAN address) is opening the page to someone, so it asks for th
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import re
-import signal
-import stat
 import sys
 
 from warpforge_launch.errors import UsageError
 
 DEFAULT_HOSTS = ("127.0.0.1", "::1", "localhost")
-_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
+_TOKEN = r"[A-Za-z0-9._~+/=-]{16,512}"  # checked only when serving: re stays off --help
 
 
 def add_parser(sub, parents) -> None:
@@ -43,6 +39,9 @@ def add_parser(sub, parents) -> None:
 
 
 def read_token(args) -> str | None:
+    import re
+    import stat
+
     token = args.token
     if args.token_file:
         try:
@@ -54,13 +53,15 @@ def read_token(args) -> str | None:
                 token = f.read().strip()
         except OSError as e:
             raise UsageError(f"--token-file {args.token_file}: {e.strerror}") from None
-    if token is not None and not _TOKEN.fullmatch(token):
+    if token is not None and not re.fullmatch(_TOKEN, token):
         raise UsageError("the token must be 16-512 characters of A-Z a-z 0-9 . _ ~ + / = -",
                          hint="e.g. python3 -c 'import secrets; print(secrets.token_urlsafe())'")
     return token
 
 
 def check_host(host: str, token: str | None) -> None:
+    import ipaddress
+
     if host not in DEFAULT_HOSTS:
         try:
             ipaddress.ip_address(host)
@@ -107,6 +108,8 @@ def bind(host: str, port: int):
 
 
 def main(args: argparse.Namespace) -> int:
+    import signal
+
     settings = settings_from(args)
     import uvicorn
 
