@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.integration.lab.fakedist import make_dist  # noqa: E402
 from tests.testlab import sshboxes  # noqa: E402
-from warpforge_launch.lab import distribute as dist_mod  # noqa: E402
+from warpforge_launch.lab import releases  # noqa: E402
 from warpforge_launch.lab.remote import Sessions, Timeouts  # noqa: E402
 
 
@@ -44,11 +44,11 @@ def settle() -> None:
 
 def ours(lab, names, dist, install_dir, parallel, sessions=None, expect="pushed"
          ) -> tuple[float, list]:
-    opts = dist_mod.Options(parallel=parallel, timeouts=Timeouts(command=600))
+    opts = releases.Options(parallel=parallel, timeouts=Timeouts(command=600))
     boxes = lab_boxes(lab, names, install_dir)
     settle()
     t0 = time.perf_counter()
-    results = dist_mod.distribute(boxes, dist, opts=opts, sessions=sessions)
+    results = releases.distribute(boxes, dist, opts=opts, sessions=sessions)
     elapsed = time.perf_counter() - t0
     bad = [r for r in results if not r.ok]
     if bad:

@@ -44,9 +44,9 @@ def test_no_packet_without_a_full_address(kw, message):
 
 def test_wake_refuses_bad_settings_before_sending(udp):
     with pytest.raises(UsageError, match="positive"):
-        wake.wake([box()], timeout=0)
+        wake.wake_boxes([box()], timeout=0)
     with pytest.raises(UsageError, match="invalid MAC"):
-        wake.wake([box(wol_port=udp.getsockname()[1]), box(name="b2", mac="zz")], timeout=1)
+        wake.wake_boxes([box(wol_port=udp.getsockname()[1]), box(name="b2", mac="zz")], timeout=1)
     udp.settimeout(0.2)
     with pytest.raises(TimeoutError):
         udp.recvfrom(200)  # not even the good box got a packet
@@ -89,5 +89,5 @@ def test_waiting_ends_when_the_banner_arrives():
 
 
 def test_local_boxes_are_always_up_and_get_no_packet():
-    [r] = wake.wake([box(transport="local", mac=None)], timeout=1)
+    [r] = wake.wake_boxes([box(transport="local", mac=None)], timeout=1)
     assert r.reachable and not r.sent
