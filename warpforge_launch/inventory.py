@@ -212,7 +212,7 @@ def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory
         raise UsageError(f"inventory {where} must be a mapping at the top level")
     errors: list[str] = []
     allowed = {"version", "default_scheduler", "schedulers", "boxes", "build", "lab", "registry",
-               "images", "ci"}
+               "images"}
     for key in sorted(set(document) - allowed):
         errors.append(f"{key}: unknown section (known: {', '.join(sorted(allowed))})")
     if document.get("version", 1) != 1:
@@ -268,6 +268,7 @@ def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory
     schedulers = _resolve_login_boxes(schedulers, boxes, errors)
     build = _validate(BuildConfig, document.get("build") or {}, "build", errors)
     lab = _validate(LabSettings, document.get("lab") or {}, "lab", errors)
+    _check_ranges(boxes, lab, errors)
     if errors:
         raise UsageError(f"inventory {where} is invalid ({len(errors)} error"
                          f"{'s' if len(errors) > 1 else ''}): " + "; ".join(errors))
@@ -317,6 +318,30 @@ def _check_box_names(boxes: Mapping[str, Box], errors: list[str]) -> None:
         if len(macs) > 1 and macs[0] is box:
             errors.append(f"boxes: MAC {box.mac} is given to several boxes "
                           f"({', '.join(b.name for b in macs)})")
+
+
+def _check_ranges(boxes: Mapping[str, Box], lab: LabSettings | None, errors: list[str]) -> None:
+    """What the types alone allow but no run can use: ports outside 1-65535 (70000 would
+    wrap), endless or negative waits."""
+    import math
+
+    for box in boxes.values():
+        for name in ("port", "wol_port"):
+            value = getattr(box, name)
+            if not 1 <= value <= 65535:
+                errors.append(f"boxes.{box.name}.{name}: {value} is not a port number "
+                              "(1-65535)")
+    if lab is None:
+        return
+    for f in dataclasses.fields(lab):
+        value = getattr(lab, f.name)
+        if isinstance(value, float) and (not math.isfinite(value) or value <= 0):
+            errors.append(f"lab.{f.name}: must be a positive number of seconds, not {value}")
+    if lab.parallel < 1:
+        errors.append(f"lab.parallel: must be at least 1, not {lab.parallel}")
+    if lab.keep_releases < 2:
+        errors.append(f"lab.keep_releases: must be at least 2 (current and previous), not "
+                      f"{lab.keep_releases}")
 
 
 def _is_mac(text: str) -> bool:

@@ -140,3 +140,27 @@ boxes:
     assert (cfg.login_host, cfg.login_port, cfg.known_hosts_file, cfg.identity_file) == (
         "127.0.0.41", 2241, "/k", "/i")
     assert cfg.login_user == "alice"  # set in the scheduler's own section: it wins
+
+
+def test_ports_and_waits_out_of_range_are_errors_with_their_path(tmp_path):
+    p = write(tmp_path, """
+boxes:
+  nvidia: {port: 70000, wol_port: -1}
+  amd: {port: 0}
+lab: {wake_timeout: .nan, connect_timeout: .inf, lock_wait: -1, parallel: 0,
+      keep_releases: 1}
+""")
+    with pytest.raises(UsageError) as err:
+        inventory.load(p, env={})
+    msg = str(err.value)
+    for fragment in ("boxes.nvidia.port: 70000 is not a port number",
+                     "boxes.nvidia.wol_port: -1", "boxes.amd.port: 0", "lab.wake_timeout",
+                     "lab.connect_timeout", "lab.lock_wait", "lab.parallel",
+                     "lab.keep_releases"):
+        assert fragment in msg, fragment
+    assert err.value.exit_code == 2
+
+
+def test_a_section_nothing_reads_is_an_error(tmp_path):
+    with pytest.raises(UsageError, match="ci: unknown section"):
+        inventory.load(write(tmp_path, "ci: {runner: x}\n"), env={})

@@ -148,9 +148,22 @@ def run_checks(host, box: BoxLike, checks: Sequence[str], m: Manifest) -> list[C
         except AssertionError as e:
             status, message = FAILED, str(e) or "assertion failed"
         except Exception as e:  # noqa: BLE001 - testinfra raises RuntimeError on ssh failure
-            status, message = FAILED, f"{type(e).__name__}: {_first_line(str(e))}"
+            status, message = FAILED, _failure(e)
         results.append(CheckResult(name, status, message, time.monotonic() - t0))
     return results
+
+
+def _failure(e: Exception) -> str:
+    """What went wrong, in one line: for testinfra's ssh failure (a RuntimeError carrying
+    the CommandResult), the ssh client's own last word, e.g. "Host key verification failed."."""
+    result = e.args[0] if e.args else None
+    stderr = getattr(result, "stderr", None)
+    if getattr(result, "exit_status", None) == 255 and stderr:
+        lines = [ln.strip() for ln in stderr.splitlines()
+                 if ln.strip() and not ln.strip().startswith("@")]
+        if lines:
+            return f"ssh failed: {lines[-1][:300]}"
+    return f"{type(e).__name__}: {_first_line(str(e))}"
 
 
 def _first_line(text: str) -> str:

@@ -50,6 +50,8 @@ def send_magic_packet(box: BoxLike) -> None:
                          hint="set the LAN broadcast address and port (usually 9) in the "
                               "inventory")
     try:
+        if not 1 <= int(port) <= 65535:  # the socket layer would wrap 70000 to 4464
+            raise ValueError(f"port {port} is outside 1-65535")
         wakeonlan.wake(mac, host=str(host), port=int(port))
     except (OSError, OverflowError, ValueError) as e:  # bad port, no route, unknown name
         raise WakeFailed(f"box {box.name}: wake-on-LAN packet to {host}:{port} failed: "
