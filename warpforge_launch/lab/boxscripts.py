@@ -23,8 +23,14 @@ import hashlib, os, sys
 from concurrent.futures import ThreadPoolExecutor
 src = sys.stdin if sys.argv[1] == "-" else open(sys.argv[1])
 jobs = [line.rstrip("\n").split("  ", 1) for line in src if line.strip()]
+# digests taken while the files were received (RECEIVE_PY): no second read of those bytes
+seen = set()
+if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+    seen = {tuple(line.rstrip("\n").split("  ", 1)) for line in open(sys.argv[2])}
 def ok(job):
     want, path = job
+    if (want, path) in seen:
+        return True
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -41,8 +47,46 @@ for path in bad:
 sys.exit(1 if bad else 0)
 """
 _VERIFY = r"""
-if [ "$verifier" = python3 ]; then python3 -c "$vpy" "$1"
-else sha256sum -c --quiet --strict "$1"; fi
+case $verifier in
+python3*) python3 -c "$vpy" "$1" .warpforge-received.sha256 ;;
+*) sha256sum -c --quiet --strict "$1" ;;
+esac
+"""
+# receive with python3: unpack the tar stream and hash every file while writing it, so the
+# check before the switch need not read the received bytes back
+RECEIVE_PY = r"""
+import hashlib, os, sys, tarfile
+dest, dirs, sums = sys.argv[1], [], []
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|", bufsize=1 << 20,
+                  ignore_zeros=True) as tar:  # two archives: the files, then the control files
+    for ti in tar:
+        parts = ti.name.split("/")
+        if ti.name.startswith("/") or ".." in parts:
+            sys.exit("unsafe path in the stream: %r" % ti.name)
+        path = os.path.join(dest, ti.name)
+        if ti.isdir():
+            os.makedirs(path, exist_ok=True)
+            dirs.append((path, ti.mode))
+        elif ti.issym():
+            os.symlink(ti.linkname, path)
+        elif ti.isreg():
+            src, h = tar.extractfile(ti), hashlib.sha256()
+            with open(path, "xb") as out:
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    out.write(chunk)
+            os.chmod(path, ti.mode)
+            os.utime(path, (ti.mtime, ti.mtime))
+            sums.append("%s  ./%s\n" % (h.hexdigest(), ti.name))
+        else:
+            sys.exit("unsupported member in the stream: %r" % ti.name)
+for path, mode in reversed(dirs):
+    os.chmod(path, mode)
+with open(os.path.join(dest, ".warpforge-received.sha256"), "w") as f:
+    f.writelines(sums)
 """
 # stamps (box clock, ns) let the client split the box's time into receive, verify, switch
 _STAMP = 'echo "stamp {0} $(date +%s%N)"'
@@ -76,7 +120,7 @@ sync -f . 2>/dev/null || sync
 # release, verify, rename staging to the release, switch, prune.
 PUSH_SCRIPT = r"""
 set -eu
-d=$1; vpy=$2
+d=$1; vpy=$2; rpy=$3
 # the request is the first line of stdin (so the stream can be started before it is known);
 # an empty stdin means no push after all
 if ! IFS=' ' read -r stage rel old verifier holder rest; then exit 0; fi
@@ -88,7 +132,8 @@ trap 'cd / && rm -rf -- "$d/releases/$stage"' EXIT
 trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 141' PIPE; trap 'exit 143' TERM
 printf '%s\n' "$holder" > "$stage/.warpforge-partial"
 """ + _STAMP.format("start") + r"""
-tar -x -i -p --no-same-owner -f - -C "$stage"
+if [ "$verifier" = python3 ]; then python3 -c "$rpy" "$stage"
+else tar -x -i -p --no-same-owner -f - -C "$stage"; fi
 """ + _STAMP.format("received") + r"""
 cd -- "$stage"
 if [ ! -f .warpforge-verify.sha256 ]; then
@@ -100,7 +145,7 @@ fi
 set -- .warpforge-verify.sha256 "$@"
 """ + _VERIFY + r"""
 shift
-rm -f .warpforge-links .warpforge-verify.sha256 .warpforge-partial
+rm -f .warpforge-links .warpforge-verify.sha256 .warpforge-partial .warpforge-received.sha256
 """ + _SYNC_RELEASE + _STAMP.format("verified") + r"""
 cd ..
 mv -T -- "$stage" "$rel"
@@ -128,7 +173,7 @@ _FAILED = re.compile(r"^(?:\./)?(.+?): FAILED")
 
 def push_argv(install_dir: str) -> list[str]:
     """The push command: everything that varies arrives later, on the first line of stdin."""
-    return ["sh", "-c", PUSH_SCRIPT, "wf-push", install_dir, VERIFY_PY]
+    return ["sh", "-c", PUSH_SCRIPT, "wf-push", install_dir, VERIFY_PY, RECEIVE_PY]
 
 
 def switch_argv(install_dir: str, rel: str, verifier: str, holder: str,

@@ -72,6 +72,9 @@ class Options:
     bulk: str = "auto"  # the stream's transport: auto (OpenSSH if present), openssh, paramiko
     prestart: bool = True  # open the stream's connection early when a push is likely
     local_tar: bool = True  # stream the files with this machine's GNU tar when it has one
+    # how the box unpacks: "auto" hashes while receiving (python3 on the box), "tar" unpacks
+    # with the box's tar and hashes in a second pass (what boxes without python3 do)
+    receive: str = "auto"
 
     def __post_init__(self) -> None:
         if self.keep < 2:
@@ -259,7 +262,8 @@ class _Push:
             RELEASE_FILE: m.to_json(source=str(self.dist)).encode(),
         }
         stage = f".partial-{m.hash}-{secrets.token_hex(4)}"
-        request = [stage, d.release, d.link_from or "-", s.verifier, s.holder or "0",
+        verifier = "python3-tar" if s.python3 and opts.receive == "tar" else s.verifier
+        request = [stage, d.release, d.link_from or "-", verifier, s.holder or "0",
                    *d.prune]
         if not all(SAFE.fullmatch(word) for word in request):
             raise LaunchError(f"box {self.session.name}: unexpected names in the push "

@@ -403,3 +403,14 @@ def test_a_foreign_bin_is_never_moved_aside(ssh_lab, box, install_dir, fake_dist
 def test_system_install_dirs_are_refused_before_connecting(box, fake_dist, where):
     [r] = releases.distribute([box("nvidia", install_dir=where)], fake_dist)
     assert not r.ok and r.exit_code == 2 and "system directory" in r.error
+
+
+def test_the_boxs_tar_unpacks_too_with_a_second_hash_pass(ssh_lab, box, install_dir,
+                                                          make_fake_dist):
+    b = box("amd")
+    dist = make_fake_dist()
+    [r] = releases.distribute([b], dist, opts=releases.Options(receive="tar"))
+    assert r.ok and r.action == "pushed", r.error
+    assert {"pack", "transfer", "verify", "switch"} <= set(r.phases)
+    assert_current_matches(ssh_lab, "amd", install_dir, dist)
+    assert runs(ssh_lab, "amd", install_dir).returncode == 0
