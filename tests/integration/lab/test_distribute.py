@@ -405,11 +405,12 @@ def test_system_install_dirs_are_refused_before_connecting(box, fake_dist, where
     assert not r.ok and r.exit_code == 2 and "system directory" in r.error
 
 
-def test_the_boxs_tar_unpacks_too_with_a_second_hash_pass(ssh_lab, box, install_dir,
-                                                          make_fake_dist):
+@pytest.mark.parametrize("receive", ["python", "tar"])
+def test_the_box_unpacks_with_python_hashing_as_it_receives_or_with_tar(
+        ssh_lab, box, install_dir, make_fake_dist, receive):
     b = box("amd")
     dist = make_fake_dist()
-    [r] = releases.distribute([b], dist, opts=releases.Options(receive="tar"))
+    [r] = releases.distribute([b], dist, opts=releases.Options(receive=receive))
     assert r.ok and r.action == "pushed", r.error
     assert {"pack", "transfer", "verify", "switch"} <= set(r.phases)
     assert_current_matches(ssh_lab, "amd", install_dir, dist)
