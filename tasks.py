@@ -1,7 +1,8 @@
 """Invoke tasks: thin wrappers over warpforge_launch (the logic lives in the package).
 
 `invoke --list` shows them. Lab tasks take --inventory; never point them at the production
-inventory from a test machine.
+inventory from a test machine. Only invoke is imported here: each task imports what it
+needs in its body, so listing and starting a task stay fast.
 """
 
 from __future__ import annotations
@@ -49,15 +50,15 @@ def build(c, inventory="", branch="", run_id="", no_sync=False):
     """NUC build: sync the source, run the build steps, check test floors and the dist."""
     from invoke import Exit
 
-    from warpforge_launch.lab.build import main as build_main
+    from warpforge_launch.lab import build as lab_build
 
-    code = build_main(inventory or None, branch=branch or None, run_id=run_id or None,
+    code = lab_build.main(inventory or None, branch=branch or None, run_id=run_id or None,
                       sync=not no_sync)
     if code:
         raise Exit(code=code)
 
 
-# ---- lab: wake, distribute, rollback, smoke (issue #4; bodies in warpforge_launch.lab) ------
+# ---- lab: wake, distribute, rollback, smoke (bodies in warpforge_launch.lab.commands) -------
 _LAB_HELP = {"boxes": "box names, aliases or groups, comma-separated (default: all)",
              "inventory": "inventory file (tests generate a loopback one)",
              "json": "machine-readable output", "accept_new": "record unknown host keys "
@@ -83,14 +84,16 @@ def wake(c, boxes="", inventory="", no_send=False, timeout="", interval="", json
 
 
 @task(help={**_LAB_HELP, "dist": "dist directory (default: DIST_DIR_OVERRIDE or the build's)",
-            "keep": "releases to keep per box", "verify": "re-check every file's checksum"})
+            "keep": "releases to keep per box", "verify": "re-check every file's checksum",
+            "repair": "re-check every file and re-send the ones that differ"})
 def distribute(c, boxes="", inventory="", dist="", keep="", accept_new=False, verify=False,
-               json=False):
+               repair=False, json=False):
     """Push the dist to boxes: atomic release switch, only changed files sent, in parallel."""
     from warpforge_launch.lab import commands
 
     _exit(commands.distribute(boxes=boxes, inventory=inventory, dist=dist, keep=keep,
-                              accept_new=accept_new, verify=verify, as_json=json))
+                              accept_new=accept_new, verify=verify, repair=repair,
+                              as_json=json))
 
 
 @task(help={**_LAB_HELP, "to": "release (hash prefix) to switch to (default: the previous)"})

@@ -368,6 +368,7 @@ def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory
         errors.append(f"registry.box: no box {registry.box!r} in boxes")
     if registry is not None and not 0 < registry.port < 65536:
         errors.append(f"registry.port: {registry.port} is not a TCP port (1-65535)")
+    _check_ranges(boxes, lab, errors)
     if errors:
         raise UsageError(f"inventory {where} is invalid ({len(errors)} error"
                          f"{'s' if len(errors) > 1 else ''}): " + "; ".join(errors))
@@ -452,6 +453,30 @@ def _check_box_names(boxes: Mapping[str, Box], errors: list[str]) -> None:
         if len(macs) > 1 and macs[0] is box:
             errors.append(f"boxes: MAC {box.mac} is given to several boxes "
                           f"({', '.join(b.name for b in macs)})")
+
+
+def _check_ranges(boxes: Mapping[str, Box], lab: LabSettings | None, errors: list[str]) -> None:
+    """What the types alone allow but no run can use: ports outside 1-65535 (70000 would
+    wrap), endless or negative waits."""
+    import math
+
+    for box in boxes.values():
+        for name in ("port", "wol_port"):
+            value = getattr(box, name)
+            if not 1 <= value <= 65535:
+                errors.append(f"boxes.{box.name}.{name}: {value} is not a port number "
+                              "(1-65535)")
+    if lab is None:
+        return
+    for f in dataclasses.fields(lab):
+        value = getattr(lab, f.name)
+        if isinstance(value, float) and (not math.isfinite(value) or value <= 0):
+            errors.append(f"lab.{f.name}: must be a positive number of seconds, not {value}")
+    if lab.parallel < 1:
+        errors.append(f"lab.parallel: must be at least 1, not {lab.parallel}")
+    if lab.keep_releases < 2:
+        errors.append(f"lab.keep_releases: must be at least 2 (current and previous), not "
+                      f"{lab.keep_releases}")
 
 
 def _is_mac(text: str) -> bool:

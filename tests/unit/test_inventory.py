@@ -151,3 +151,27 @@ def test_lab_logs_live_under_warpforge_home(tmp_path, monkeypatch):
     p.write_text("schedulers: {local: {type: local}}\n")
     assert inv_mod.load(p, env={}).lab.log_root == str(tmp_path / "state" / "logs")
     assert home() == tmp_path / "state"
+
+
+def test_ports_and_waits_out_of_range_are_errors_with_their_path(tmp_path):
+    p = write(tmp_path, """
+boxes:
+  nvidia: {port: 70000, wol_port: -1}
+  amd: {port: 0}
+lab: {wake_timeout: .nan, connect_timeout: .inf, lock_wait: -1, parallel: 0,
+      keep_releases: 1}
+""")
+    with pytest.raises(UsageError) as err:
+        inventory.load(p, env={})
+    msg = str(err.value)
+    for fragment in ("boxes.nvidia.port: 70000 is not a port number",
+                     "boxes.nvidia.wol_port: -1", "boxes.amd.port: 0", "lab.wake_timeout",
+                     "lab.connect_timeout", "lab.lock_wait", "lab.parallel",
+                     "lab.keep_releases"):
+        assert fragment in msg, fragment
+    assert err.value.exit_code == 2
+
+
+def test_an_unknown_section_is_an_error(tmp_path):
+    with pytest.raises(UsageError, match="runners: unknown section"):
+        inventory.load(write(tmp_path, "runners: {x: 1}\n"), env={})

@@ -58,8 +58,10 @@ def test_unknown_transport_and_policy_are_bad_input():
 
 
 def test_host_key_names_follow_openssh():
-    assert remote.host_key_name("10.0.0.1", 22) == "10.0.0.1"
-    assert remote.host_key_name("127.0.0.21", 2221) == "[127.0.0.21]:2221"
+    from warpforge_launch.ssh import Endpoint
+
+    assert Endpoint("10.0.0.1", 22).key_name == "10.0.0.1"
+    assert Endpoint("127.0.0.21", 2221).key_name == "[127.0.0.21]:2221"
 
 
 def test_unreachable_box_is_an_infrastructure_error():

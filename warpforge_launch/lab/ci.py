@@ -465,7 +465,7 @@ def sif_stage(inv, run_id: str) -> tuple[int | None, str]:
 
 
 def smoke_options(inv, accept_new: bool = False):
-    from warpforge_launch.lab import distribute as dist_mod
+    from warpforge_launch.lab import releases as dist_mod
     from warpforge_launch.lab import smoke as smoke_mod
 
     lab = inv.lab
@@ -487,7 +487,7 @@ def smoke_stage(inv, boxes, opts: Options) -> list[rs.Row]:
 
     t = time.monotonic()
     try:
-        report = smoke_mod.smoke(boxes, dist_dir(inv), smoke_options(inv, opts.accept_new))
+        report = smoke_mod.run(boxes, dist_dir(inv), smoke_options(inv, opts.accept_new))
     except LaunchError as e:
         return [rs.Row("distribute + smoke", b.name, rs.FAILED, time.monotonic() - t, str(e),
                        exit_code=e.exit_code) for b in boxes]

@@ -22,8 +22,9 @@ def _selectors(boxes: str) -> list[str]:
     return [s.strip() for s in (boxes or "").split(",") if s.strip()]
 
 
-def _dist_options(inv, *, keep=None, accept_new=False, verify=False, parallel=None):
-    from warpforge_launch.lab.distribute import Options
+def _dist_options(inv, *, keep=None, accept_new=False, verify=False, repair=False,
+                  parallel=None):
+    from warpforge_launch.lab.releases import Options
     from warpforge_launch.lab.remote import Timeouts
 
     lab = inv.lab
@@ -31,7 +32,7 @@ def _dist_options(inv, *, keep=None, accept_new=False, verify=False, parallel=No
                  command=lab.command_timeout)
     return Options(keep=int(keep) if keep else lab.keep_releases, lock_wait=lab.lock_wait,
                    parallel=int(parallel) if parallel else lab.parallel, verify_all=verify,
-                   timeouts=t, host_key_policy="accept-new" if accept_new else None)
+                   repair=repair, timeouts=t, host_key_policy="accept-new" if accept_new else None)
 
 
 def dist_dir(inv, dist: str | None) -> Path:
@@ -42,16 +43,37 @@ def dist_dir(inv, dist: str | None) -> Path:
     return d if d.is_absolute() else Path(inv.build.source).expanduser() / d
 
 
+def debugging() -> bool:
+    """`invoke --debug` (root logger at DEBUG) or WARPFORGE_DEBUG=1: show tracebacks."""
+    import logging
+    import os
+
+    return (os.environ.get("WARPFORGE_DEBUG", "") not in ("", "0")
+            or logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
+
+
 def _guard(fn):
-    """One line on stderr (+ hint) for a LaunchError, and its exit code."""
+    """One line on stderr (+ hint) for any failure, and its exit code; a traceback only
+    when debugging."""
     def wrapper(*args, **kwargs) -> int:
         try:
             return fn(*args, **kwargs)
         except LaunchError as e:
+            if debugging():
+                raise
             print(f"error: {e}", file=sys.stderr)
             if e.hint:
                 print(f"hint: {e.hint}", file=sys.stderr)
             return e.exit_code
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:  # noqa: BLE001 - a lab task never shows a bare traceback
+            if debugging():
+                raise
+            print(f"error: {fn.__name__} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            print("hint: run with `invoke --debug ...` for the traceback", file=sys.stderr)
+            return 1
     wrapper.__doc__, wrapper.__name__ = fn.__doc__, fn.__name__
     return wrapper
 
@@ -60,8 +82,7 @@ def _guard(fn):
 def wake(*, boxes="", inventory="", send=True, timeout=None, interval=None,
          as_json=False) -> int:
     """Wake the selected boxes and wait for SSH; 0 if all are up, else 3."""
-    from warpforge_launch.lab import report
-    from warpforge_launch.lab import wake as wake_mod
+    from warpforge_launch.lab import report, wake
 
     inv = _inventory(inventory)
     selected = inv.select_boxes(_selectors(boxes))
@@ -70,48 +91,48 @@ def wake(*, boxes="", inventory="", send=True, timeout=None, interval=None,
     spinner = report.WakeProgress(timeout) if sys.stderr.isatty() and not as_json else None
     if spinner:
         with spinner:
-            results = wake_mod.wake(selected, send=send, timeout=timeout, poll=poll,
+            results = wake.wake_boxes(selected, send=send, timeout=timeout, poll=poll,
                                     parallel=inv.lab.parallel, on_attempt=spinner)
     else:
-        results = wake_mod.wake(selected, send=send, timeout=timeout, poll=poll,
+        results = wake.wake_boxes(selected, send=send, timeout=timeout, poll=poll,
                                 parallel=inv.lab.parallel)
     report.print_json(results) if as_json else report.wake_table(results)
+    if any(r.error and not r.reachable for r in results):
+        return 1  # a packet could not be sent: the work failed, not only the wait
     return 0 if all(r.reachable for r in results) else 3
 
 
 @_guard
 def distribute(*, boxes="", inventory="", dist="", keep=None, accept_new=False, verify=False,
-               as_json=False) -> int:
+               repair=False, as_json=False) -> int:
     """Push the dist to the selected boxes (atomic, incremental, parallel)."""
-    from warpforge_launch.lab import distribute as dist_mod
-    from warpforge_launch.lab import report
+    from warpforge_launch.lab import releases, report
 
     inv = _inventory(inventory)
     selected = inv.select_boxes(_selectors(boxes))
-    opts = _dist_options(inv, keep=keep, accept_new=accept_new, verify=verify)
+    opts = _dist_options(inv, keep=keep, accept_new=accept_new, verify=verify, repair=repair)
     bars = None if as_json else report.progress_for_terminal()
     if bars:
         with bars:
-            results = dist_mod.distribute(selected, dist_dir(inv, dist), opts=opts,
+            results = releases.distribute(selected, dist_dir(inv, dist), opts=opts,
                                           progress=bars)
     else:
-        results = dist_mod.distribute(selected, dist_dir(inv, dist), opts=opts)
+        results = releases.distribute(selected, dist_dir(inv, dist), opts=opts)
     report.print_json(results) if as_json else report.distribute_table(results)
-    return dist_mod.exit_code(results)
+    return releases.exit_code(results)
 
 
 @_guard
 def rollback(*, boxes="", inventory="", to="", accept_new=False, as_json=False) -> int:
     """Switch the selected boxes back to their previous release (or --to a named one)."""
-    from warpforge_launch.lab import distribute as dist_mod
-    from warpforge_launch.lab import report
+    from warpforge_launch.lab import releases, report
 
     inv = _inventory(inventory)
     selected = inv.select_boxes(_selectors(boxes))
-    results = dist_mod.rollback(selected, opts=_dist_options(inv, accept_new=accept_new),
+    results = releases.rollback(selected, opts=_dist_options(inv, accept_new=accept_new),
                                 to=to or None)
     report.print_json(results) if as_json else report.distribute_table(results, "rollback")
-    return dist_mod.exit_code(results)
+    return releases.exit_code(results)
 
 
 @_guard
@@ -120,16 +141,15 @@ def smoke(*, boxes="", inventory="", dist="", checks="", junit="reports/smoke-ju
     """dist check -> wake (WAKE_BOXES) -> wait -> distribute -> verify; 1 if any box FAILED."""
     import dataclasses
 
-    from warpforge_launch.lab import report
-    from warpforge_launch.lab import smoke as smoke_mod
+    from warpforge_launch.lab import report, smoke
 
     inv = _inventory(inventory)
     sel = _selectors(boxes)
     if not sel and any("gpu-boxes" in b.groups for b in inv.boxes.values()):
         sel = ["gpu-boxes"]  # the seed's smoke test ran on the GPU boxes
     selected = inv.select_boxes(sel)
-    check_list = smoke_mod.parse_checks(checks) if checks else tuple(inv.lab.smoke_checks)
-    opts = smoke_mod.Options(
+    check_list = smoke.parse_checks(checks) if checks else tuple(inv.lab.smoke_checks)
+    opts = smoke.Options(
         wake=inv.lab.wake_boxes, skip_if_unreachable=inv.lab.skip_if_unreachable,
         wake_timeout=inv.lab.wake_timeout, wake_interval=inv.lab.wake_interval,
         checks=check_list, junit=Path(junit) if junit else None,
@@ -137,9 +157,9 @@ def smoke(*, boxes="", inventory="", dist="", checks="", junit="reports/smoke-ju
     bars = None if as_json else report.progress_for_terminal()
     if bars:
         with bars:
-            rep = smoke_mod.smoke(selected, dist_dir(inv, dist), opts, progress=bars)
+            rep = smoke.run(selected, dist_dir(inv, dist), opts, progress=bars)
     else:
-        rep = smoke_mod.smoke(selected, dist_dir(inv, dist), opts)
+        rep = smoke.run(selected, dist_dir(inv, dist), opts)
     if as_json:
         print(__import__("json").dumps({"overall": rep.overall, "boxes": [
             dataclasses.asdict(o) for o in rep.outcomes]}, indent=2))
@@ -151,10 +171,13 @@ def smoke(*, boxes="", inventory="", dist="", checks="", junit="reports/smoke-ju
 
 
 def check_positive(name: str, value) -> float:
+    """A finite positive number of seconds (NaN and inf would make a wait endless)."""
+    import math
+
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise UsageError(f"{name} must be a number, not {value!r}") from None
-    if v <= 0:
-        raise UsageError(f"{name} must be positive, not {value!r}")
+    if not math.isfinite(v) or v <= 0:
+        raise UsageError(f"{name} must be a positive number of seconds, not {value!r}")
     return v

@@ -250,7 +250,7 @@ def run_pipeline(inv, *, scheduler: str | None = None, boxes: Sequence[str] = ()
         return run
 
     def distribute():
-        from warpforge_launch.lab import distribute as dist_mod
+        from warpforge_launch.lab import releases as dist_mod
 
         key = digest(release(), _box_key(targets))
         if release() and state.current("distribute", key) and \
@@ -271,7 +271,7 @@ def run_pipeline(inv, *, scheduler: str | None = None, boxes: Sequence[str] = ()
         key = digest(release(), _box_key(targets), opts.checks)
         if state.current("smoke", key) and state.stages.get("distribute"):
             return rs.SKIPPED, "current (passed with this release)", 0
-        report = smoke_mod.smoke(targets, dist, opts)
+        report = smoke_mod.run(targets, dist, opts)
         detail = "; ".join(f"{o.box} {o.status}" + (f" ({o.reason})" if o.reason else "")
                            for o in report.outcomes)
         if report.exit_code:

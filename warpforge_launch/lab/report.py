@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from warpforge_launch.lab.distribute import BoxResult, Progress
+from warpforge_launch.lab.releases import BoxResult, Progress
 
 
 def _console(stderr: bool = False):
@@ -105,6 +105,10 @@ def distribute_table(results: Sequence[BoxResult], verb: str = "distribute") -> 
     console.print(t)
     ok = sum(r.ok for r in results)
     console.print(f"{verb}: {ok} of {len(results)} box(es) ok", markup=False)
+    err = _console(stderr=True)
+    for r in results:
+        for note in r.notes:
+            err.print(f"note: box {r.box}: {note}", markup=False)
     _errors([(r.box, r.error, r.hint) for r in results if not r.ok])
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import os
 import shlex
 import shutil
 import subprocess
@@ -23,9 +22,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from warpforge_launch.errors import LaunchError, UsageError
-from warpforge_launch.lab import distribute as dist_mod
 from warpforge_launch.lab import manifest as manifests
+from warpforge_launch.lab import releases
 from warpforge_launch.lab import wake as wake_mod
+from warpforge_launch.lab.boxstate import VERIFIED_FILE
 from warpforge_launch.lab.manifest import RELEASE_FILE, Manifest
 from warpforge_launch.lab.remote import BoxLike, Sessions, Timeouts
 
@@ -83,7 +83,7 @@ class Options:
     wake_interval: float = 10.0
     checks: tuple[str, ...] = DEFAULT_CHECKS
     junit: Path | None = None
-    distribute: dist_mod.Options = dist_mod.Options()
+    distribute: releases.Options = releases.Options()
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.checks if c not in CHECKS]
@@ -102,29 +102,16 @@ class Verifier:
     host keys, identity, strictness and timeouts as the inventory says), local:// for local."""
 
     def __init__(self, boxes: Sequence[BoxLike], timeouts: Timeouts, host_key_policy=None):
+        from warpforge_launch import ssh
+
         self.dir = Path(tempfile.mkdtemp(prefix="wf-smoke-"))
         self.config = self.dir / "ssh_config"
         self.timeouts = timeouts
-        lines = []
-        for b in boxes:
-            if b.transport != "ssh":
-                continue
-            policy = host_key_policy or b.host_key_policy
-            strict = "accept-new" if policy == "accept-new" else "yes"
-            known = os.path.expanduser(b.known_hosts_file or "~/.ssh/known_hosts")
-            lines += [f"Host {self.alias(b)}", f"  HostName {b.host}", f"  Port {b.port}",
-                      f"  UserKnownHostsFile {_cfg_quote(known)}",
-                      "  GlobalKnownHostsFile /dev/null",
-                      f"  StrictHostKeyChecking {strict}",
-                      "  BatchMode yes", f"  ConnectTimeout {max(1, round(timeouts.connect))}",
-                      "  ServerAliveInterval 15", "  ServerAliveCountMax 4",
-                      f"  ControlPath {self.dir}/cm-%C"]
-            if b.user:
-                lines.append(f"  User {b.user}")
-            if b.identity_file:
-                lines += [f"  IdentityFile {_cfg_quote(os.path.expanduser(b.identity_file))}",
-                          "  IdentitiesOnly yes"]
-        self.config.write_text("\n".join(lines) + "\n")
+        blocks = [ssh.config_block(self.alias(b), ssh.Endpoint.of(b, host_key_policy),
+                                   connect_timeout=timeouts.connect,
+                                   control=ssh.control_path(self.dir, ssh.Endpoint.of(b)))
+                  for b in boxes if b.transport == "ssh"]
+        self.config.write_text("".join(blocks))
         self.boxes = {b.name: b for b in boxes}
 
     @staticmethod
@@ -148,10 +135,6 @@ class Verifier:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _cfg_quote(path: str) -> str:
-    return f'"{path}"' if " " in path else path
-
-
 def run_checks(host, box: BoxLike, checks: Sequence[str], m: Manifest) -> list[CheckResult]:
     """Run the configured checks on one box; a check that raises is a failure with its reason."""
     install = box.install_dir.rstrip("/")
@@ -165,9 +148,22 @@ def run_checks(host, box: BoxLike, checks: Sequence[str], m: Manifest) -> list[C
         except AssertionError as e:
             status, message = FAILED, str(e) or "assertion failed"
         except Exception as e:  # noqa: BLE001 - testinfra raises RuntimeError on ssh failure
-            status, message = FAILED, f"{type(e).__name__}: {_first_line(str(e))}"
+            status, message = FAILED, _failure(e)
         results.append(CheckResult(name, status, message, time.monotonic() - t0))
     return results
+
+
+def _failure(e: Exception) -> str:
+    """What went wrong, in one line: for testinfra's ssh failure (a RuntimeError carrying
+    the CommandResult), the ssh client's own last word, e.g. "Host key verification failed."."""
+    result = e.args[0] if e.args else None
+    stderr = getattr(result, "stderr", None)
+    if getattr(result, "exit_status", None) == 255 and stderr:
+        lines = [ln.strip() for ln in stderr.splitlines()
+                 if ln.strip() and not ln.strip().startswith("@")]
+        if lines:
+            return f"ssh failed: {lines[-1][:300]}"
+    return f"{type(e).__name__}: {_first_line(str(e))}"
 
 
 def _first_line(text: str) -> str:
@@ -218,11 +214,13 @@ def _check_trace_example(host, binary, install, m) -> str:
         _run(host, ["rm", "-rf", "--", tmp])
 
 
-_SUMS = 'cd -- "$1" && find . -type f ! -name "$2" -exec sha256sum -- {} +'
+_SUMS = ('cd -- "$1" && find . -type f ! -path "./$2" ! -path "./$3" '
+         '-exec sha256sum -- {} +')
 
 
 def _check_checksums(host, binary, install, m) -> str:
-    r = _run(host, ["sh", "-c", _SUMS, "wf-sums", f"{install}/current/", RELEASE_FILE])
+    r = _run(host, ["sh", "-c", _SUMS, "wf-sums", f"{install}/current/", RELEASE_FILE,
+                    VERIFIED_FILE])
     assert r.rc == 0, f"hashing the installed files failed: {_first_line(r.stderr)}"
     got = {}
     for line in r.stdout.splitlines():
@@ -246,9 +244,9 @@ _CHECKS: dict[str, Callable] = {
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
-def smoke(boxes: Sequence[BoxLike], dist: Path, opts: Options = Options(),
+def run(boxes: Sequence[BoxLike], dist: Path, opts: Options = Options(),
           on_outcome: Callable[[BoxOutcome], None] | None = None,
-          progress: dist_mod.Progress | None = None) -> SmokeReport:
+          progress: releases.Progress | None = None) -> SmokeReport:
     """Run the pipeline on every box (in parallel) and write the JUnit report if asked."""
     if not boxes:
         raise UsageError("no boxes selected for the smoke test")
@@ -288,6 +286,8 @@ def _smoke_box(box, dist, m, opts, sessions, verifier, progress) -> BoxOutcome:
                                   poll=opts.wake_interval)
         except UsageError as e:
             return out.fail("reachable", str(e))
+        if w.error and not w.reachable:  # a packet that cannot be sent is a failure
+            return out.fail("reachable", w.note, time.monotonic() - t)
         if not w.reachable:
             if opts.skip_if_unreachable:
                 out.status, out.reason = SKIPPED, w.note
@@ -299,7 +299,7 @@ def _smoke_box(box, dist, m, opts, sessions, verifier, progress) -> BoxOutcome:
         out.steps.append(CheckResult("reachable", PASSED, w.note, time.monotonic() - t))
         # phase 4: distribute over the task's one connection to the box
         t = time.monotonic()
-        [r] = dist_mod.distribute([box], dist, opts=opts.distribute, sessions=sessions,
+        [r] = releases.distribute([box], dist, opts=opts.distribute, sessions=sessions,
                                   progress=progress, manifest=m)
         if not r.ok:
             return out.fail("distribute", r.error or "failed", time.monotonic() - t)
@@ -315,6 +315,8 @@ def _smoke_box(box, dist, m, opts, sessions, verifier, progress) -> BoxOutcome:
         return out
     except LaunchError as e:
         return out.fail("smoke", str(e))
+    except OSError as e:  # this machine's side (a dist file vanished): this box's failure
+        return out.fail("smoke", f"{type(e).__name__}: {e}")
     finally:
         out.seconds = time.monotonic() - t0
 

@@ -8,14 +8,15 @@ up`: every `poll` seconds until `timeout` (defaults as the original: 10 s and 60
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import math
 import re
 import socket
 import time
 from collections.abc import Callable, Sequence
 
-from warpforge_launch.errors import UsageError
+from warpforge_launch import ssh
+from warpforge_launch.errors import LaunchError, UsageError
 from warpforge_launch.lab.remote import BoxLike
 
 _MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.I)
@@ -29,6 +30,7 @@ class WakeResult:
     seconds: float = 0.0
     attempts: int = 0
     note: str = ""
+    error: str | None = None  # the packet could not be sent
 
     @property
     def ok(self) -> bool:
@@ -47,7 +49,17 @@ def send_magic_packet(box: BoxLike) -> None:
         raise UsageError(f"box {box.name}: wake-on-LAN needs wol_host and wol_port",
                          hint="set the LAN broadcast address and port (usually 9) in the "
                               "inventory")
-    wakeonlan.wake(mac, host=str(host), port=int(port))
+    try:
+        if not 1 <= int(port) <= 65535:  # the socket layer would wrap 70000 to 4464
+            raise ValueError(f"port {port} is outside 1-65535")
+        wakeonlan.wake(mac, host=str(host), port=int(port))
+    except (OSError, OverflowError, ValueError) as e:  # bad port, no route, unknown name
+        raise WakeFailed(f"box {box.name}: wake-on-LAN packet to {host}:{port} failed: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+
+
+class WakeFailed(LaunchError):
+    """The magic packet could not be sent: that box's failure, not the whole run's."""
 
 
 def ssh_banner(address: str, port: int, timeout: float) -> str | None:
@@ -101,8 +113,16 @@ def wake_box(box: BoxLike, *, send: bool = True, timeout: float = 60.0, poll: fl
     sent, note = False, ""
     if box.transport != "local" and send:
         if box.mac:
-            send_magic_packet(box)
-            sent = True
+            try:
+                send_magic_packet(box)
+                sent = True
+            except WakeFailed as e:
+                # no packet will wake it: look once, do not wait out the deadline
+                r = wait_for_ssh(box, timeout=min(timeout, 1.0), poll=poll,
+                                 on_attempt=on_attempt)
+                r.note = f"{e}; " + ("up anyway" if r.reachable else "not woken")
+                r.error = str(e)
+                return r
         else:
             note = "no MAC in the inventory: not woken; "
     r = wait_for_ssh(box, timeout=timeout, poll=poll, on_attempt=on_attempt)
@@ -110,16 +130,16 @@ def wake_box(box: BoxLike, *, send: bool = True, timeout: float = 60.0, poll: fl
     return r
 
 
-def wake(boxes: Sequence[BoxLike], *, send: bool = True, timeout: float = 60.0,
-         poll: float = 10.0, parallel: int = 8, on_attempt=None) -> list[WakeResult]:
+def wake_boxes(boxes: Sequence[BoxLike], *, send: bool = True, timeout: float = 60.0,
+               poll: float = 10.0, parallel: int = 8, on_attempt=None) -> list[WakeResult]:
     """Wake every box and wait for all of them in parallel; one result per box, in order."""
-    if timeout <= 0 or poll <= 0:
+    if not (math.isfinite(timeout) and math.isfinite(poll)) or timeout <= 0 or poll <= 0:
         raise UsageError(f"wake timeout and poll interval must be positive "
                          f"(got {timeout}, {poll})")
     for box in boxes:  # bad input first: no packet is sent unless every box can be woken
         if send and box.transport != "local" and box.mac:
             if not _MAC.match(box.mac):
                 raise UsageError(f"box {box.name}: invalid MAC address {box.mac!r}")
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(parallel, len(boxes) or 1))) as ex:
-        return list(ex.map(lambda b: wake_box(b, send=send, timeout=timeout, poll=poll,
-                                              on_attempt=on_attempt), boxes))
+    return ssh.fan_out(list(boxes), lambda b: wake_box(b, send=send, timeout=timeout,
+                                                       poll=poll, on_attempt=on_attempt),
+                       parallel)

@@ -3,13 +3,12 @@
 Both take an argv list and never a shell string from the caller; the SSH transport sends
 ``shlex.join(argv)`` (the remote side always has a shell). The SSH transport uses OpenSSH
 with ControlMaster/ControlPersist, as Ansible does, so a connection made by one CLI call is
-reused by the next (about 5 ms instead of 0.3 s on loopback). It is deliberately small so the
-project's SSH layer (issue #4) can replace it behind the same ``run`` method.
+reused by the next (about 5 ms instead of 0.3 s on loopback). Its OpenSSH options come from
+warpforge_launch.ssh, the one renderer every SSH user of the project shares.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import signal
@@ -122,36 +121,33 @@ class SshTransport(Transport):
         self.control_persist = control_persist
         self.connect_timeout = connect_timeout
         self.ssh_binary = ssh_binary
+        from warpforge_launch import ssh
+
+        # validates every field (port range, quotes, control characters) before any use
+        self.endpoint = ssh.Endpoint(host, port, user, identity_file, known_hosts_file)
         self.where = f"login node {user + '@' if user else ''}{host}:{port}"
 
     @property
     def control_path(self) -> Path:
-        # short, per-destination (unix socket paths are limited to ~108 bytes)
-        key = hashlib.sha1(f"{self.user}@{self.host}:{self.port}".encode()).hexdigest()[:16]
-        return self.control_dir / f"cm-{key}"
+        from warpforge_launch import ssh
+
+        return ssh.control_path(self.control_dir, self.endpoint)
 
     def base_argv(self) -> list[str]:
+        """The ssh client and its options (the project's one renderer), no destination."""
+        from warpforge_launch import ssh
+
         self.control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        argv = [self.ssh_binary, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f"ConnectTimeout={int(max(1, self.connect_timeout))}",
-                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=2",
-                "-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}",
-                "-o", f"ControlPersist={int(self.control_persist)}",
-                "-o", "LogLevel=ERROR", "-p", str(self.port)]
-        if self.known_hosts_file:
-            argv += ["-o", f"UserKnownHostsFile={self.known_hosts_file}"]
-        if self.identity_file:
-            argv += ["-o", "IdentitiesOnly=yes", "-i", self.identity_file]
-        if self.user:
-            argv += ["-l", self.user]
-        return argv
+        return ssh.client_options(self.endpoint, ssh=self.ssh_binary, read_config=True,
+                                  connect_timeout=self.connect_timeout, alive=(15, 2),
+                                  control=self.control_path, persist=self.control_persist)
 
     def run(self, argv, *, input=None, timeout, program=None):
         program = program or argv[0]
         # bounded on the login node too (coreutils timeout), so nothing keeps running there
         # after we gave up; the local deadline leaves it a moment to report
         remote = ["timeout", "-k", "2", f"{max(1.0, timeout - 1):g}", *argv]
-        full = [*self.base_argv(), self.host, "--", shlex.join(remote)]
+        full = [*self.base_argv(), "--", self.host, shlex.join(remote)]
         try:
             proc = _run_group(full, input, timeout + 2)
         except subprocess.TimeoutExpired as exc:
@@ -175,5 +171,5 @@ class SshTransport(Transport):
     def stop_master(self, timeout: float = 10) -> None:
         """End the shared connection (tests, or a user who wants it gone)."""
         if self.control_path.exists():
-            subprocess.run([*self.base_argv(), "-O", "exit", self.host], capture_output=True,
+            subprocess.run([*self.base_argv(), "-O", "exit", "--", self.host], capture_output=True,
                            timeout=timeout, stdin=subprocess.DEVNULL)

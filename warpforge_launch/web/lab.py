@@ -59,7 +59,7 @@ def tcp_awake(host: str, port: int, timeout: float) -> bool:
 
 def parse_release(text: str) -> dict[str, Any]:
     """The release script's output as {release, hash, switched_at}."""
-    from warpforge_launch.lab.distribute import release_hash
+    from warpforge_launch.lab.pushplan import release_hash
 
     current, switched = None, None
     for line in text.splitlines():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from warpforge_launch.lab import distribute as dist_mod
+from warpforge_launch.lab import releases
 from warpforge_launch.lab.remote import HostKeyError, open_session
 
 pytestmark = pytest.mark.ssh
@@ -47,7 +47,7 @@ def test_accept_new_records_the_key_then_strict_accepts_it(ssh_lab, box, tmp_pat
     known = tmp_path / "ssh" / "known_hosts"
     b = box("amd", known_hosts_file=str(known), host_key_policy="accept-new")
     # the whole push works, including the OpenSSH bulk stream reading the same file
-    [r] = dist_mod.distribute([b], fake_dist)
+    [r] = releases.distribute([b], fake_dist)
     assert r.ok and r.action == "pushed", r.error
     assert known.read_text().strip() == ssh_lab.host_key_line("amd")
     assert oct(known.stat().st_mode & 0o777) == "0o600"
@@ -59,8 +59,36 @@ def test_accept_new_records_the_key_then_strict_accepts_it(ssh_lab, box, tmp_pat
 def test_distribute_reports_host_key_failure_per_box(box, tmp_path, fake_dist):
     known = tmp_path / "known_hosts"
     known.write_text("")
-    results = dist_mod.distribute([box("nvidia", known_hosts_file=str(known)), box("amd")],
+    results = releases.distribute([box("nvidia", known_hosts_file=str(known)), box("amd")],
                                   fake_dist)
     assert [r.ok for r in results] == [False, True]
     assert "not in" in results[0].error and results[0].exit_code == 2
-    assert dist_mod.exit_code(results) == 2
+    assert releases.exit_code(results) == 2
+
+
+@pytest.mark.parametrize("case", ["unknown", "changed"])
+def test_smoke_checks_refuse_an_unknown_or_changed_host_key(ssh_lab, box, tmp_path, case):
+    """testinfra's ssh:// connection checks the key itself (StrictHostKeyChecking=yes)."""
+    from warpforge_launch.lab import smoke
+    from warpforge_launch.lab.manifest import Manifest
+    from warpforge_launch.lab.remote import Timeouts
+
+    known = tmp_path / "known_hosts"
+    amd_key = ssh_lab.host_key_line("amd").split(" ", 1)[1]
+    known.write_text("" if case == "unknown" else f"[127.0.0.21]:2221 {amd_key}\n")
+    b = box("nvidia", known_hosts_file=str(known))
+    verifier = smoke.Verifier([b], Timeouts(connect=5))
+    try:
+        [check] = smoke.run_checks(verifier.host(b), b, ["exists"], Manifest(()))
+    finally:
+        verifier.close()
+    assert check.status == "FAILED"
+    assert check.message == "ssh failed: Host key verification failed.", check.message
+    assert known.read_text() == ("" if case == "unknown" else f"[127.0.0.21]:2221 {amd_key}\n")
+    good = box("nvidia")  # the lab's own known_hosts: the same check passes
+    verifier = smoke.Verifier([good], Timeouts(connect=5))
+    try:
+        [check] = smoke.run_checks(verifier.host(good), good, ["help"], Manifest(()))
+    finally:
+        verifier.close()
+    assert "Host key verification failed" not in check.message

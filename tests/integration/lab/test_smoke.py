@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import REPO
 from warpforge_launch.lab import commands
-from warpforge_launch.lab import smoke as smoke_mod
+from warpforge_launch.lab import smoke as smoke
 from warpforge_launch.lab.manifest import scan
 
 pytestmark = pytest.mark.ssh
@@ -73,15 +73,33 @@ def test_a_broken_dist_fails_with_the_reason(mode, step, reason, failures, write
 
 def test_installed_files_must_match_the_dist_manifest(ssh_lab, box, install_dir, fake_dist):
     b = box("nvidia")
-    opts = smoke_mod.Options(checks=("checksums",))
-    assert smoke_mod.smoke([b], fake_dist, opts).overall == "PASSED"
-    # same size, different bytes: distribute sees nothing to do, the check must not
+    opts = smoke.Options(checks=("checksums",))
+    assert smoke.run([b], fake_dist, opts).overall == "PASSED"
+    # same size, different bytes, mtime put back (as bit rot would look): distribute sees
+    # nothing to do, the check must
     target = f"{install_dir}/current/venv/lib/python3.12/site-packages/pkg00/mod0000.py"
-    ssh_lab.ssh("nvidia", "sed", "-i", "s/CONST_0 /CONST_X /", target)
-    report = smoke_mod.smoke([b], fake_dist, opts)
+    ref = f"/tmp/wf-ref-{install_dir[-10:]}"
+    ssh_lab.ssh("nvidia", "touch", "-r", target, ref)
+    ssh_lab.ssh("nvidia", "sh", "-c", 'printf X | dd of="$1" bs=1 count=1 conv=notrunc', "wf",
+                target)
+    ssh_lab.ssh("nvidia", "touch", "-r", ref, target)
+    report = smoke.run([b], fake_dist, opts)
     [o] = report.outcomes
     assert o.status == "FAILED" and report.exit_code == 1
     assert "differing 1 (venv/lib/python3.12/site-packages/pkg00/mod0000.py)" in o.reason
+
+
+def test_a_visible_change_on_the_box_is_repaired_by_smokes_distribute(ssh_lab, box,
+                                                                       install_dir, fake_dist):
+    b = box("amd")
+    opts = smoke.Options(checks=("checksums",))
+    assert smoke.run([b], fake_dist, opts).overall == "PASSED"
+    target = f"{install_dir}/current/venv/lib/python3.12/site-packages/pkg00/mod0000.py"
+    ssh_lab.ssh("amd", "sed", "-i", "s/CONST_0 /CONST_X /", target)
+    report = smoke.run([b], fake_dist, opts)
+    [o] = report.outcomes
+    assert o.status == "PASSED", o.reason
+    assert [c.message for c in o.steps if c.name == "distribute"][0].startswith("repaired")
 
 
 def test_unreachable_box_is_skipped_or_failed_per_the_variable(sleeping_box, write_inventory,

@@ -12,7 +12,7 @@ def test_wake_starts_a_sleeping_box_and_it_accepts_ssh(ssh_lab, sleeping_box, bo
     assert not ssh_lab.running(sleeping_box)
     b = box(sleeping_box)
     seen = len(ssh_lab.wol_received())
-    [r] = wake.wake([b], timeout=10, poll=0.2)
+    [r] = wake.wake_boxes([b], timeout=10, poll=0.2)
     assert r.sent and r.reachable, r.note
     assert ssh_lab.running(sleeping_box)
     packets = ssh_lab.wol_received()[seen:]

@@ -1,0 +1,454 @@
+"""Push the dist to boxes as atomic, content-addressed releases; switch back with rollback.
+
+On each box, under `<install_dir>`:
+
+    releases/<content hash>/      one complete dist tree per release (never modified)
+    releases/.partial-<hash>-<n>  an upload in progress (removed when it fails, or, if its
+                                  holder died, at the start of the next push)
+    releases/.history             "<time> <release>" per switch, oldest first
+    current -> releases/<hash>    switched with ONE rename (ln -s to a temp name, mv -T)
+    bin -> current/bin            so <install_dir>/bin/snakegrinder always runs the current one
+    .lock                         flock: one distribute/rollback per box at a time
+
+Each box goes facts -> decision -> commands: the probe reads its state under its lock
+(boxstate), a pure function decides the push (pushplan), then the box runs it (boxscripts,
+with the stream from tarstream). A push sends only the files whose content differs from the
+current release and hard-links the rest; the box verifies before it switches, so an
+interrupted or damaged push leaves the previous release current and runnable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from warpforge_launch import ssh
+from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
+from warpforge_launch.lab import boxscripts, pushplan, tarstream
+from warpforge_launch.lab import manifest as manifests
+from warpforge_launch.lab.boxscripts import LINKS_FILE, VERIFY_FILE
+from warpforge_launch.lab.boxstate import (
+    LOCK_BUSY_EXIT,
+    LOCKED,
+    RELEASE_FILE,
+    SAFE,
+    SIZES_SCRIPT,
+    BoxState,
+    check_install_dir,
+    lock_argv,
+    parse_sizes,
+    parse_state,
+)
+from warpforge_launch.lab.manifest import Manifest
+from warpforge_launch.lab.remote import (
+    BoxLike,
+    BoxSession,
+    HoldFailed,
+    Sessions,
+    Started,
+    Timeouts,
+    finish_stream,
+    prestart,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How to distribute: kept releases, lock wait, parallelism, deadlines, host keys."""
+
+    keep: int = 3
+    lock_wait: float = 120.0
+    parallel: int = 4
+    verify_all: bool = False  # verify every file of the release the box ends on
+    repair: bool = False  # verify the current release in full and re-send what differs
+    timeouts: Timeouts = Timeouts()
+    host_key_policy: str | None = None
+    bulk: str = "auto"  # the stream's transport: auto (OpenSSH if present), openssh, paramiko
+    prestart: bool = True  # open the stream's connection early when a push is likely
+    local_tar: bool = True  # stream the files with this machine's GNU tar when it has one
+    # how the box unpacks: "tar" (the box's GNU tar, then one hash pass over the received
+    # files) or "python" (python3 unpacks and hashes while receiving: no second read, but on
+    # a 2-core loopback lab its tarfile costs more CPU than the pass it saves)
+    receive: str = "tar"
+
+    def __post_init__(self) -> None:
+        if self.keep < 2:
+            raise UsageError(f"keep must be at least 2 (current and previous), not {self.keep}")
+        if self.parallel < 1:
+            raise UsageError(f"parallel must be at least 1, not {self.parallel}")
+
+
+@dataclasses.dataclass
+class BoxResult:
+    """What happened on one box (also the row of the summary table)."""
+
+    box: str
+    action: str = "failed"  # pushed | repaired | unchanged | verified | reactivated |
+    #                         rolled-back | failed
+    release: str | None = None
+    previous: str | None = None
+    files_sent: int = 0
+    bytes_sent: int = 0
+    files_linked: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    exit_code: int = 0
+    hint: str | None = None
+    locked: tuple[float, float] | None = None  # wall-clock times the box lock was held
+    notes: list[str] = dataclasses.field(default_factory=list)  # foreign entries, fallbacks
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per phase
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Progress:
+    """Progress callbacks (the default does nothing); see report.py for the rich one."""
+
+    def start(self, box: str, total: int) -> None: ...
+    def advance(self, box: str, n: int) -> None: ...
+    def done(self, result: BoxResult) -> None: ...
+
+
+# ---- one box ----------------------------------------------------------------------------------
+def push_box(session: BoxSession, install_dir: str, dist: Path, m: Manifest, opts: Options,
+             progress: Progress, pending: Started | None = None) -> BoxResult:
+    """Bring one box to release m (under its lock) and say what that took.
+
+    `pending` is a push command already started (see prestart) that the stream can use."""
+    r = BoxResult(session.name)
+    with _locked(session, install_dir, opts, r) as state:
+        _Push(session, install_dir, dist, m, opts, progress, state, r, pending).run()
+    return r
+
+
+class _locked:
+    """Hold the box's lock; yield its state after refusing foreign entries we would touch."""
+
+    def __init__(self, session, install_dir, opts, r):
+        self.hold = session.hold(lock_argv(install_dir, opts.lock_wait), ready=LOCKED,
+                                 timeout=opts.lock_wait + opts.timeouts.command)
+        self.session, self.install_dir, self.r = session, install_dir, r
+
+    def __enter__(self) -> BoxState:
+        said = self.hold.__enter__()
+        self.t0 = time.time()
+        state = parse_state(said.decode(errors="replace"))
+        self.r.previous = state.current
+        self.r.notes += [f"left alone (not made by warpforge): {self.install_dir}/releases/{n}"
+                         for n in state.foreign]
+        self.r.notes += [f"removed a stale partial upload: {n}" for n in state.swept]
+        try:
+            pushplan.refuse_foreign(self.session.name, self.install_dir, state)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return state
+
+    def __exit__(self, *exc):
+        self.r.locked = (self.t0, time.time())
+        return self.hold.__exit__(*exc)
+
+
+def _read_record(session: BoxSession, install_dir: str, release: str) -> Manifest | None:
+    """The manifest a release was made from; None if unreadable (then nothing is linked)."""
+    r = session.run(["cat", "--", f"{install_dir}/releases/{release}/{RELEASE_FILE}"],
+                    check=False)
+    try:
+        return Manifest.from_json(r.out) if r.ok else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+class _Push:
+    """Facts -> decision -> commands for one box, with the fallbacks: a release that fails
+    verification is never reused (a fresh push follows), damage found by a full check is
+    re-sent under --repair."""
+
+    def __init__(self, session, install_dir, dist, m, opts, progress, state, r, pending):
+        self.session, self.dir, self.dist, self.m = session, install_dir, dist, m
+        self.opts, self.progress, self.state, self.r = opts, progress, state, r
+        self.pending = pending
+        self.bad: set[str] = set()
+        self.damaged: tuple[str, ...] = ()
+
+    def decide(self) -> pushplan.Decision:
+        s, o = self.state, self.opts
+        kw = dict(keep=o.keep, suffix=secrets.token_hex(3), verify_all=o.verify_all,
+                  check_current=o.verify_all or o.repair, bad=self.bad, damaged=self.damaged)
+        d = pushplan.decide(s, self.m, **kw)
+        if d.action == pushplan.PUSH and s.current and s.manifest is None \
+                and s.current not in self.bad:
+            s.manifest = _read_record(self.session, self.dir, s.current)
+            if s.manifest is not None:
+                listed = self.session.run(["sh", "-c", SIZES_SCRIPT, "wf-sizes",
+                                           f"{self.dir}/releases/{s.current}"], check=False)
+                s.sizes = parse_sizes(listed.out) if listed.ok else {}
+                d = pushplan.decide(s, self.m, **kw)
+        return d
+
+    def run(self) -> None:
+        name, r = self.session.name, self.r
+        for _attempt in range(4):
+            d = self.decide()
+            if d.action == pushplan.UNCHANGED:
+                r.action, r.release = "unchanged", d.release
+                return
+            if d.action == pushplan.CHECK:
+                failed = self.check(d.release)
+                if not failed:
+                    r.action, r.release = "verified", d.release
+                    return
+                shown = ", ".join(failed[:3]) + (", ..." if len(failed) > 3 else "")
+                if not self.opts.repair:
+                    raise LaunchError(f"box {name}: release {d.release} is damaged: "
+                                      f"{len(failed)} file(s) differ from the manifest "
+                                      f"({shown})", hint="distribute --repair re-sends them")
+                r.notes.append(f"repairing {len(failed)} damaged file(s): {shown}")
+                self.damaged = tuple(failed)
+                continue
+            if d.action == pushplan.REACTIVATE:
+                result = self.session.run(
+                    boxscripts.switch_argv(self.dir, d.release, self.state.verifier,
+                                           self.state.holder, d.prune),
+                    input=self.m.sha256sums().encode(), check=False,
+                    timeout=self.opts.timeouts.command)
+                if result.ok:
+                    r.action, r.release = "reactivated", d.release
+                    return
+                r.notes.append(f"release {d.release} failed verification "
+                               f"({result.reason()}): pushing afresh")
+                self.bad.add(d.release)
+                continue
+            result = self.push(d)
+            if result.ok:
+                r.action = "repaired" if d.why == "repair" else "pushed"
+                r.release = d.release
+                return
+            failed = set(boxscripts.failed_paths(result.err + result.out))
+            linked = {e.path for e in d.link}
+            if d.link_from and failed & linked:
+                r.notes.append(f"release {d.link_from} had damaged files; sending them")
+                self.bad.add(d.link_from)
+                continue
+            raise LaunchError(f"box {name}: push failed, {self.state.current or 'nothing'} "
+                              f"stays current: {result.reason()}")
+        raise LaunchError(f"box {name}: no consistent release after several attempts")
+
+    def check(self, release: str) -> list[str]:
+        result = self.session.run(
+            boxscripts.check_argv(self.dir, release, self.state.verifier),
+            input=self.m.sha256sums().encode(), check=False, timeout=self.opts.timeouts.command)
+        if result.ok:
+            return []
+        failed = boxscripts.failed_paths(result.err + result.out)
+        if not failed:
+            raise LaunchError(f"box {self.session.name}: checking {release} failed: "
+                              f"{result.reason()}")
+        return failed
+
+    def push(self, d: pushplan.Decision):
+        s, m, opts, r = self.state, self.m, self.opts, self.r
+        t_pack = time.monotonic()
+        control = {
+            LINKS_FILE: b"".join(e.path.encode() + b"\0" for e in d.link),
+            VERIFY_FILE: m.sha256sums(d.verify).encode() if d.verify else b"",
+            RELEASE_FILE: m.to_json(source=str(self.dist)).encode(),
+        }
+        stage = f".partial-{m.hash}-{secrets.token_hex(4)}"
+        verifier = ("sha256sum" if not s.python3 else
+                    "python3" if opts.receive == "python" else "python3-tar")
+        request = [stage, d.release, d.link_from or "-", verifier, s.holder or "0",
+                   *d.prune]
+        if not all(SAFE.fullmatch(word) for word in request):
+            raise LaunchError(f"box {self.session.name}: unexpected names in the push "
+                              f"request {request}")
+        header = (" ".join(request) + "\n").encode()
+        self.progress.start(self.session.name, d.bytes)
+        sent = [0]
+
+        def on_bytes(n: int) -> None:
+            sent[0] += n
+            self.progress.advance(self.session.name, n)
+
+        tar_bin = tarstream.gnu_tar() if opts.local_tar else None
+        send = list(d.send)
+        tar = (tarstream.gnu_tar_producer(tar_bin, self.dist, m, send, control, on_bytes)
+               if tar_bin else tarstream.tar_producer(self.dist, m, send, control, on_bytes))
+
+        def producer(write: Callable[[bytes], None]) -> None:
+            write(header)
+            tar(write)
+
+        timeout = opts.timeouts.command + d.bytes / (5 * 1024 * 1024)
+        t_stream = time.monotonic()
+        pending, self.pending = self.pending, None
+        if pending is not None and pending.alive:
+            result = finish_stream(pending, producer, timeout)
+        else:
+            result = self.session.run(boxscripts.push_argv(self.dir), input=producer,
+                                      timeout=timeout, check=False)
+        t_end = time.monotonic()
+        r.files_sent, r.bytes_sent, r.files_linked = len(send), sent[0], len(d.link)
+        box = boxscripts.stamps(result.out)
+        r.phases = {"pack": t_stream - t_pack}
+        if {"received", "verified", "switched"} <= set(box):
+            r.phases["verify"] = box["verified"] - box["received"]
+            r.phases["switch"] = box["switched"] - box["verified"]
+            r.phases["transfer"] = (t_end - t_stream) - (box["switched"] - box["received"])
+        return result
+
+
+def rollback_box(session: BoxSession, install_dir: str, opts: Options,
+                 to: str | None = None) -> BoxResult:
+    """Switch the box back to the release before the current one (or to `to`)."""
+    r = BoxResult(session.name)
+    with _locked(session, install_dir, opts, r) as state:
+        target = pushplan.rollback_target(session.name, state, to)
+        m = _read_record(session, install_dir, target)
+        if m is None:
+            raise LaunchError(f"box {session.name}: release {target} has no readable "
+                              f"record ({RELEASE_FILE}): not switching to it")
+        result = session.run(boxscripts.switch_argv(install_dir, target, state.verifier,
+                                                    state.holder, ()),
+                             input=m.sha256sums().encode(), check=False,
+                             timeout=opts.timeouts.command)
+        if not result.ok:
+            raise LaunchError(f"box {session.name}: release {target} failed verification, "
+                              f"not switched: {result.reason()}")
+        r.action, r.release = "rolled-back", target
+    return r
+
+
+# ---- many boxes -------------------------------------------------------------------------------
+def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress,
+              sessions: Sessions | None) -> list[BoxResult]:
+    own = sessions is None
+    if own:
+        sessions = Sessions(timeouts=opts.timeouts, host_key_policy=opts.host_key_policy,
+                            bulk=opts.bulk)
+
+    def one(box: BoxLike) -> BoxResult:
+        t0 = time.monotonic()
+        try:
+            r = work(box, sessions, check_install_dir(box.name, box.install_dir))
+        except HoldFailed as e:
+            r = BoxResult(box.name, error=str(e), exit_code=e.exit_code, hint=e.hint)
+            if e.exit_status == LOCK_BUSY_EXIT:
+                r.error = (f"box {box.name}: another distribute or rollback holds the box's "
+                           f"lock (waited {opts.lock_wait:.0f}s)")
+                r.exit_code = InfrastructureError.exit_code
+        except LaunchError as e:
+            r = BoxResult(box.name, error=str(e), exit_code=e.exit_code, hint=e.hint)
+        except OSError as e:  # this machine's side: a dist file vanished, a pipe broke
+            r = BoxResult(box.name, error=f"box {box.name}: {e}", exit_code=1)
+        r.seconds = time.monotonic() - t0
+        progress.done(r)
+        return r
+
+    try:
+        return ssh.fan_out(list(boxes), one, opts.parallel)
+    finally:
+        if own:
+            sessions.close()
+
+
+# What each box was last brought to by this machine: only a hint (the box's own state
+# decides), used to start a push's stream connection early when a push is likely.
+_HINTS_LOCK = threading.Lock()
+
+
+def _hints_file() -> Path:
+    return manifests.state_dir() / "lab" / "releases.json"
+
+
+def _hint_key(box: BoxLike, install_dir: str) -> str:
+    return f"{box.user or ''}@{box.host}:{box.port}:{install_dir}"
+
+
+def last_release(box: BoxLike, install_dir: str) -> str | None:
+    try:
+        return json.loads(_hints_file().read_text()).get(_hint_key(box, install_dir))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def remember_release(box: BoxLike, install_dir: str, release: str | None) -> None:
+    path = _hints_file()
+    with _HINTS_LOCK:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                hints = json.loads(path.read_text())
+            except (OSError, ValueError):
+                hints = {}
+            hints[_hint_key(box, install_dir)] = release
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(hints))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a hint that cannot be written costs only speed
+
+
+def _push_work(dist: Path, m: Manifest, opts: Options, progress: Progress):
+    def work(box: BoxLike, sessions: Sessions, install_dir: str) -> BoxResult:
+        pending = None
+        policy = opts.host_key_policy or getattr(box, "host_key_policy", "strict")
+        if (opts.prestart and opts.bulk != "paramiko" and policy == "strict"
+                and pushplan.release_hash(last_release(box, install_dir) or "") != m.hash):
+            pending = prestart(box, opts.timeouts, boxscripts.push_argv(install_dir))
+        try:
+            r = push_box(sessions.get(box), install_dir, dist, m, opts, progress, pending)
+        finally:
+            if pending is not None:
+                pending.cancel()
+        if r.ok:
+            remember_release(box, install_dir, r.release)
+        return r
+
+    return work
+
+
+def distribute(boxes: Sequence[BoxLike], dist: Path, *, opts: Options = Options(),
+               progress: Progress | None = None, sessions: Sessions | None = None,
+               manifest: Manifest | None = None) -> list[BoxResult]:
+    """Push the dist to every box, in parallel across boxes; one result per box, in order.
+
+    Pass `sessions` to reuse the connections of an enclosing task (smoke does), and
+    `manifest` when the caller has already scanned the dist."""
+    dist = manifests.check_dist(dist)
+    m = manifest or manifests.scan(dist, cache=manifests.default_cache(dist))
+    progress = progress or Progress()
+    return _on_boxes(boxes, opts, _push_work(dist, m, opts, progress), progress, sessions)
+
+
+def rollback(boxes: Sequence[BoxLike], *, opts: Options = Options(), to: str | None = None,
+             progress: Progress | None = None, sessions: Sessions | None = None
+             ) -> list[BoxResult]:
+    """Switch every box back to its previous release (or to the release named `to`)."""
+    def work(box, sessions, install_dir):
+        r = rollback_box(sessions.get(box), install_dir, opts, to)
+        if r.ok:
+            remember_release(box, install_dir, r.release)
+        return r
+
+    return _on_boxes(boxes, opts, work, progress or Progress(), sessions)
+
+
+def exit_code(results: Sequence[BoxResult]) -> int:
+    """0 all ok; 2 if any box failed on bad input (host key, config); else 1 if any work
+    failed; else 3 (every failure was an unreachable box or a timeout)."""
+    codes = {r.exit_code for r in results if not r.ok}
+    if not codes:
+        return 0
+    for code in (2, 1, 3):
+        if code in codes:
+            return code
+    return 1
