@@ -247,7 +247,7 @@ testimage() {                     # testimage FILE TAG
   local file=$1 tag=$2 ctx=$B/ctx-$$
   $D image inspect wf-test/python:3.11 >/dev/null 2>&1 || tar -C $ROOTFS -c . | $D import - wf-test/python:3.11 >/dev/null
   mkdir -p $ctx && cp "$file" $ctx/snakegrinder
-  printf 'FROM wf-test/python:3.11\nCOPY snakegrinder /opt/warpforge/bin/snakegrinder\nRUN ["/bin/chmod","0755","/opt/warpforge/bin/snakegrinder"]\n' >$ctx/Dockerfile
+  printf 'FROM wf-test/python:3.11\nENV WF_FAKE_RECORD=out\nCOPY snakegrinder /opt/warpforge/bin/snakegrinder\nRUN ["/bin/chmod","0755","/opt/warpforge/bin/snakegrinder"]\n' >$ctx/Dockerfile
   DOCKER_BUILDKIT=1 $D build -q --network none -t "$tag" $ctx >/dev/null
   rm -rf $ctx
 }

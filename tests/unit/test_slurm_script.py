@@ -128,7 +128,7 @@ def test_script_shape(tmp_path):
     assert "#SBATCH --gres=gpu:nvidia:1" in lines
     assert "#SBATCH --time=91" in lines  # rounded up: never shorter than asked
     assert "#SBATCH --cpus-per-task=4" in lines and "#SBATCH --mem=16384M" in lines
-    assert any(ln.startswith("exec singularity run --nv --bind") for ln in lines)
+    assert any(ln.startswith("exec singularity exec --nv --bind") for ln in lines)
     assert 'OUT_DIR="$WORK_DIR/output-$SLURM_JOB_ID"' in lines
 
 
@@ -181,7 +181,7 @@ def test_hostile_values_stay_inside_their_quotes(tmp_path, runtime):
     if runtime == "none":
         assert seen["argv"] == payload[1:]
     else:
-        assert seen["argv"] == ["run", "--nv", "--bind", str(work),
+        assert seen["argv"] == ["exec", "--nv", "--bind", str(work),
                                 "/shared/containers/warpforge-nvidia.sif", *payload]
     assert seen["note"] == HOSTILE["env"]["USER_NOTE"] and seen["empty"] == ""
     assert (work / "output-77").is_dir()

@@ -270,6 +270,8 @@ class RayScheduler(Scheduler):
         wanted = set(job_ids)
         if not wanted:
             return {}
+        for job_id in wanted:  # a bad id is the user's error, before anything is sent
+            self.native_id(job_id)
         out = {}
         for sid, job in rp.submissions(self._all_jobs()):
             job_id = self.job_id(sid)

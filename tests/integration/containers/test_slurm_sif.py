@@ -8,6 +8,7 @@ the scheduler renders, Slurm, the SIF, the stand-in and its trace."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.slurm.conftest import shared_dir, slurm_cluster  # noqa: F401
+from tests.testlab import slurm as slurm_lab
 from tests.testlab.standin import MODELS
 from warpforge_launch.jobs import (
     GpuType,
@@ -35,19 +37,21 @@ def test_an_sbatch_job_runs_the_stand_in_from_the_sif(
     from warpforge_launch.schedulers.slurm import SlurmConfig, SlurmScheduler
     from warpforge_launch.schedulers.slurm_transport import LocalTransport
 
-    models = shared_dir / "work" / f"models-{unique}"
+    # the model lives in the submitting user's work dir: the container binds that, nothing else
+    models = slurm_lab.user_work_dir(shared_dir, getpass.getuser()) / f"models-{unique}"
     models.mkdir(parents=True)
     shutil.copy2(MODELS / "simple_mlp.py", models / "simple_mlp.py")
     transport = LocalTransport(env={"SLURM_CONF": str(slurm_cluster.conf),
                                     "PATH": f"{DOUBLE_DIR}:{os.environ['PATH']}"})
+    work_dir = slurm_lab.shared_work_dir(shared_dir)
     config = SlurmConfig(runtime="singularity", partition="debug", command_timeout=20.0,
-                         work_dir=str(shared_dir / "work"), image_nvidia=nvidia_sif["path"],
+                         work_dir=work_dir, image_nvidia=nvidia_sif["path"],
                          image_amd=nvidia_sif["path"],
                          snakegrinder="/opt/warpforge/bin/snakegrinder")
     sched = SlurmScheduler("hpc", config, home=_private_home, transport=transport)
     try:
         plan = sched.plan(JobSubmission.new(_definition(models)))
-        assert "singularity run --nv --bind" in plan.request.render()
+        assert "singularity exec --nv --bind" in plan.request.render()
         job_id = sched.submit(JobSubmission.new(_definition(models)))
         deadline = time.monotonic() + 300
         while not (status := sched.status(job_id)).state.terminal:

@@ -90,22 +90,13 @@ def push(url: str, repo: str, tags: list[str]) -> None:
             assert r.status_code == 201, r.text
 
 
-class WithRegistry:
-    """An inventory with a `registry` section (host, port), as the containers work adds it.
-    The inventory itself is the built-in one (never ./inventory.yaml: the production lab)."""
-
-    def __init__(self, inv, host: str, port: int):
-        self._inv = inv
-        self.registry = type("Registry", (), {"host": host, "port": port})()
-
-    def __getattr__(self, name):
-        return getattr(self._inv, name)
-
-
-def builtin():
+def with_registry(host: str, port: int):
+    """The built-in inventory (never ./inventory.yaml: the production lab) plus a `registry`
+    section naming the test's registry."""
     from warpforge_launch import inventory
 
-    return inventory.parse(inventory.default_document(), None, {})
+    doc = {**inventory.default_document(), "registry": {"host": host, "port": port}}
+    return inventory.parse(doc, None, {})
 
 
 def test_the_panel_lists_repositories_and_tags(registry, tmp_path):
@@ -116,7 +107,7 @@ def test_the_panel_lists_repositories_and_tags(registry, tmp_path):
     push(registry, "warpforge", ["nvidia", "nvidia-0.1.0", "amd"])
     push(registry, "base/python", ["3.11"])
     port = int(registry.rsplit(":", 1)[1])
-    inv = WithRegistry(builtin(), "127.0.0.1", port)
+    inv = with_registry("127.0.0.1", port)
     app = create_app(Settings(refresh_interval=0, smoke_junit=None), inventory=inv)
     with TestClient(app, base_url="http://127.0.0.1:8700") as c:
         reg = c.get("/api/boxes").json()["registry"]
@@ -131,7 +122,7 @@ def test_a_registry_that_is_down_is_an_error_line_not_a_failure(tmp_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    lab = Lab(WithRegistry(builtin(), "127.0.0.1", port), None)
+    lab = Lab(with_registry("127.0.0.1", port), None)
     try:
         reg = lab.registry()
     finally:

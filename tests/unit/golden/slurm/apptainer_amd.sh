@@ -29,4 +29,4 @@ fi
 export WARPFORGE_CORRELATION_ID=1a2b3c4d-5e6f-4a0b-8c9d-0e1f2a3b4c5d
 export WARPFORGE_OUT_DIR="$OUT_DIR"
 
-exec apptainer run --rocm --bind "$WORK_DIR" /shared/containers/warpforge-amd.sif /opt/warpforge/bin/snakegrinder --trace-with-values --source /models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"
+exec apptainer exec --rocm --bind "$WORK_DIR" /shared/containers/warpforge-amd.sif /opt/warpforge/bin/snakegrinder --trace-with-values --source /models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"

@@ -35,4 +35,4 @@ elif [ -e /dev/kfd ]; then
 else
   echo "warpforge: no NVIDIA or AMD device on $(hostname)" >&2; exit 3
 fi
-exec apptainer run "${GPU_FLAGS[@]}" --bind "$WORK_DIR" "$IMAGE" /opt/warpforge/bin/snakegrinder --trace-with-values --source /models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"
+exec apptainer exec "${GPU_FLAGS[@]}" --bind "$WORK_DIR" "$IMAGE" /opt/warpforge/bin/snakegrinder --trace-with-values --source /models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"

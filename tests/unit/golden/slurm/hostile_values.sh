@@ -32,4 +32,4 @@ export EMPTY=''
 export USER_NOTE='line1
 line2 '"'"'single'"'"' "double" $(id) `id` ${HOME} \ ; | &'
 
-exec singularity run --nv --bind "$WORK_DIR" /shared/containers/warpforge-nvidia.sif /opt/warpforge/bin/snakegrinder --trace-with-values --source '/models/my model'"'"'s $(touch /tmp/PWNED-src).py' --class 'Evil"; `touch /tmp/PWNED-class`; echo "' --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"
+exec singularity exec --nv --bind "$WORK_DIR" /shared/containers/warpforge-nvidia.sif /opt/warpforge/bin/snakegrinder --trace-with-values --source '/models/my model'"'"'s $(touch /tmp/PWNED-src).py' --class 'Evil"; `touch /tmp/PWNED-class`; echo "' --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"

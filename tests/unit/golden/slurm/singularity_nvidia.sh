@@ -27,4 +27,4 @@ fi
 export WARPFORGE_CORRELATION_ID=1a2b3c4d-5e6f-4a0b-8c9d-0e1f2a3b4c5d
 export WARPFORGE_OUT_DIR="$OUT_DIR"
 
-exec singularity run --nv --bind "$WORK_DIR" /shared/containers/warpforge-nvidia.sif /opt/warpforge/bin/snakegrinder --trace-with-values --source /models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"
+exec singularity exec --nv --bind "$WORK_DIR" /shared/containers/warpforge-nvidia.sif /opt/warpforge/bin/snakegrinder --trace-with-values --source /models/simple_mlp.py --class SimpleMLP --inputs '[(1, 8, '"'"'f32'"'"'), (1, 128, '"'"'i64'"'"')]' --seed 42 --out "$OUT_DIR"
