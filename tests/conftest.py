@@ -47,3 +47,19 @@ def lab_unavailable(reason: str):
     if require_lab():
         pytest.fail(f"lab component unavailable in CI: {reason}")
     pytest.skip(f"LAB COMPONENT UNAVAILABLE: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say loudly how many tests were skipped and why (a developer machine without the lab
+    skips them; CI, with WARPFORGE_REQUIRE_LAB=1, fails instead)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    terminalreporter.section(f"{len(skipped)} TESTS SKIPPED", sep="!", red=True, bold=True)
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{count:5d}  {reason}", red=True)
