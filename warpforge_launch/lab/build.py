@@ -391,9 +391,9 @@ def main(inventory: str | None = None, *, branch: str | None = None,
         report = run_build(inv.build, Path(inv.lab.log_root), run_id=run_id, branch=branch,
                            sync=sync)
     except LaunchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+        from warpforge_launch.output import print_error
+
+        print_error(exc)
         return exc.exit_code
     if not report.ok:
         print(f"error: build failed: {report.error}", file=sys.stderr)

@@ -352,9 +352,9 @@ def main(inventory: str | None = None, *, run_id: str = "", branch: str = "",
             inv.scheduler(opts.scheduler)
         summary = run_ci(inv, opts)
     except LaunchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        from warpforge_launch.output import print_error
+
+        print_error(e)
         return e.exit_code
     return summary.exit_code
 
@@ -394,9 +394,9 @@ def shutdown_mode(action: str, *, boxes: str = "", inventory: str = "",
                 code = code or e.exit_code
         return code
     except LaunchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        from warpforge_launch.output import print_error
+
+        print_error(e)
         return e.exit_code
 
 

@@ -61,9 +61,9 @@ def _guard(fn):
         except LaunchError as e:
             if debugging():
                 raise
-            print(f"error: {e}", file=sys.stderr)
-            if e.hint:
-                print(f"hint: {e.hint}", file=sys.stderr)
+            from warpforge_launch.output import print_error
+
+            print_error(e)
             return e.exit_code
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

@@ -166,10 +166,10 @@ def _save_cache(cache: Path, data: dict) -> None:
 
 
 def state_dir() -> Path:
-    """$WARPFORGE_HOME, else the XDG state dir: where the lab keeps its caches."""
-    return Path(os.environ.get("WARPFORGE_HOME") or
-                Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) /
-                "warpforge-launch")
+    """Where the lab keeps its caches: the one state directory (store.home)."""
+    from warpforge_launch.store import home
+
+    return home()
 
 
 def default_cache(dist: Path) -> Path:

@@ -312,8 +312,8 @@ def main(inventory: str | None = None, *, scheduler: str = "", boxes: str = "",
         summary = run_pipeline(inv, scheduler=scheduler or None, boxes=ci.parse_list(boxes),
                                force=force)
     except LaunchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        from warpforge_launch.output import print_error
+
+        print_error(e)
         return e.exit_code
     return summary.exit_code

@@ -310,9 +310,9 @@ def run_step(step: str, fn) -> int:
     try:
         return fn()
     except LaunchError as e:
-        print(f"error: {step}: {e}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        from warpforge_launch.output import print_error
+
+        print_error(f"{step}: {e}", hint=e.hint)
         return e.exit_code
     except Exception as e:  # the Docker SDK's and requests' errors: one line, no traceback
         module = type(e).__module__
