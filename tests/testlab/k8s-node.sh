@@ -252,6 +252,12 @@ testimage() {                     # testimage FILE TAG
   rm -rf $ctx
 }
 
+testdist() {                      # testdist DIR TAG: the Python rootfs plus a whole dist at /opt/warpforge
+  local dist=$1 tag=$2
+  $D image inspect wf-test/python:3.11 >/dev/null 2>&1 || tar -C $ROOTFS -c . | $D import - wf-test/python:3.11 >/dev/null
+  printf 'FROM wf-test/python:3.11\nCOPY . /opt/warpforge\n' | DOCKER_BUILDKIT=1 $D build -q --network none -t "$tag" -f - "$dist" >/dev/null
+}
+
 stop_pid() {                      # TERM, wait up to 20 s, then KILL: only our own pid files
   local f=$1 p; [ -s "$f" ] || return 0; p=$(cat "$f")
   if kill -0 "$p" 2>/dev/null; then
@@ -282,6 +288,7 @@ case "${1:-}" in
       T=$(date +%s); docker_up; control_plane_up; kubelet_up; gpu; log "cluster ready in $(( $(date +%s)-T )) s" ;;
   ready) ready ;;
   testimage) [ $# -eq 3 ] || { echo "usage: $0 testimage FILE TAG" >&2; exit 2; }; testimage "$2" "$3" ;;
+  testdist) [ $# -eq 3 ] || { echo "usage: $0 testdist DIR TAG" >&2; exit 2; }; testdist "$2" "$3" ;;
   down) down ;;
-  *) echo "usage: $0 build|rootfs|up|ready|testimage FILE TAG|down" >&2; exit 2 ;;
+  *) echo "usage: $0 build|rootfs|up|ready|testimage FILE TAG|testdist DIR TAG|down" >&2; exit 2 ;;
 esac

@@ -137,6 +137,20 @@ def start(deadline_s: float = 150) -> Cluster:
     return cluster
 
 
+def dist_image(dist: Path) -> str:
+    """The rootfs plus a whole snakegrinder dist at /opt/warpforge (the stand-in's, so pods
+    trace for real); tagged by the dist's listing (names, sizes, mtimes)."""
+    h = hashlib.sha256()
+    for p in sorted(dist.rglob("*")):
+        st = p.lstat()
+        h.update(f"{p.relative_to(dist)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    tag = "wf-test/standin:" + h.hexdigest()[:12]
+    done = _script("testdist", str(dist), tag, timeout=600)
+    if done.returncode != 0:
+        raise LabError(f"stand-in image build failed: {done.stderr.strip()[-500:]}")
+    return tag
+
+
 def payload_image(payload: Path) -> str:
     """The rootfs plus ``payload`` as the image's snakegrinder; tagged by content."""
     text = payload.read_text()

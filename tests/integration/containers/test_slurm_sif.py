@@ -38,8 +38,11 @@ def test_an_sbatch_job_runs_the_stand_in_from_the_sif(
     from warpforge_launch.schedulers.slurm_transport import LocalTransport
 
     # the model lives in the submitting user's work dir: the container binds that, nothing else
-    models = slurm_lab.user_work_dir(shared_dir, getpass.getuser()) / f"models-{unique}"
-    models.mkdir(parents=True)
+    # (private from the start, as the submit driver makes it: other tests check its mode)
+    work = slurm_lab.user_work_dir(shared_dir, getpass.getuser())
+    work.mkdir(mode=0o700, parents=True, exist_ok=True)
+    models = work / f"models-{unique}"
+    models.mkdir()
     shutil.copy2(MODELS / "simple_mlp.py", models / "simple_mlp.py")
     transport = LocalTransport(env={"SLURM_CONF": str(slurm_cluster.conf),
                                     "PATH": f"{DOUBLE_DIR}:{os.environ['PATH']}"})
