@@ -11,10 +11,10 @@ import os
 
 import pytest
 
-from tests.conftest import lab_unavailable
-from tests.testlab import ray as raylab
+from tests.integration.ray.conftest import ray_head  # noqa: F401 - the shared lab fixtures
+from tests.integration.slurm.conftest import slurm_cluster  # noqa: F401
+from tests.integration.standin.conftest import standin_dist  # noqa: F401
 from tests.testlab import slurm as slurm_lab
-from tests.testlab.standin import build_dist, require_torch
 from warpforge_launch import inventory
 from warpforge_launch.lab import pipeline
 from warpforge_launch.lab import runsummary as rs
@@ -24,39 +24,13 @@ os.environ["SLURM_CONF"] = str(slurm_lab.lab_root() / "cluster" / "etc" / "slurm
 pytestmark = pytest.mark.torch
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    try:
-        head = raylab.start_head()
-    except raylab.LabError as exc:
-        lab_unavailable(str(exc))
-    yield head
-    head.stop()
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory):
-    require_torch()
-    out = tmp_path_factory.mktemp("pipeline-ray") / "dist"
-    r = build_dist(out)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster():
-    if os.geteuid() != 0:
-        lab_unavailable("the Slurm lab needs root (daemons, mknod)")
-    try:
-        lab = slurm_lab.start(accounting=True)
-    except slurm_lab.LabError as exc:
-        lab_unavailable(str(exc))
-    yield lab
-    slurm_lab.stop(lab)
+@pytest.fixture()
+def dist(standin_dist):  # noqa: F811 - the session's one stand-in dist, read only here
+    return standin_dist
 
 
 @pytest.mark.ray
-def test_pipeline_traces_on_ray_then_skips_what_is_current(ray_head, dist, tmp_path):
+def test_pipeline_traces_on_ray_then_skips_what_is_current(ray_head, dist, tmp_path):  # noqa: F811
     install = tmp_path / "worker"
     _run_twice(tmp_path, dist, install, "ray", {
         "type": "ray", "dashboard_url": ray_head.url, "snakegrinder": f"{install}/bin/snakegrinder",
@@ -64,7 +38,8 @@ def test_pipeline_traces_on_ray_then_skips_what_is_current(ray_head, dist, tmp_p
 
 
 @pytest.mark.slurm
-def test_pipeline_traces_on_slurm_then_skips_what_is_current(slurm_cluster, dist, tmp_path):
+def test_pipeline_traces_on_slurm_then_skips_what_is_current(
+        slurm_cluster, dist, tmp_path):  # noqa: F811
     if slurm_cluster.netns:
         pytest.skip("this Slurm lab runs in a network namespace; the pipeline's box is here")
     install = tmp_path / "worker"
