@@ -136,7 +136,7 @@ def gather(boxes: Sequence, *, timeout: float = DEFAULT_TIMEOUT, connect_timeout
     results = ssh.fan_out(list(boxes), ask, parallel, name="gpu-info")
     if not wake:
         return results
-    asleep = [b for b, r in zip(boxes, results) if r.state == "asleep"]
+    asleep = [b for b, r in zip(boxes, results, strict=True) if r.state == "asleep"]
     wakeable = [b for b in asleep if b.mac]
     by_name = {r.box: r for r in results}
     for b in asleep:
@@ -148,8 +148,8 @@ def gather(boxes: Sequence, *, timeout: float = DEFAULT_TIMEOUT, connect_timeout
 
         woken = wake_mod.wake_boxes(wakeable, timeout=wake_timeout, poll=wake_interval,
                                     parallel=parallel)
-        up = [b for b, w in zip(wakeable, woken) if w.reachable]
-        for b, w in zip(wakeable, woken):
+        up = [b for b, w in zip(wakeable, woken, strict=True) if w.reachable]
+        for b, w in zip(wakeable, woken, strict=True):
             if not w.reachable:
                 by_name[b.name].wake_failed = True
                 by_name[b.name].message = f"not woken: {w.note}"
@@ -183,13 +183,11 @@ def table(results: Sequence[BoxGpus]) -> None:
     for r in results:
         state = r.state + (" (woken)" if r.woken else "")
         if not r.gpus:
-            rows.append([r.box, state, "-", "-", "-", "-", "-", "-", "-", r.message])
+            rows.append([r.box, state, "-", "-", "-", "-", "-", "-", r.message])
         for g in r.gpus:
             rows.append([r.box, state, g.index, g.name or "-", g.driver or "-", _memory(g),
-                         _num(g.utilization_pct, "%"), _num(g.temperature_c, "C"),
-                         g.uuid or "-", r.message])
-    draw(["BOX", "STATE", "GPU", "NAME", "DRIVER", "MEMORY MiB", "UTIL", "TEMP", "UUID",
-          "NOTE"], rows)
+                         _num(g.utilization_pct, "%"), _num(g.temperature_c, "C"), r.message])
+    draw(["BOX", "STATE", "GPU", "NAME", "DRIVER", "MEMORY MiB", "UTIL", "TEMP", "NOTE"], rows)
     count = sum(len(r.gpus) for r in results)
     answered = sum(r.state in ("ok", "no-gpu") for r in results)
     asleep = sum(r.state == "asleep" for r in results)
