@@ -57,6 +57,7 @@ class BoxGpus:
         d.pop("gpus")
         d["gpu_count"] = len(self.gpus)
         d["failed"] = self.failed
+        d["seconds"] = round(self.seconds, 3)
         return d
 
 
@@ -126,7 +127,8 @@ def gather(boxes: Sequence, *, timeout: float = DEFAULT_TIMEOUT, connect_timeout
            wake_timeout: float = 60.0, wake_interval: float = 10.0,
            parallel: int = 32) -> list[BoxGpus]:
     """Every box at once; with `wake`, asleep boxes are woken and asked again."""
-    connect = max(1.0, min(connect_timeout, timeout))
+    # ssh's own connect/banner deadline ends first and says why; `timeout` bounds the rest
+    connect = max(1.0, min(connect_timeout, timeout / 2))
     commands = {b.name: _command(b, getattr(b.gpu_type, "value", str(b.gpu_type)), tool_path,
                                  connect) for b in boxes}  # bad input before any connection
 
