@@ -79,7 +79,6 @@ def exit_code(answers: list[Answer]) -> int:
 
 
 def table(answers: list[Answer]) -> None:
-    from warpforge_launch.output import print_error
     from warpforge_launch.output import table as draw
 
     rows = []
@@ -92,9 +91,6 @@ def table(answers: list[Answer]) -> None:
         rows.append([a.scheduler, a.type, "ok", f"{i.scheduler_name} {i.scheduler_version}",
                      f"{i.available_nodes}/{i.total_nodes}", gpus, f"{a.seconds:.2f}s"])
     draw(["SCHEDULER", "TYPE", "STATE", "VERSION", "NODES UP", "GPUS", "TIME"], rows)
-    for a in answers:
-        if not a.ok:
-            print_error(f"scheduler {a.scheduler}: {a.error}", hint=a.hint or "")
 
 
 def command(inventory_path: str | None, *, timeout: float = 60.0,
@@ -113,4 +109,9 @@ def command(inventory_path: str | None, *, timeout: float = 60.0,
         emit_json([a.to_dict() for a in answers])
     else:
         table(answers)
+    from warpforge_launch.output import print_error
+
+    for a in answers:  # on stderr in both forms: --json keeps stdout machine-readable
+        if not a.ok:
+            print_error(f"scheduler {a.scheduler}: {a.error}", hint=a.hint or "")
     return exit_code(answers)
