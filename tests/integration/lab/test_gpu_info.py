@@ -10,7 +10,6 @@ wake-on-LAN path for the sleeping box, and a black-hole listener for the timeout
 from __future__ import annotations
 
 import json
-import shlex
 import socket
 import threading
 import time
@@ -18,38 +17,11 @@ import time
 import pytest
 
 from tests.helpers import REPO, run_cli
-from warpforge_launch.lab import gpus
+from tests.testlab import gpudoubles
 
 pytestmark = pytest.mark.ssh
 
-FIX = REPO / "tests" / "fixtures" / "gpu"
-NVIDIA_ARGS = " ".join(gpus.NVIDIA_ARGV[1:])
-ROCM_ARGS = " ".join(gpus.ROCM_SMI_ARGV[1:])
-AMD_ARGS = {k: " ".join(v[1:]) for k, v in gpus.AMD_SMI_ARGVS.items()}
-
-
-def double(tool: str, answers: dict[str, tuple[str, int]]) -> str:
-    """A shell script standing in for `tool`: for each expected argument string it prints a
-    fixture's text and exits with the given status; other arguments are a usage error."""
-    lines = ["#!/bin/sh", f"# test double of {tool}: outputs in the vendor's documented format",
-             'case "$*" in']
-    for args, (fixture, status) in answers.items():
-        text = (FIX / fixture).read_text()
-        assert "WF_FIXTURE_END" not in text
-        lines += [f"{shlex.quote(args)})", "cat <<'WF_FIXTURE_END'", text.rstrip("\n"),
-                  "WF_FIXTURE_END", f"exit {status} ;;"]
-    lines += [f'*) echo "{tool} double: unexpected arguments: $*" >&2; exit 2 ;;', "esac", ""]
-    return "\n".join(lines)
-
-
-def install(lab, box: str, bindir: str, tool: str, script: str) -> None:
-    """Put a double into the box's own /opt (through the box: its overlay is live)."""
-    lab.ssh(box, "sh", "-c", 'mkdir -p -- "$1" && printf %s "$2" > "$1/$3" && chmod 755 "$1/$3"',
-            "wf-install", bindir, script, tool)
-
-
-def nvidia_double(fixture="nvidia_two_gpus.csv", status=0) -> str:
-    return double("nvidia-smi", {NVIDIA_ARGS: (fixture, status)})
+install = gpudoubles.install
 
 
 @pytest.fixture
@@ -70,9 +42,8 @@ def by_box(data: dict) -> dict[str, dict]:
 
 def test_both_vendors_read_and_a_sleeping_box_left_asleep(ssh_lab, sleeping_box, bindir,
                                                            inventory):
-    install(ssh_lab, "nvidia", bindir, "nvidia-smi", nvidia_double())
-    install(ssh_lab, "amd", bindir, "rocm-smi",
-            double("rocm-smi", {ROCM_ARGS: ("rocm_smi_two_gpus.json", 0)}))
+    install(ssh_lab, "nvidia", bindir, "nvidia-smi", gpudoubles.nvidia())
+    install(ssh_lab, "amd", bindir, "rocm-smi", gpudoubles.rocm())
     inv = inventory()
     packets = len(ssh_lab.wol_received())
     proc = run_cli("gpu-info", "--inventory", inv, "--json", check_json=True)
@@ -100,10 +71,7 @@ def test_both_vendors_read_and_a_sleeping_box_left_asleep(ssh_lab, sleeping_box,
 
 
 def test_box_without_its_tool_and_the_amd_smi_fallback(ssh_lab, bindir, inventory):
-    install(ssh_lab, "amd", bindir, "amd-smi", double("amd-smi", {
-        AMD_ARGS["amd-smi-list"]: ("amd_smi_list.json", 0),
-        AMD_ARGS["amd-smi-static"]: ("amd_smi_static.json", 0),
-        AMD_ARGS["amd-smi-metric"]: ("amd_smi_metric.json", 0)}))
+    install(ssh_lab, "amd", bindir, "amd-smi", gpudoubles.amd_smi())
     proc = run_cli("gpu-info", "--inventory", inventory(), "--boxes", "nvidia,amd", "--json",
                    check_json=True)
     assert proc.returncode == 1  # a GPU box could not list its GPUs
@@ -122,7 +90,7 @@ def test_invoke_task_reports_a_failing_tool(ssh_lab, bindir, inventory):
     import sys
 
     install(ssh_lab, "nvidia", bindir, "nvidia-smi",
-            nvidia_double("nvidia_driver_failed.txt", status=9))
+            gpudoubles.nvidia("nvidia_driver_failed.txt", status=9))
     proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "gpu-info",
                            "--inventory", inventory(), "--boxes", "nvidia", "--json"],
                           capture_output=True, text=True, timeout=120, cwd=REPO,
@@ -142,7 +110,7 @@ def test_wake_wakes_the_sleeper_then_reads_it(ssh_lab, sleeping_box, install_dir
     # the box is stopped: its /opt layer can be written from here (no live overlay)
     tool = ssh_lab.landed(sleeping_box, f"{install_dir}/bin/nvidia-smi")
     tool.parent.mkdir(parents=True, exist_ok=True)
-    tool.write_text(nvidia_double("nvidia_not_available.csv"))
+    tool.write_text(gpudoubles.nvidia("nvidia_not_available.csv"))
     tool.chmod(0o755)
     packets = len(ssh_lab.wol_received())
     proc = run_cli("gpu-info", "--inventory", inv, "--boxes", sleeping_box, "--wake", "--json",
@@ -179,7 +147,7 @@ def black_hole():
 
 def test_black_hole_box_is_reported_within_the_timeout(ssh_lab, bindir, inventory, black_hole,
                                                         install_dir):
-    install(ssh_lab, "nvidia", bindir, "nvidia-smi", nvidia_double())
+    install(ssh_lab, "nvidia", bindir, "nvidia-smi", gpudoubles.nvidia())
     hole = {"transport": "ssh", "address": "127.0.0.1", "port": black_hole,
             "identity_file": str(ssh_lab.client_key), "known_hosts_file": str(ssh_lab.known_hosts),
             "gpu_type": "NVIDIA", "gpu_count": 1, "install_dir": install_dir}
