@@ -13,10 +13,9 @@ complete paths itself.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from pathlib import Path
+from typing import Any
 
 BASH = r"""# warpforge-launch completion for bash: eval "$(warpforge-launch completion bash)"
 _warpforge_launch_complete() {
@@ -61,38 +60,38 @@ def script(shell: str) -> str:
 
 
 # ---- names: inventory and job store, cheaply ----------------------------------------------
-def _state_dir() -> Path:
+def _state_dir() -> str:
     """store.home(), without importing the store (its job model costs a Tab press ~50 ms)."""
     env = os.environ.get("WARPFORGE_HOME")
     if env:
-        return Path(env).expanduser()
+        return os.path.expanduser(env)
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "warpforge-launch"
+    return os.path.join(state, "warpforge-launch")
 
 
-def _inventory_path(words: list[str]) -> Path | None:
+def _inventory_path(words: list[str]) -> str | None:
     for i, w in enumerate(words):
         if w == "--inventory" and i + 1 < len(words):
-            return Path(os.path.expanduser(words[i + 1]))
+            return os.path.expanduser(words[i + 1])
         if w.startswith("--inventory="):
-            return Path(os.path.expanduser(w.split("=", 1)[1]))
+            return os.path.expanduser(w.split("=", 1)[1])
     return find_inventory()
 
 
-def find_inventory() -> Path | None:
+def find_inventory() -> str | None:
     """inventory.find()'s search order, without importing the inventory module."""
     env = os.environ.get("WARPFORGE_INVENTORY")
     if env:
-        return Path(env)
-    for candidate in (Path("inventory.yaml"),
-                      Path(os.path.expanduser("~/.config/warpforge/inventory.yaml"))):
-        if candidate.is_file():
+        return env
+    for candidate in ("inventory.yaml", os.path.expanduser("~/.config/warpforge/inventory.yaml")):
+        if os.path.isfile(candidate):
             return candidate
     return None
 
 
-def _read_names(path: Path) -> dict[str, list[str]]:
-    text = path.read_text()
+def _read_names(path: str) -> dict[str, list[str]]:
+    with open(path) as f:
+        text = f.read()
     if text.lstrip().startswith("{"):
         doc = json.loads(text)
     else:
@@ -118,13 +117,14 @@ def inventory_names(words: list[str]) -> dict[str, list[str]]:
     if path is None:
         return {"schedulers": ["local"], "boxes": ["local"]}  # the built-in default
     try:
-        st = path.stat()
-        key = [str(path.resolve()), st.st_mtime_ns, st.st_size]
+        st = os.stat(path)
+        key = [os.path.realpath(path), st.st_mtime_ns, st.st_size]
     except OSError:
         return {"schedulers": [], "boxes": []}
-    cache = _state_dir() / "completion-cache.json"
+    cache = os.path.join(_state_dir(), "completion-cache.json")
     try:
-        cached = json.loads(cache.read_text())
+        with open(cache) as f:
+            cached = json.load(f)
         if cached.get("key") == key:
             return cached["names"]
     except (OSError, ValueError, KeyError, AttributeError):
@@ -133,25 +133,21 @@ def inventory_names(words: list[str]) -> dict[str, list[str]]:
         names = _read_names(path)
     except Exception:  # noqa: BLE001 - a broken inventory completes nothing, quietly
         return {"schedulers": [], "boxes": []}
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"key": key, "names": names}))
-        os.replace(tmp, cache)
-    except OSError:
-        pass
+    _write(cache, {"key": key, "names": names})
     return names
 
 
 def job_ids(prefix: str = "") -> list[str]:
     """The newest job ids of the store (read-only: completing never creates the store)."""
     import sqlite3
+    import urllib.parse
 
-    db_path = _state_dir() / "jobs.sqlite3"
-    if not db_path.exists():
+    db_path = os.path.join(_state_dir(), "jobs.sqlite3")
+    if not os.path.exists(db_path):
         return []
     try:
-        db = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, timeout=0.5)
+        uri = "file:" + urllib.parse.quote(os.path.abspath(db_path)) + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, timeout=0.5)
         try:
             rows = db.execute("SELECT job_id FROM jobs WHERE job_id LIKE ? ESCAPE '\\' "
                               "ORDER BY submitted_at DESC LIMIT ?",
@@ -167,43 +163,118 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-# ---- the parser, walked -------------------------------------------------------------------
-def _subparsers(parser: argparse.ArgumentParser):
-    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+# ---- the parser, as a plain spec -----------------------------------------------------------
+def _kind(action) -> dict[str, Any] | None:
+    """How to complete an option's value or a positional argument."""
+    import argparse
 
-
-def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {s: a for a in parser._actions for s in a.option_strings}
-
-
-def _takes_value(action: argparse.Action) -> bool:
-    return action.nargs != 0 and not isinstance(action, (argparse._HelpAction,
-                                                         argparse._VersionAction))
-
-
-def _visible_commands(sub) -> list[str]:
-    shown = {a.dest for a in sub._choices_actions}  # help=SUPPRESS leaves a command out
-    return [name for name in sub.choices if name in shown]
-
-
-def _values(action: argparse.Action, cur: str, words: list[str]) -> list[str]:
-    """Candidates for an option's value or a positional argument."""
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
-        return [str(c) for c in action.choices]
+        return {"choices": [str(c) for c in action.choices]}
     names = f"{action.dest} {action.metavar or ''}".lower()
     if "job" in names and "sweep" not in names:
-        return job_ids(cur)
+        return {"kind": "jobs"}
     if "scheduler" in names:
-        return inventory_names(words)["schedulers"]
+        return {"kind": "schedulers"}
     if "box" in names:
+        return {"kind": "boxes"}
+    if "dir" in names.split("_") or (action.metavar or "").upper() == "DIR":
+        return {"kind": "@dirs"}
+    if action.dest in _PATHS or (action.metavar or "").upper() in ("PATH", "FILE", "FILE.YAML"):
+        return {"kind": "@files"}
+    return None
+
+
+def spec_of(parser) -> dict[str, Any]:
+    """What completion needs of an argparse parser, recursively, as JSON-able data."""
+    import argparse
+
+    spec: dict[str, Any] = {"options": {}, "positionals": [], "commands": {}, "visible": []}
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            shown = {c.dest for c in a._choices_actions}  # help=SUPPRESS hides a command
+            spec["commands"] = {name: spec_of(p) for name, p in a.choices.items()}
+            spec["visible"] = [name for name in a.choices if name in shown]
+        elif a.option_strings:
+            value = a.nargs != 0 and not isinstance(a, (argparse._HelpAction,
+                                                        argparse._VersionAction))
+            info = {"value": value, "append": isinstance(a, argparse._AppendAction),
+                    "hidden": a.help is argparse.SUPPRESS, "complete": _kind(a)}
+            for s in a.option_strings:
+                spec["options"][s] = info
+        else:
+            spec["positionals"].append({"many": a.nargs in ("+", "*", argparse.REMAINDER),
+                                        "complete": _kind(a)})
+    return spec
+
+
+def _package_key() -> list[Any]:
+    """Changes whenever a module of the package does (a new command, a new option)."""
+    import sys
+
+    from warpforge_launch import __version__
+
+    root = os.path.dirname(os.path.abspath(__file__))
+    key: list[Any] = [__version__, list(sys.version_info[:2])]
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+        for f in sorted(files):
+            if f.endswith(".py"):
+                st = os.stat(os.path.join(d, f))
+                key.append([os.path.relpath(os.path.join(d, f), root), st.st_mtime_ns,
+                            st.st_size])
+    return key
+
+
+def parser_spec() -> dict[str, Any]:
+    """The CLI's spec from the cache while no module changed, else from build_parser()."""
+    key = _package_key()
+    cache = os.path.join(_state_dir(), "completion-parser.json")
+    try:
+        with open(cache) as f:
+            cached = json.load(f)
+        if cached.get("key") == key:
+            return cached["spec"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    from warpforge_launch.cli import build_parser
+
+    spec = spec_of(build_parser())
+    _write(cache, {"key": key, "spec": spec})
+    return spec
+
+
+def _write(path: str, data: Any) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _candidates(info: dict[str, Any] | None, cur: str, words: list[str]) -> list[str]:
+    if not info:
+        return []
+    if "choices" in info:
+        return info["choices"]
+    kind = info["kind"]
+    if kind == "jobs":
+        return job_ids(cur)
+    if kind == "schedulers":
+        return inventory_names(words)["schedulers"]
+    if kind == "boxes":
         head, sep, _ = cur.rpartition(",")  # a comma-separated list: complete its last item
         chosen = set(head.split(",")) if sep else set()
         return [head + sep + b for b in inventory_names(words)["boxes"] if b not in chosen]
-    if "dir" in names.split("_") or (action.metavar or "").upper() == "DIR":
-        return ["@dirs"]
-    if action.dest in _PATHS or (action.metavar or "").upper() in ("PATH", "FILE", "FILE.YAML"):
-        return ["@files"]
-    return []
+    return [kind]  # @files, @dirs: the shell completes paths
+
+
+def _matching(found: list[str], cur: str) -> list[str]:
+    if found[:1] in (["@files"], ["@dirs"]):
+        return found
+    return [v for v in found if v.startswith(cur)]
 
 
 def _join_equals(words: list[str], cword: int) -> tuple[list[str], int]:
@@ -226,61 +297,47 @@ def _join_equals(words: list[str], cword: int) -> tuple[list[str], int]:
     return out, where.get(cword, len(out))
 
 
-def complete(shell: str, cword: int, words: list[str]) -> list[str]:
-    from warpforge_launch.cli import build_parser
-
+def complete(shell: str, cword: int, words: list[str],
+             spec: dict[str, Any] | None = None) -> list[str]:
     if shell == "bash":
         words, cword = _join_equals(words, cword)
     words = words + [""] * (cword + 1 - len(words))
     cur = words[cword]
-    parser = build_parser()
+    spec = spec or parser_spec()
     positional = 0
     i = 1
-    while i < cword:  # walk the words before the cursor: which (sub)parser, which slot
+    while i < cword:  # walk the words before the cursor: which (sub)command, which slot
         w = words[i]
-        opts = _options(parser)
         if w.startswith("-") and w != "-":
-            action = opts.get(w.split("=", 1)[0])
-            if action is not None and _takes_value(action) and "=" not in w:
+            info = spec["options"].get(w.split("=", 1)[0])
+            if info is not None and info["value"] and "=" not in w:
                 i += 1  # its value
+        elif w in spec["commands"]:
+            spec, positional = spec["commands"][w], 0
         else:
-            sub = _subparsers(parser)
-            if sub is not None and w in sub.choices:
-                parser, positional = sub.choices[w], 0
-            else:
-                positional += 1
+            positional += 1
         i += 1
-    opts = _options(parser)
-    prev = words[cword - 1] if cword > 0 else ""
+    opts = spec["options"]
+    prev = words[cword - 1] if cword > 1 else ""
     if cur.startswith("--") and "=" in cur:
         opt, _, value = cur.partition("=")
-        action = opts.get(opt)
-        found = _values(action, value, words) if action is not None else []
-        if found[:1] in (["@files"], ["@dirs"]):
+        found = _matching(_candidates(opts.get(opt, {}).get("complete"), value, words), value)
+        if found[:1] in (["@files"], ["@dirs"]) or shell == "bash":
             return found
-        matches = [v for v in found if v.startswith(value)]
-        return matches if shell == "bash" else [f"{opt}={v}" for v in matches]
-    if prev in opts and _takes_value(opts[prev]) and cword - 1 >= 1:
-        found = _values(opts[prev], cur, words)
-        return found if found[:1] in (["@files"], ["@dirs"]) else [
-            v for v in found if v.startswith(cur)]
+        return [f"{opt}={v}" for v in found]
+    if prev in opts and opts[prev]["value"]:
+        return _matching(_candidates(opts[prev]["complete"], cur, words), cur)
     if cur.startswith("-"):
         used = set(words[1:cword])
-        return sorted(o for o, a in opts.items() if o.startswith(cur) and (
-            o not in used or isinstance(a, argparse._AppendAction))
-            and a.help is not argparse.SUPPRESS)
-    sub = _subparsers(parser)
-    if sub is not None:
-        return [c for c in _visible_commands(sub) if c.startswith(cur)]
-    slots = [a for a in parser._actions if not a.option_strings]
-    if not slots:
+        return sorted(o for o, info in opts.items() if o.startswith(cur) and not info["hidden"]
+                      and (o not in used or info["append"]))
+    if spec["commands"]:
+        return [c for c in spec["visible"] if c.startswith(cur)]
+    slots = spec["positionals"]
+    if not slots or (positional >= len(slots) and not slots[-1]["many"]):
         return []
-    action = slots[min(positional, len(slots) - 1)]
-    if positional >= len(slots) and action.nargs not in ("+", "*", argparse.REMAINDER):
-        return []
-    found = _values(action, cur, words)
-    return found if found[:1] in (["@files"], ["@dirs"]) else [
-        v for v in found if v.startswith(cur)]
+    return _matching(_candidates(slots[min(positional, len(slots) - 1)]["complete"], cur,
+                                 words), cur)
 
 
 def main(argv: list[str]) -> int:

@@ -64,8 +64,7 @@ def bash(words: list[str], cword: int, env: dict, cwd=None) -> list[str]:
 def test_commands_come_from_the_parser(shell_env):
     from warpforge_launch.cli import build_parser
 
-    sub = completion._subparsers(build_parser())
-    visible = completion._visible_commands(sub)
+    visible = completion.spec_of(build_parser())["visible"]
     assert {"submit", "gpu-info", "completion", "cluster-info", "serve"} <= set(visible)
     assert bash(["warpforge-launch", ""], 1, shell_env) == visible
     assert bash(["warpforge-launch", "c"], 1, shell_env) == ["cancel", "cluster-info",
@@ -165,12 +164,12 @@ def test_cheap_lookups_match_the_real_ones(monkeypatch, tmp_path):
         monkeypatch.delenv("XDG_STATE_HOME", raising=False)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        assert completion._state_dir() == store.home()
-    assert completion.find_inventory() == inventory.find(None)
+        assert Path(completion._state_dir()) == store.home()
+    assert completion.find_inventory() is None and inventory.find(None) is None
     (tmp_path / "inventory.yaml").write_text("{}")
-    assert completion.find_inventory() == inventory.find(None)
+    assert Path(completion.find_inventory()) == inventory.find(None)
     monkeypatch.setenv("WARPFORGE_INVENTORY", str(tmp_path / "other.yaml"))
-    assert completion.find_inventory() == inventory.find(None)
+    assert Path(completion.find_inventory()) == inventory.find(None)
 
 
 def test_completion_command_prints_the_scripts():
@@ -209,3 +208,35 @@ def test_callback_without_arguments_is_quiet():
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 1 and proc.stdout == "" and proc.stderr == ""
+
+
+def test_parser_spec_is_cached_until_a_module_changes(monkeypatch, _private_home):
+    """A warm Tab press reads the parser's spec from the cache; a changed module (a helper
+    adding a command) makes the next one rebuild it from build_parser()."""
+    from warpforge_launch import cli
+
+    built = []
+    real = cli.build_parser
+
+    def build():
+        parser = real()
+        sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+        sub.add_parser(f"newcmd{len(built)}", help="added by a test")
+        built.append(1)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", build)
+    key = ["v1"]
+    monkeypatch.setattr(completion, "_package_key", lambda: list(key))
+    assert completion.complete("bash", 1, ["warpforge-launch", "newcmd"]) == ["newcmd0"]
+    assert completion.complete("bash", 1, ["warpforge-launch", "newcmd"]) == ["newcmd0"]
+    assert len(built) == 1  # the second press came from the cache
+    key[0] = "v2"
+    assert completion.complete("bash", 1, ["warpforge-launch", "newcmd"]) == ["newcmd1"]
+    assert (_private_home / "completion-parser.json").exists()
+
+
+def test_package_key_sees_every_module():
+    key = completion._package_key()
+    files = {entry[0] for entry in key[2:]}
+    assert {"cli.py", "completion.py", "lab/gpuinfo.py", "web/cli.py"} <= files
