@@ -240,3 +240,39 @@ def test_package_key_sees_every_module():
     key = completion._package_key()
     files = {entry[0] for entry in key[2:]}
     assert {"cli.py", "completion.py", "lab/gpuinfo.py", "web/cli.py"} <= files
+
+
+ZPTY = r"""
+zmodload zsh/zpty
+zpty z 'zsh -f -i'
+zpty -w z 'stty columns 500; PS1="> "; autoload -Uz compinit && compinit -u -D'
+zpty -w z 'eval "$(warpforge-launch completion zsh)"; print WF""READY'
+zpty -r z line '*WFREADY*'
+zpty -w -n z "$1"$'\t'
+acc=""
+for i in {1..50}; do
+  if zpty -r -t z chunk; then acc+=$chunk; fi
+  [[ $acc == *"$2"* ]] && break
+  sleep 0.2
+done
+print -r -- "$acc"
+zpty -d z
+"""
+
+
+@pytest.mark.skipif(ZSH is None, reason="zsh is not installed (.ci/setup.d/85-zsh.sh)")
+@pytest.mark.parametrize("typed, completed", [
+    ("warpforge-launch gpu-i", "warpforge-launch gpu-info "),
+    ("warpforge-launch --inventory INV cluster-info --scheduler sl",
+     "cluster-info --scheduler slurm_a "),
+    ("warpforge-launch --inventory INV gpu-info --boxes=mark", "--boxes=mark1nvidia "),
+])
+def test_zsh_completes_a_line_in_a_real_interactive_shell(shell_env, lab_inventory, typed,
+                                                          completed):
+    """An interactive zsh on a pseudo-terminal (zsh/zpty) with compinit and the generated
+    script: Tab completes the line the user typed."""
+    typed = typed.replace("INV", str(lab_inventory))
+    proc = subprocess.run([ZSH, "-f", "-c", ZPTY, "wf-zpty", typed, completed], env=shell_env,
+                          cwd=shell_env["HOME"], capture_output=True, text=True, timeout=60)
+    after = proc.stdout.split("WFREADY", 1)[-1]
+    assert completed in after, proc.stdout[-400:]
