@@ -115,3 +115,19 @@ def test_script_with_a_double_on_its_tool_path(tmp_path):
                          text=True, timeout=30, env={"PATH": "/usr/bin:/bin"}).stdout
     tool, found, err = gpus.parse_sections(gpus.split_sections(out), "amd")
     assert (tool, [g.index for g in found], err) == ("rocm-smi", [0, 1], None)
+
+
+def test_amd_smi_failure_names_the_subcommand():
+    out = ("\n@@wf-gpu amd-smi-list\n" + read("amd_smi_list.json") + "\n@@wf-gpu-exit 0\n"
+           "\n@@wf-gpu amd-smi-static\nERROR: amdgpu driver not loaded\n@@wf-gpu-exit 1\n"
+           "\n@@wf-gpu amd-smi-metric\n[]\n@@wf-gpu-exit 0\n")
+    tool, found, err = gpus.parse_sections(gpus.split_sections(out), "amd")
+    assert (tool, found) == ("amd-smi", [])
+    assert err == "amd-smi static exited 1: ERROR: amdgpu driver not loaded"
+
+
+def test_output_cut_off_mid_tool_is_not_taken_for_an_answer():
+    out = "\n@@wf-gpu nvidia-smi\n" + read("nvidia_two_gpus.csv")  # no exit line
+    tool, found, err = gpus.parse_sections(gpus.split_sections(out), "nv")
+    assert (tool, found) == ("nvidia-smi", [])
+    assert err == "nvidia-smi output was cut off (no exit status)"

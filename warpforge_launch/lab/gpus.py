@@ -298,6 +298,8 @@ def parse_sections(sections: Mapping[str, tuple[int | None, str]], box: str
         code, out = sections["nvidia-smi"]
         if code == 0:
             gpus += parse_nvidia(out, box)
+        elif code is None:
+            errors.append("nvidia-smi output was cut off (no exit status)")
         else:
             errors.append(f"nvidia-smi exited {code}: {_first_line(out)}")
     if "rocm-smi" in sections:
@@ -312,8 +314,9 @@ def parse_sections(sections: Mapping[str, tuple[int | None, str]], box: str
         parts = {k: (v[1] if v[0] == 0 else None) for k, v in sections.items()}
         failed = [k for k, v in sections.items() if k.startswith("amd-smi") and v[0] != 0]
         if failed:
-            errors.append(f"{failed[0].replace('-', ' ', 1)} exited {sections[failed[0]][0]}: "
-                          f"{_first_line(sections[failed[0]][1])}")
+            code, out = sections[failed[0]]
+            errors.append(f"amd-smi {failed[0][len('amd-smi-'):]} exited {code}: "
+                          f"{_first_line(out)}")
         else:
             gpus += parse_amd_smi(parts.get("amd-smi-list"), parts.get("amd-smi-static"),
                                   parts.get("amd-smi-metric"), box)
