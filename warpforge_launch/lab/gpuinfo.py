@@ -97,6 +97,12 @@ def query_box(box, command: list[str], timeout: float) -> BoxGpus:
         m = _ASLEEP.search(err)
         if m:
             r.state, r.message = "asleep", m.group(1).lower()
+        elif "Host key verification failed" in err or "REMOTE HOST IDENTIFICATION" in err:
+            r.message = (f"host key not trusted: {err.splitlines()[-1]} (check it, then add it "
+                         f"to {ssh.Endpoint.of(box).known_hosts})")
+        elif "Permission denied" in err:
+            r.message = f"authentication as {box.user or 'the default user'} failed: " \
+                        f"{err.splitlines()[-1]}"
         else:
             r.state = "unreachable"
             r.message = err.splitlines()[-1] if err else "ssh failed"

@@ -170,3 +170,23 @@ def test_unknown_box_is_bad_input(inventory):
     assert proc.stderr.startswith("error: no box, alias or group named 'ghost'")
     assert "Traceback" not in proc.stderr
 
+
+
+def test_untrusted_host_key_is_refused_not_accepted(ssh_lab, bindir, install_dir, tmp_path,
+                                                      write_inventory):
+    install(ssh_lab, "nvidia", bindir, "nvidia-smi", gpudoubles.nvidia())
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    b = ssh_lab.boxes["nvidia"]
+    stranger = {"transport": "ssh", "address": b.address, "port": b.port, "user": b.user,
+                "identity_file": str(ssh_lab.client_key), "known_hosts_file": str(empty),
+                "gpu_type": "NVIDIA", "gpu_count": 1, "install_dir": install_dir}
+    inv = write_inventory(names=["amd"], extra_boxes={"stranger": stranger},
+                          lab={"gpu_tool_path": [bindir]})
+    proc = run_cli("gpu-info", "--inventory", str(inv), "--boxes", "stranger", "--json",
+                   check_json=True)
+    assert proc.returncode == 3  # the only box was not reached
+    [box] = proc.json["boxes"]
+    assert box["state"] == "failed" and not box["reached"]
+    assert box["message"].startswith("host key not trusted") and str(empty) in box["message"]
+    assert empty.read_text() == ""  # strict: nothing was recorded
