@@ -117,6 +117,18 @@ def smoke(c, boxes="", inventory="", dist="", checks="", junit="reports/smoke-ju
                          junit=junit, accept_new=accept_new, as_json=json))
 
 
+@task(name="gpu-info", help={"boxes": _LAB_HELP["boxes"], "inventory": _LAB_HELP["inventory"],
+                             "json": _LAB_HELP["json"],
+                             "wake": "wake asleep boxes first (wake-on-LAN)",
+                             "timeout": "seconds per box (default 20)"})
+def gpu_info(c, boxes="", inventory="", wake=False, timeout="", json=False):
+    """The boxes' GPUs: nvidia-smi / rocm-smi / amd-smi over SSH, every box at once."""
+    from warpforge_launch.lab import commands
+
+    _exit(commands.gpu_info(boxes=boxes, inventory=inventory, wake=wake, timeout=timeout,
+                            as_json=json))
+
+
 # ---- CI on the NUC and the whole pipeline (bodies in warpforge_launch.lab.ci / .pipeline) ----
 @task(help={"inventory": "inventory file (tests generate a loopback one)",
             "run_id": "run id for the log names (default: $GITHUB_RUN_ID, else a timestamp)",

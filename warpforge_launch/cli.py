@@ -91,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "other tools), instead of reading the job store")
     c = sub.add_parser("cluster-info", parents=common, help="show a scheduler's capacity")
     c.add_argument("--scheduler", help="scheduler instance (default: the inventory's default)")
+    c.add_argument("--all", action="store_true",
+                   help="every configured scheduler at once (exit 0 all answered, 1 some "
+                   "failed, 3 none answered)")
+    c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="with --all: give up on a scheduler after this long (default 60)")
+    gi = sub.add_parser("gpu-info", parents=common,
+                        help="the GPUs of the lab's boxes (over SSH, every box at once)")
+    gi.add_argument("--boxes", action="append", default=[], metavar="BOX,...",
+                    help="boxes, aliases or groups, comma-separated (default: all)")
+    gi.add_argument("--wake", action="store_true", help="wake asleep boxes first (wake-on-LAN)")
+    gi.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                    help="per box (default 20); exit 0 all answered, 1 a box failed, "
+                    "3 none reachable")
+    comp = sub.add_parser("completion", help="print the shell completion script")
+    comp.add_argument("shell", choices=("bash", "zsh"))
     sub.add_parser("schedulers", parents=common, help="list the configured scheduler instances")
     from warpforge_launch.web.cli import add_parser as add_serve  # argparse only: fast start
 
@@ -100,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = None
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["__complete"]:  # the shells' Tab callback: hidden, fast, never an error
+        from warpforge_launch.completion import main as complete
+
+        return complete(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         if not args.command:

@@ -212,6 +212,12 @@ def _list_from_cluster(args, query) -> int:
 
 
 def cmd_cluster_info(args) -> int:
+    if args.all:
+        if args.scheduler:
+            raise UsageError("--all and --scheduler exclude each other")
+        from warpforge_launch import clusters
+
+        return clusters.command(args.inventory, timeout=args.timeout, json_output=args.json)
     with _launcher(args) as launcher:
         info = launcher.cluster_info(args.scheduler)
     if args.json:
@@ -241,3 +247,17 @@ def cmd_schedulers(args) -> int:
     return 0
 
 
+
+
+def cmd_gpu_info(args) -> int:
+    from warpforge_launch.lab import gpuinfo
+
+    return gpuinfo.command(boxes=args.boxes, inventory=args.inventory, wake=args.wake,
+                           timeout=args.timeout, json_output=args.json)
+
+
+def cmd_completion(args) -> int:
+    from warpforge_launch.completion import script
+
+    sys.stdout.write(script(args.shell))
+    return 0

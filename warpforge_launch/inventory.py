@@ -83,6 +83,8 @@ class LabSettings:
     command_timeout: float = 600.0  # one remote command (a push has this plus 5 MB/s)
     # smoke checks, in order; `version` is off because the real snakegrinder has no --version
     smoke_checks: tuple[str, ...] = ("exists", "help", "trace-example", "checksums")
+    # where gpu-info also looks for nvidia-smi / rocm-smi / amd-smi on a box (ROCm's default)
+    gpu_tool_path: tuple[str, ...] = ("/opt/rocm/bin",)
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,15 @@ def smoke(*, boxes="", inventory="", dist="", checks="", junit="reports/smoke-ju
     return rep.exit_code
 
 
+@_guard
+def gpu_info(*, boxes="", inventory="", wake=False, timeout=None, as_json=False) -> int:
+    """The selected boxes' GPUs; 0 all reached answered, 1 a box failed, 3 none reachable."""
+    from warpforge_launch.lab import gpuinfo
+
+    return gpuinfo.command(boxes=boxes, inventory=inventory, wake=wake, timeout=timeout,
+                           json_output=as_json)
+
+
 def check_positive(name: str, value) -> float:
     """A finite positive number of seconds (NaN and inf would make a wait endless)."""
     import math
