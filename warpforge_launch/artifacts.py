@@ -43,7 +43,7 @@ def fetch(launcher: Launcher | None, job_ids: Sequence[str],
     if not ids:
         raise UsageError("no job ids to fetch")
     records = launcher.store.find_many(ids)
-    statuses = launcher.statuses(ids)  # unknown ids raise NotFoundError (exit 2)
+    statuses = launcher._statuses(ids, records)  # unknown ids raise NotFoundError (exit 2)
     unfinished = [f"{j} ({statuses[j].state.value})" for j in ids
                   if not statuses[j].state.terminal]
     if unfinished:
@@ -54,7 +54,11 @@ def fetch(launcher: Launcher | None, job_ids: Sequence[str],
         if records.get(j) is not None and records[j].superseded_by:
             raise UsageError(f"job {j} can no longer be read from its backend: its id was "
                              f"given to {records[j].superseded_by}")
-    store = ArtifactStore(to)
+    with ArtifactStore(to) as store:
+        return _fetch(launcher, ids, records, statuses, store)
+
+
+def _fetch(launcher, ids, records, statuses, store: ArtifactStore) -> list[Fetched]:
     groups: dict[int, tuple[Scheduler, list[str]]] = {}
     for j in ids:
         _, sched = launcher._route(j, records.get(j))
@@ -89,14 +93,15 @@ def _meta(sched: Scheduler, st: Staging, record: JobRecord | None, status) -> di
     """What the manifest says about the job besides its files."""
     submission = record.submission if record is not None else {}
     elapsed = status.elapsed.total_seconds() if status.elapsed is not None else None
+    shown = status.to_dict()
     return {
         "scheduler": {"instance": sched.name, "type": sched.type_name},
         "native_id": sched.native_id(st.job_id),
         "definition": submission.get("definition"),
         "correlation_id": record.correlation_id if record is not None else
         status.correlation_id,
-        "status": status.to_dict(),
+        "status": shown,
         "timings": {"submitted_at": submission.get("submitted_at"),
-                    "state_changed_at": status.to_dict().get("state_changed_at"),
+                    "state_changed_at": shown.get("state_changed_at"),
                     "elapsed_seconds": elapsed},
     }

@@ -7,11 +7,11 @@ the scheduler instance, status and times). The manifest is also the tool's owner
 ``artifacts gc`` removes a directory only when it carries one that names it.
 
 A fetch never leaves a half-written directory that looks complete: everything lands in a
-private staging directory (``.wf-staging-*``), files the last fetch already holds intact are
-hard-linked over, the manifest is written last, and the staging directory replaces the old
-one by rename. A file arriving is hashed as it is written and checked against the size (and,
-where the source sends one, the sha256) announced before it: a short or corrupt stream is an
-error and nothing is committed.
+private staging directory (``.wf-staging-*/<job id>``), files the last fetch already holds
+intact are hard-linked over, the manifest is written last, and the staging directory
+replaces the old one by rename. A file arriving is hashed as it is written and checked
+against the size (and, where the source sends one, the sha256) announced for it: a short or
+corrupt stream is an error and nothing is committed.
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ class Staging:
     notes: list[str] = field(default_factory=list)
     source: str = ""
     bytes_written: int = 0
+    _made: set[Path] = field(default_factory=set, repr=False)
 
     def keep(self, path: str, size: int, source_mtime: str) -> bool:
         """The source still has ``path`` as the last fetch saw it: keep the copy we hold."""
@@ -139,7 +140,9 @@ class Staging:
         if path in self.new or path == MANIFEST:
             raise TransferError(f"{self.job_id}: {path} arrived twice")
         target = self.dir / path
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if target.parent not in self._made:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._made.add(target.parent)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         digest, n = hashlib.sha256(), 0
@@ -215,6 +218,23 @@ class ArtifactStore:
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root is not None else default_root()
+        self._lock_fd: int | None = None
+        self._staging: Path | None = None
+
+    def close(self) -> None:
+        """Remove this store's staging dir (its jobs are committed or discarded by now)."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def stage(self, job_id: str) -> Staging:
         """A fresh private staging dir for ``job_id``, knowing what the last fetch left."""
@@ -226,10 +246,13 @@ class ArtifactStore:
                              f"{exc.strerror}") from None
         if not self.root.is_dir():
             raise UsageError(f"{self.root} is not a directory")
-        import tempfile
+        if self._staging is None:  # one per store: cheap for a sweep's hundreds of jobs
+            import tempfile
 
-        d = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{job_id}-", dir=self.root))
-        (d / STAGING_MARK).touch(mode=0o600)
+            self._staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
+            (self._staging / STAGING_MARK).touch(mode=0o600)
+        d = self._staging / job_id
+        d.mkdir(mode=0o700)
         old = read_manifest(self.root / job_id)
         return Staging(job_id, d, self._intact(job_id, old), old)
 
@@ -278,9 +301,8 @@ class ArtifactStore:
         tmp = staging.dir / (MANIFEST + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True, default=str)
+            f.write(json.dumps(manifest, sort_keys=True, default=str))  # C encoder: fast
         os.replace(tmp, staging.dir / MANIFEST)  # last: its presence means complete
-        (staging.dir / STAGING_MARK).unlink()
         with self._lock():
             trash = None
             if final.exists() or final.is_symlink():
@@ -310,12 +332,14 @@ class ArtifactStore:
         """Serialises the final renames of concurrent fetches into the same root."""
         import fcntl
 
-        fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT |
+                                    os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- list and gc ---------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:

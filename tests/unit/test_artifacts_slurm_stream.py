@@ -16,8 +16,6 @@ from warpforge_launch.errors import InfrastructureError
 from warpforge_launch.schedulers.slurm import SlurmConfig, SlurmScheduler
 from warpforge_launch.schedulers.slurm_transport import LocalTransport
 
-ARCHIVE_FLOOR = 10240  # GNU tar pads every archive to one 10 KiB record
-
 
 def make_job(work, native: str, files: dict[str, bytes]) -> None:
     out = work / f"output-{native}"
@@ -57,11 +55,9 @@ def fetch(sched, store, ids):
     stagings = [store.stage(j) for j in ids]
     try:
         sched.fetch_outputs(stagings)
-    except BaseException:
-        for st in stagings:
-            store.discard(st)
-        raise
-    return [store.commit(st, {}) for st in stagings]
+        return [store.commit(st, {}) for st in stagings]
+    finally:
+        store.close()
 
 
 def test_many_jobs_in_one_round_trip_then_nothing_moves(work, tmp_path):
@@ -73,8 +69,8 @@ def test_many_jobs_in_one_round_trip_then_nothing_moves(work, tmp_path):
     got = fetch(sched, store, ["hpc-11", "hpc-12", "hpc-13"])
     assert sched.calls["warpforge-fetch"] == 1 and sum(sched.calls.values()) == 1
     assert all(g.changed and g.files == 6 for g in got)
-    first_wire = sched.fetched_bytes
-    assert first_wire > 3 * len(big)
+    first = sched.fetched_bytes.copy()
+    assert first["archive"] > 3 * len(big) and first["wire"] > first["archive"]
     for n in ("11", "12", "13"):
         m = json.loads((tmp_path / "art" / f"hpc-{n}" / MANIFEST).read_text())
         for f in m["files"]:
@@ -85,8 +81,8 @@ def test_many_jobs_in_one_round_trip_then_nothing_moves(work, tmp_path):
             "output/weights/w.npy", "logs/stdout.log", "logs/stderr.log"}
     again = fetch(sched, store, ["hpc-11", "hpc-12", "hpc-13"])
     assert all(not g.changed and g.transferred_bytes == 0 for g in again)
-    second_wire = sched.fetched_bytes - first_wire
-    assert second_wire < ARCHIVE_FLOOR  # the listing only: no archive was streamed
+    assert sched.fetched_bytes["archive"] == first["archive"]  # no archive was streamed
+    assert sched.fetched_bytes["wire"] > first["wire"]  # the listing was
     assert sched.calls["warpforge-fetch"] == 2
 
     with open(work / "warpforge-12.out", "a") as f:  # one file changes at the source
@@ -154,3 +150,31 @@ def test_missing_work_dir_is_infrastructure(tmp_path):
     sched = scheduler(tmp_path / "gone", tmp_path)
     with pytest.raises(InfrastructureError, match="cannot enter the work dir"):
         fetch(sched, ArtifactStore(tmp_path / "art"), ["hpc-1"])
+
+
+class Flip(LocalTransport):
+    """A real pipe that flips one bit at byte ``at``: corruption the tar framing cannot see."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def command(self, argv, timeout):
+        import sys
+
+        full, env = super().command(argv, timeout)
+        flip = ("import sys; d = sys.stdin.buffer.read(); i = int(sys.argv[1]); "
+                "sys.stdout.buffer.write(d[:i] + bytes([d[i] ^ 1]) + d[i + 1:])")
+        return ["bash", "-c", '"$@" | "$PY" -c "$FLIP" "$AT"', "flip", *full], \
+            {**os.environ, "PY": sys.executable, "FLIP": flip, "AT": str(self.at)}
+
+
+def test_a_corrupted_byte_fails_the_sha256_check_and_commits_nothing(work, tmp_path):
+    make_job(work, "51", {"weights/w.npy": b"w" * 300_000})
+    store = ArtifactStore(tmp_path / "art")
+    with pytest.raises(TransferError, match="sha256 .* differs from the source's"):
+        fetch(scheduler(work, tmp_path, Flip(150_000)), store, ["hpc-51"])
+    assert not (tmp_path / "art" / "hpc-51").exists()
+    fetch(scheduler(work, tmp_path), store, ["hpc-51"])  # the clean stream passes
+    assert (tmp_path / "art" / "hpc-51" / "output" / "weights" / "w.npy").read_bytes() == \
+        b"w" * 300_000

@@ -29,7 +29,10 @@ def put(store: ArtifactStore, job_id: str, files: dict[str, bytes], meta=None):
         if not st.keep(path, len(data), "t1"):
             st.write(path, [data], size=len(data), mtime_ns=1_700_000_000_000_000_000,
                      source_mtime="t1")
-    return store.commit(st, meta or {"status": {"state": "COMPLETED"}})
+    try:
+        return store.commit(st, meta or {"status": {"state": "COMPLETED"}})
+    finally:
+        store.close()
 
 
 def test_manifest_holds_sha256_and_size_of_every_file(tmp_path):
@@ -82,6 +85,7 @@ def test_short_or_corrupt_stream_is_an_error_and_commits_nothing(tmp_path):
     with pytest.raises(TransferError, match="sha256"):
         st.write("output/c", [b"abc"], size=3, mtime_ns=0, source_mtime="t", sha256="0" * 64)
     store.discard(st)
+    store.close()
     assert read_manifest(tmp_path / "local-1")["files"][0]["path"] == "output/a"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "local-1"]
 
@@ -155,12 +159,11 @@ def test_gc_never_touches_what_the_tool_did_not_make(tmp_path):
 
 
 def test_gc_removes_stale_leftovers_of_interrupted_fetches_only(tmp_path):
-    store = ArtifactStore(tmp_path)
-    fresh = store.stage("local-1")  # a fetch in progress: kept
-    stale = store.stage("local-2")
-    os.utime(stale.dir, (time.time() - 7200, time.time() - 7200))
-    removed = store.gc(keep=100)
-    assert [r["path"] for r in removed] == [str(stale.dir)]
+    fresh = ArtifactStore(tmp_path).stage("local-1")  # a fetch in progress: kept
+    stale = ArtifactStore(tmp_path).stage("local-2")  # one that died an hour ago
+    os.utime(stale.dir.parent, (time.time() - 7200, time.time() - 7200))
+    removed = ArtifactStore(tmp_path).gc(keep=100)
+    assert [r["path"] for r in removed] == [str(stale.dir.parent)]
     assert fresh.dir.exists() and not stale.dir.exists()
 
 

@@ -107,7 +107,8 @@ class SlurmScheduler(Scheduler):
         self._transport = transport
         # client programs run, counted by name: bounded, for tests and benchmarks
         self.calls: Counter[str] = Counter()
-        self.fetched_bytes = 0  # what fetches brought over the wire, for tests and benchmarks
+        # what fetches brought over the wire ("wire") and of it file data ("archive")
+        self.fetched_bytes: Counter[str] = Counter()
         self.watcher = SlurmWatcher(self._run, self.home / "slurm" / f"{name}.json",
                                     config.max_poll_interval)
 

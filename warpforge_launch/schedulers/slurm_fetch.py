@@ -2,19 +2,21 @@
 
 One remote shell (over the SSH login node, or the local clients' machine) gets the job ids
 as arguments and, on stdin, what this machine already holds (``size mtime path`` per file,
-from the last fetch's manifest). It lists every job's entries without following links
-(``find -P``), picks the regular files that differ from what we hold (``sort | comm``),
-hashes them (``sha256sum``) and streams them as one tar (never dereferencing: links are
-listed, not archived; hard links go as plain files). Its stdout is::
+from the last fetch's manifest; nothing on a first fetch). It lists every job's entries
+without following links (``find -P``), picks the regular files that differ from what we
+hold (``sort | comm``), hashes them (``sha256sum``) and streams them as one tar (never
+dereferencing: links are listed, not archived; hard links go as plain files). Its stdout is::
 
-    WFFETCH 1 <listing bytes> <sums bytes>\\n
-    <listing: "<type> <size> <mtime> <path>\\0<link target>\\0" per entry>
-    <sums: "<sha256>  <path>\\0" per file sent>
+    WFFETCH 3\\n
+    <listing: "<type> <size> <mtime> <path>\\0<link target>\\0" per entry>E\\0\\0
     <tar of the files sent, only when there are any>
 
-This side knows from the listing which members must arrive, checks each one's name, type,
-size and sha256 as it writes it into the job's staging dir, and fails when one is missing
-(a short stream) or anything else arrives. A second fetch of unchanged jobs streams no file.
+and, hashed while the archive streams, the files' sha256 follow on stderr as one
+``WFSUMS <base64 of "<sha256>  <path>\\0" per file>`` line. This side knows from the
+listing which members must arrive, checks each one's name, type and size as it writes it
+into the job's staging dir (hashing it), then its sha256 against the source's; a missing
+member (a short stream), an unannounced one or a wrong hash fails the fetch before anything
+is committed. A second fetch of unchanged jobs streams no file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -43,34 +46,38 @@ NO_WORK_DIR = 94
 FETCH_DRIVER = r"""
 set -u
 export LC_ALL=C
-d=$1; shift
+d=$1; held=$2; shift 2
 cd -- "$d" 2>/dev/null || { echo "warpforge-fetch: cannot enter the work dir $d" >&2; exit 94; }
 t=$(mktemp -d) || exit 90
 trap 'rm -rf -- "$t"' EXIT
 trap 'exit 143' TERM INT HUP
-sort -z >"$t/have"
 names=()
 for id in "$@"; do
   case $id in ''|*[!0-9_]*) continue ;; esac
   names+=("output-$id" "warpforge-$id.out" "warpforge-$id.err")
 done
-: >"$t/files"
-[ "${#names[@]}" = 0 ] || find "${names[@]}" ! -type d \
-  \( -type f -fprintf "$t/files" '%s %T@ %p\0' -o -true \) \
-  -printf '%y %s %T@ %p\0%l\0' 2>/dev/null >"$t/list"
-if [ -s "$t/have" ]; then
+printf 'WFFETCH 3\n'
+if [ "${#names[@]}" = 0 ]; then
+  :
+elif [ "$held" = 0 ]; then  # a first fetch: every regular file goes
+  find "${names[@]}" ! -type d \( -type f -fprintf "$t/send" '%p\0' -o -true \) \
+    -printf '%y %s %T@ %p\0%l\0' 2>/dev/null
+else  # only files whose size or mtime differ from what this machine holds
+  sort -z >"$t/have"
+  find "${names[@]}" ! -type d \( -type f -fprintf "$t/files" '%s %T@ %p\0' -o -true \) \
+    -printf '%y %s %T@ %p\0%l\0' 2>/dev/null
   sort -z "$t/files" | comm -z -23 - "$t/have" | sed -z 's/^[^ ]* [^ ]* //' >"$t/send"
-else
-  sed -z 's/^[^ ]* [^ ]* //' "$t/files" >"$t/send"
 fi
-: >"$t/sums"
-[ -s "$t/send" ] && xargs -0 sha256sum -z -- <"$t/send" >"$t/sums" 2>/dev/null
-set -- $(stat -c %s -- "$t/list" "$t/sums")
-printf 'WFFETCH 1 %s %s\n' "$1" "$2"
-cat -- "$t/list" "$t/sums"
+printf 'E\0\0'
 [ -s "$t/send" ] || exit 0
+# the sums are made while the archive streams, and follow on stderr once both are done
+xargs -0 sha256sum -z -- <"$t/send" >"$t/sums" 2>/dev/null &
 tar -c -f - --format=gnu --hard-dereference --no-recursion --null --verbatim-files-from \
   -T "$t/send"
+rc=$?
+wait $!
+{ printf 'WFSUMS '; base64 -w0 -- "$t/sums"; echo; } >&2
+exit $rc
 """
 
 
@@ -82,20 +89,24 @@ def remote_names(native: str) -> dict[str, str]:
 
 
 class _Counting:
-    """The stream's reader, counting what came over the wire."""
+    """The stream's reader, counting what came over the wire; bytes read past the listing
+    are pushed back for the archive."""
 
     def __init__(self, raw):
-        self.raw, self.bytes = raw, 0
+        self.raw, self.bytes, self.listing, self.back = raw, 0, 0, b""
 
     def read(self, n: int = -1) -> bytes:
+        if self.back:
+            data, self.back = (self.back, b"") if n < 0 or n >= len(self.back) else \
+                (self.back[:n], self.back[n:])
+            return data
         data = self.raw.read(n)
         self.bytes += len(data)
         return data
 
-    def exactly(self, n: int) -> bytes:
-        data = self.read(n)
-        if len(data) != n:
-            raise TransferError(f"the stream ended after {len(data)} of {n} listing bytes")
+    def read1(self) -> bytes:
+        data = self.raw.read1(1 << 16)
+        self.bytes += len(data)
         return data
 
 
@@ -161,14 +172,16 @@ def stream(transport: Transport, argv: Sequence[str], data: bytes, timeout: floa
         raise failed
 
 
-def fetch(sched: SlurmScheduler, stagings: Sequence[Staging]) -> int:
+def fetch(sched: SlurmScheduler, stagings: Sequence[Staging]) -> Counter[str]:
     """Every job of ``stagings`` (one scheduler instance) in one round trip per MAX_JOBS;
-    the bytes that came over the wire."""
-    return sum(_fetch_chunk(sched, stagings[k:k + MAX_JOBS])
-               for k in range(0, len(stagings), MAX_JOBS))
+    the bytes that came over the wire: ``wire`` in all, ``archive`` of them file data."""
+    moved: Counter[str] = Counter()
+    for k in range(0, len(stagings), MAX_JOBS):
+        moved += _fetch_chunk(sched, stagings[k:k + MAX_JOBS])
+    return moved
 
 
-def _fetch_chunk(sched: SlurmScheduler, stagings: Sequence[Staging]) -> int:
+def _fetch_chunk(sched: SlurmScheduler, stagings: Sequence[Staging]) -> Counter[str]:
     work_dir = sched.work_dir
     places: dict[str, tuple[Staging, str]] = {}
     held = []
@@ -185,26 +198,48 @@ def _fetch_chunk(sched: SlurmScheduler, stagings: Sequence[Staging]) -> int:
                                         else None)
             if remote:
                 held.append(f"{entry.size} {entry.source_mtime} {remote}".encode() + b"\0")
-    argv = ["bash", "-c", FETCH_DRIVER, "warpforge-fetch", work_dir,
+    argv = ["bash", "-c", FETCH_DRIVER, "warpforge-fetch", work_dir, "1" if held else "0",
             *(sched._native(st.job_id) for st in stagings)]
     sched.calls["warpforge-fetch"] += 1
     timeout = max(MIN_TIMEOUT, 20 * sched.config.command_timeout)
     done: dict = {}
+    sent: dict[str, tuple[Staging, str]] = {}
     try:
         with stream(sched.transport, sched._argv(argv), b"".join(held), timeout,
                     "warpforge-fetch") as (out, done):
-            _receive(out, places)
+            sent = _receive(out, places)
     except TransferError:
         if not done.get("returncode"):
             raise
     where, rc = sched.transport.where, done["returncode"]
+    errors = [ln for ln in done["stderr"].splitlines()
+              if ln.strip() and not ln.startswith("WFSUMS ")]
     if rc == NO_WORK_DIR:
-        raise InfrastructureError(f"{where}: {done['stderr'].strip()}")
+        raise InfrastructureError(f"{where}: {errors[-1] if errors else 'no work dir'}")
     if rc != 0:
-        lines = [ln for ln in done["stderr"].splitlines() if ln.strip()]
         raise TransferError(f"the fetch on {where} failed (exit {rc})"
-                            + (f": {lines[-1].strip()}" if lines else ""))
-    return out.bytes
+                            + (f": {errors[-1].strip()}" if errors else ""))
+    _verify(sent, done["stderr"])
+    return Counter(wire=out.bytes, archive=out.bytes - out.listing)
+
+
+def _verify(sent: dict[str, tuple[Staging, str]], stderr: str) -> None:
+    """Every file that arrived has the sha256 the source computed for it."""
+    if not sent:
+        return
+    line = next((ln for ln in stderr.splitlines() if ln.startswith("WFSUMS ")), None)
+    if line is None:
+        raise TransferError("the login node sent no checksums for the files it streamed")
+    import base64
+
+    sums = {}
+    for rec in base64.b64decode(line[7:].strip()).split(b"\0")[:-1]:
+        sums[rec[66:].decode(errors="surrogateescape")] = rec[:64].decode()
+    for remote, (st, path) in sent.items():
+        got = st.new[path].sha256
+        if sums.get(remote) != got:
+            raise TransferError(f"{st.job_id}: {path}: sha256 {got} differs from the "
+                                f"source's {sums.get(remote) or '(none: changed or vanished)'}")
 
 
 def _place(places: dict[str, tuple[Staging, str]], remote: str) -> tuple[Staging, str]:
@@ -216,26 +251,21 @@ def _place(places: dict[str, tuple[Staging, str]], remote: str) -> tuple[Staging
     raise TransferError(f"the login node listed {remote!r}, which no job asked for")
 
 
-def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]) -> None:
+def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]
+             ) -> dict[str, tuple[Staging, str]]:
+    """Read the listing and the archive into the stagings; what was sent, by remote path."""
     header = out.raw.readline()
     out.bytes += len(header)
-    parts = header.split()
-    if len(parts) != 4 or parts[:2] != [b"WFFETCH", b"1"] or not all(p.isdigit()
-                                                                     for p in parts[2:]):
+    if header != b"WFFETCH 3\n":
         raise TransferError(f"unexpected answer from the fetch: {header[:200]!r}")
-    listing = out.exactly(int(parts[2])).split(b"\0")[:-1]
-    sums = {}
-    for rec in out.exactly(int(parts[3])).split(b"\0")[:-1]:
-        sums[rec[66:].decode(errors="surrogateescape")] = rec[:64].decode()
+    listing = _listing(out)
     expected: dict[str, tuple[Staging, str, int, str]] = {}
-    for meta, target in zip(listing[0::2], listing[1::2], strict=True):
+    for meta, target in listing:
         kind, size, mtime, remote = meta.decode(errors="surrogateescape").split(" ", 3)
         safe_relpath(remote)
         st, path = _place(places, remote)
         if kind == "f":
             if not st.keep(path, int(size), mtime):
-                if remote not in sums:
-                    raise TransferError(f"{st.job_id}: {path} vanished while being fetched")
                 expected[remote] = (st, path, int(size), mtime)
         elif kind == "l":
             link = target.decode(errors="surrogateescape")
@@ -247,12 +277,13 @@ def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]) -> None:
                                       "not followed")
         else:
             st.refuse(path, None, "not a regular file (fifo, socket or device): not read")
+    sent = {remote: (w[0], w[1]) for remote, w in expected.items()}
     if not expected:
-        return
+        return sent
     try:
         with tarfile.open(fileobj=out, mode="r|") as tar:
             for member in tar:
-                _member(tar, member, expected, sums)
+                _member(tar, member, expected)
         while out.read(1 << 16):  # the archive's padding: let the remote tar finish
             pass
     except tarfile.TarError as exc:
@@ -261,10 +292,31 @@ def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]) -> None:
         first = next(iter(expected.values()))
         raise TransferError(f"the stream ended early: {len(expected)} file(s) never arrived "
                             f"({first[0].job_id}: {first[1]}, ...)")
+    return sent
+
+
+def _listing(out: _Counting) -> list[tuple[bytes, bytes]]:
+    """``meta\\0target\\0`` pairs up to the ``E\\0\\0`` end mark (a meta field always holds
+    spaces, so the mark cannot be a path); what follows is pushed back for the archive."""
+    pairs: list[tuple[bytes, bytes]] = []
+    data, pos = b"", 0
+    while True:
+        while (i := data.find(b"\0", pos)) >= 0 and (j := data.find(b"\0", i + 1)) >= 0:
+            meta, target = data[pos:i], data[i + 1:j]
+            pos = j + 1
+            if meta == b"E" and not target:
+                out.back = data[pos:]
+                out.listing = out.bytes - len(out.back)
+                return pairs
+            pairs.append((meta, target))
+        chunk = out.read1()
+        if not chunk:
+            raise TransferError("the stream ended inside the listing")
+        data, pos = data[pos:] + chunk, 0
 
 
 def _member(tar: tarfile.TarFile, member: tarfile.TarInfo,
-            expected: dict[str, tuple[Staging, str, int, str]], sums: dict[str, str]) -> None:
+            expected: dict[str, tuple[Staging, str, int, str]]) -> None:
     want = expected.pop(member.name, None)
     if want is None:
         raise TransferError(f"the archive holds {member.name!r}, which was not announced")
@@ -280,8 +332,7 @@ def _member(tar: tarfile.TarFile, member: tarfile.TarInfo,
         while chunk := f.read(1 << 20):
             yield chunk
 
-    st.write(path, chunks(), size=size, mtime_ns=_ns(mtime), source_mtime=mtime,
-             sha256=sums[member.name])
+    st.write(path, chunks(), size=size, mtime_ns=_ns(mtime), source_mtime=mtime)
 
 
 def _ns(mtime: str) -> int:
