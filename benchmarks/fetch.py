@@ -129,7 +129,7 @@ def _inventory(path: Path, shared: Path, login) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--extra-kb", type=int, default=64, help="weights file per job (KB)")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even when a target is missed")
     args = ap.parse_args()

@@ -91,7 +91,7 @@ def _entry(staging: Staging, dir_fd: int, name: str, st: os.stat_result, path: s
            inside: str) -> None:
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(name, dir_fd=dir_fd)
-        if path.startswith("logs/") or link_leaves(inside, target):
+        if not path.startswith("output/") or link_leaves(inside, target):
             staging.refuse(path, target, OUT_OF_DIR)
         else:
             staging.link(path, target)

@@ -1,7 +1,7 @@
 """The artifact store on this machine: one directory per fetched job, each with a manifest.
 
 Layout: ``<root>/<job id>/`` holds ``output/...`` (what the payload wrote into its --out
-directory), ``logs/stdout.log`` and ``logs/stderr.log`` (what the job printed), and
+directory), ``stdout.log`` and ``stderr.log`` (what the job printed), and
 ``artifacts.json`` (the manifest: sha256, size and mtime of every file, the job definition,
 the scheduler instance, status and times). The manifest is also the tool's ownership mark:
 ``artifacts gc`` removes a directory only when it carries one that names it.
@@ -85,7 +85,7 @@ def link_leaves(link_path: str, target: str) -> bool:
 
 @dataclass(frozen=True)
 class FileEntry:
-    path: str  # inside the artifact dir: output/model.mlir, logs/stdout.log
+    path: str  # inside the artifact dir: output/model.mlir, stdout.log
     size: int
     sha256: str
     mtime_ns: int
@@ -122,7 +122,7 @@ class Staging:
     notes: list[str] = field(default_factory=list)
     source: str = ""
     bytes_written: int = 0
-    _made: set[Path] = field(default_factory=set, repr=False)
+    _made: set[str] = field(default_factory=set, repr=False)
 
     def keep(self, path: str, size: int, source_mtime: str) -> bool:
         """The source still has ``path`` as the last fetch saw it: keep the copy we hold."""
@@ -140,19 +140,25 @@ class Staging:
         if path in self.new or path == MANIFEST:
             raise TransferError(f"{self.job_id}: {path} arrived twice")
         target = self.dir / path
-        if target.parent not in self._made:
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._made.add(target.parent)
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):  # top down, each once: no failing mkdir calls
+            sub = "/".join(parts[:i])
+            if sub not in self._made:
+                os.mkdir(self.dir / sub, 0o700)
+                self._made.add(sub)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         digest, n = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as f:
+        try:  # plain descriptor writes: no buffering, no tty probe, one syscall per chunk
             for chunk in chunks:
-                f.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
                 digest.update(chunk)
                 n += len(chunk)
-            f.flush()
-            os.utime(f.fileno(), ns=(mtime_ns, mtime_ns))
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
         self.bytes_written += n
         if n != size:
             raise TransferError(f"{self.job_id}: {path}: {n} bytes arrived, {size} announced "
@@ -239,15 +245,16 @@ class ArtifactStore:
     def stage(self, job_id: str) -> Staging:
         """A fresh private staging dir for ``job_id``, knowing what the last fetch left."""
         check_job_id(job_id)
-        try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise UsageError(f"cannot create the artifacts directory {self.root}: "
-                             f"{exc.strerror}") from None
-        if not self.root.is_dir():
-            raise UsageError(f"{self.root} is not a directory")
         if self._staging is None:  # one per store: cheap for a sweep's hundreds of jobs
             import tempfile
+
+            try:
+                self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise UsageError(f"cannot create the artifacts directory {self.root}: "
+                                 f"{exc.strerror}") from None
+            if not self.root.is_dir():
+                raise UsageError(f"{self.root} is not a directory")
 
             self._staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
             (self._staging / STAGING_MARK).touch(mode=0o600)
@@ -288,6 +295,7 @@ class ArtifactStore:
         for path in staging.kept:  # unchanged files: hard links, no copy
             dest = staging.dir / path
             dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            staging._made.add(str(dest.parent.relative_to(staging.dir)))
             try:
                 os.link(final / path, dest, follow_symlinks=False)
             except OSError:
@@ -298,11 +306,11 @@ class ArtifactStore:
             "files": [files[p].to_dict() for p in sorted(files)],
             "links": staging.links, "refused": staging.refused, "notes": staging.notes,
             "transfer": {"files": transferred[0], "bytes": transferred[1]}}
-        tmp = staging.dir / (MANIFEST + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        # last; the staging dir is private until the rename below makes it the job's
+        fd = os.open(staging.dir / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                     os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(manifest, sort_keys=True, default=str))  # C encoder: fast
-        os.replace(tmp, staging.dir / MANIFEST)  # last: its presence means complete
         with self._lock():
             trash = None
             if final.exists() or final.is_symlink():

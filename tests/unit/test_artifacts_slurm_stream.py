@@ -78,7 +78,7 @@ def test_many_jobs_in_one_round_trip_then_nothing_moves(work, tmp_path):
             assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["size"]
         assert {f["path"] for f in m["files"]} == {
             "output/model.mlir", "output/inputs/input_0.npy", "output/odd name\nwith newline",
-            "output/weights/w.npy", "logs/stdout.log", "logs/stderr.log"}
+            "output/weights/w.npy", "stdout.log", "stderr.log"}
     again = fetch(sched, store, ["hpc-11", "hpc-12", "hpc-13"])
     assert all(not g.changed and g.transferred_bytes == 0 for g in again)
     assert sched.fetched_bytes["archive"] == first["archive"]  # no archive was streamed
@@ -89,7 +89,7 @@ def test_many_jobs_in_one_round_trip_then_nothing_moves(work, tmp_path):
         f.write("late line\n")
     third = fetch(sched, store, ["hpc-11", "hpc-12", "hpc-13"])
     assert [g.transferred_files for g in third] == [0, 1, 0]
-    assert (tmp_path / "art" / "hpc-12" / "logs" / "stdout.log").read_text().endswith(
+    assert (tmp_path / "art" / "hpc-12" / "stdout.log").read_text().endswith(
         "late line\n")
     assert (tmp_path / "art" / "hpc-12" / "output" / "inputs" / "input_0.npy").read_bytes() \
         == big
@@ -116,14 +116,14 @@ def test_planted_links_are_refused_and_never_followed(work, tmp_path):
     assert {r["path"] for r in a.refused} == {"output/evil", "output/up", "output/sub/dirlink",
                                                "output/pipe"}
     assert a.exit_code == 1 and b.exit_code == 1
-    assert {r["path"] for r in b.refused} == {"output", "logs/stderr.log"}
+    assert {r["path"] for r in b.refused} == {"output", "stderr.log"}
     landed = [p for p in (tmp_path / "art").rglob("*") if p.is_file()]
     assert all(p.read_bytes() != b"private key" for p in landed)
     assert not any(p.is_symlink() for p in (tmp_path / "art").rglob("*"))
     m = json.loads((tmp_path / "art" / "hpc-21" / MANIFEST).read_text())
     assert m["links"] == [{"path": "output/alias.mlir", "target": "model.mlir"}]
-    assert {f["path"] for f in m["files"]} == {"output/model.mlir", "logs/stdout.log",
-                                               "logs/stderr.log"}
+    assert {f["path"] for f in m["files"]} == {"output/model.mlir", "stdout.log",
+                                               "stderr.log"}
 
 
 def test_a_cut_stream_is_an_error_and_leaves_nothing_that_looks_complete(work, tmp_path):

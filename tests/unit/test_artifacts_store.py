@@ -37,7 +37,7 @@ def put(store: ArtifactStore, job_id: str, files: dict[str, bytes], meta=None):
 
 def test_manifest_holds_sha256_and_size_of_every_file(tmp_path):
     store = ArtifactStore(tmp_path / "a")
-    files = {"output/model.mlir": b"module @main {}\n", "logs/stdout.log": b"SUCCESS\n",
+    files = {"output/model.mlir": b"module @main {}\n", "stdout.log": b"SUCCESS\n",
              "output/inputs/input_0.npy": os.urandom(5000)}
     got = put(store, "local-1", files)
     assert got.changed and got.files == 3 and got.bytes == sum(map(len, files.values()))

@@ -149,19 +149,19 @@ class Scheduler(ABC):
     def fetch_outputs(self, stagings: Sequence[Staging]) -> None:
         """Copy finished jobs' files into their stagings (``artifacts_store.Staging``): the
         payload's --out directory as ``output/...`` and the job's stdout/stderr as
-        ``logs/stdout.log`` / ``logs/stderr.log``. Call ``staging.keep`` for a file the
+        ``stdout.log`` / ``stderr.log``. Call ``staging.keep`` for a file the
         staging already ``have``s unchanged (nothing travels), ``staging.write`` for the
         rest, ``staging.refuse`` for a symlink leading out of the job's directory (never
         followed). A backend moves all of them in as few round trips as it can (Slurm: one
         archive per instance). Raise for a failure of the whole batch.
 
-        The default saves what ``logs`` returns as ``logs/stdout.log`` and nothing else: a
+        The default saves what ``logs`` returns as ``stdout.log`` and nothing else: a
         backend that knows where its jobs' files are overrides it."""
         from warpforge_launch.artifacts_copy import save_log
 
         for staging in stagings:
             staging.source = f"{self.name}: job log only"
-            save_log(staging, "logs/stdout.log",
+            save_log(staging, "stdout.log",
                      lambda job_id=staging.job_id: "".join(self.logs(job_id)))
 
     @abstractmethod

@@ -525,7 +525,7 @@ class KubernetesScheduler(Scheduler):
             st.source = f"{self.name}: {root.rstrip('/')}/{name}"
             ac.copy_tree(st, root, name)
             try:
-                ac.save_log(st, "logs/stdout.log", lambda j=st.job_id: "".join(self.logs(j)))
+                ac.save_log(st, "stdout.log", lambda j=st.job_id: "".join(self.logs(j)))
             except LaunchError as exc:
                 st.notes.append(f"pod log not fetched: {exc}")
 

@@ -280,8 +280,8 @@ class LocalScheduler(Scheduler):
             job_dir = str(self.job_dir(st.job_id))
             st.source = f"{socket.gethostname()}:{job_dir}"
             ac.copy_tree(st, job_dir, "out")
-            ac.copy_file(st, job_dir, "stdout.log", "logs/stdout.log")
-            ac.copy_file(st, job_dir, "stderr.log", "logs/stderr.log")
+            ac.copy_file(st, job_dir, "stdout.log", "stdout.log")
+            ac.copy_file(st, job_dir, "stderr.log", "stderr.log")
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         job_dir = self.job_dir(job_id)

@@ -454,7 +454,7 @@ class RayScheduler(Scheduler):
                 raise NotFoundError(f"no Ray job {st.job_id!r}")
             st.source = f"{self.name}: {root.rstrip('/')}/{sid}"
             ac.copy_tree(st, root, sid)
-            ac.save_log(st, "logs/stdout.log", lambda j=st.job_id: "".join(self.logs(j)))
+            ac.save_log(st, "stdout.log", lambda j=st.job_id: "".join(self.logs(j)))
 
     def cluster_info(self) -> ClusterInfo:
         version = self.client.call("GET", "/api/version")

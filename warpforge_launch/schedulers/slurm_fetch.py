@@ -84,8 +84,8 @@ exit $rc
 def remote_names(native: str) -> dict[str, str]:
     """Where a job's files are in the work dir (see templates/sbatch.sh.j2) -> where they go
     in its artifact dir."""
-    return {f"output-{native}": "output", f"warpforge-{native}.out": "logs/stdout.log",
-            f"warpforge-{native}.err": "logs/stderr.log"}
+    return {f"output-{native}": "output", f"warpforge-{native}.out": "stdout.log",
+            f"warpforge-{native}.err": "stderr.log"}
 
 
 class _Counting:
@@ -281,7 +281,7 @@ def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]
     if not expected:
         return sent
     try:
-        with tarfile.open(fileobj=out, mode="r|") as tar:
+        with tarfile.open(fileobj=out, mode="r|", bufsize=1 << 16) as tar:
             for member in tar:
                 _member(tar, member, expected)
         while out.read(1 << 16):  # the archive's padding: let the remote tar finish

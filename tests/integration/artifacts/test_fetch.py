@@ -64,14 +64,14 @@ def test_local_fetch_cli_then_nothing_moves_and_bad_ids_exit_2(tmp_path, _privat
     assert [f["job_id"] for f in r.json] == [ok, failed]
     assert all(f["changed"] and f["transferred_bytes"] > 0 for f in r.json)
     m = check_manifest(_private_home / "artifacts" / ok)
-    assert {"output/model.mlir", "output/manifest.json", "logs/stdout.log",
-            "logs/stderr.log"} <= {f["path"] for f in m["files"]}
+    assert {"output/model.mlir", "output/manifest.json", "stdout.log",
+            "stderr.log"} <= {f["path"] for f in m["files"]}
     assert m["status"]["state"] == "COMPLETED" and m["scheduler"] == {"instance": "local",
                                                                        "type": "local"}
     assert m["definition"]["source"] == str(src) and m["timings"]["elapsed_seconds"] >= 0
     fm = check_manifest(_private_home / "artifacts" / failed)
     assert fm["status"]["state"] == "FAILED"
-    assert "boom" in (_private_home / "artifacts" / failed / "logs" / "stderr.log").read_text()
+    assert "boom" in (_private_home / "artifacts" / failed / "stderr.log").read_text()
 
     again = run_cli(*base, "fetch", ok, failed, "--json", check_json=True)
     assert again.returncode == 0
@@ -127,10 +127,10 @@ def test_ray_fetch_from_the_shared_output_root(ray_head, fake_snakegrinder, outp
         for job in jobs:
             m = check_manifest(_private_home / "artifacts" / job)
             paths = {f["path"] for f in m["files"]}
-            assert {"output/model.mlir", "output/manifest.json", "logs/stdout.log"} <= paths
+            assert {"output/model.mlir", "output/manifest.json", "stdout.log"} <= paths
             mlir = (_private_home / "artifacts" / job / "output" / "model.mlir").read_text()
             assert "stablehlo" in mlir
-            log = (_private_home / "artifacts" / job / "logs" / "stdout.log").read_text()
+            log = (_private_home / "artifacts" / job / "stdout.log").read_text()
             assert "SUCCESS" in log
         again = artifacts.fetch(launcher, jobs)
         assert all(not f.changed and f.transferred_bytes == 0 and f.transferred_files == 0
@@ -193,7 +193,7 @@ def test_slurm_fetch_through_the_login_node_in_one_round_trip(slurm_cluster, sha
                 if f["path"].startswith("output/"):
                     src = remote / f["path"].removeprefix("output/")
                     assert hashlib.sha256(src.read_bytes()).hexdigest() == f["sha256"]
-            out_log = (job_dir / "logs" / "stdout.log").read_bytes()
+            out_log = (job_dir / "stdout.log").read_bytes()
             assert out_log == (user_dir / f"warpforge-{native}.out").read_bytes()
             assert m["scheduler"]["type"] == "slurm" and m["native_id"] == native
             assert login_node["host"] in m["source"]
