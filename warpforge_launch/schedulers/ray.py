@@ -454,7 +454,10 @@ class RayScheduler(Scheduler):
                 raise NotFoundError(f"no Ray job {st.job_id!r}")
             st.source = f"{self.name}: {root.rstrip('/')}/{sid}"
             ac.copy_tree(st, root, sid)
-            ac.save_log(st, "stdout.log", lambda j=st.job_id: "".join(self.logs(j)))
+            try:
+                ac.save_log(st, "stdout.log", lambda j=st.job_id: "".join(self.logs(j)))
+            except NotFoundError as exc:  # deleted on the Ray side: its files still count
+                st.notes.append(f"log not fetched: {exc}")
 
     def cluster_info(self) -> ClusterInfo:
         version = self.client.call("GET", "/api/version")
