@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     r = sub.add_parser("result", parents=common, help="show finished jobs' results")
     r.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+    r.add_argument("--fetch", action="store_true",
+                   help="also copy the jobs' files into the artifact store (see `fetch`)")
+    r.add_argument("--to", metavar="DIR", help="with --fetch: store under DIR/<job id>/")
     g = sub.add_parser("logs", parents=common, help="print a job's output")
     g.add_argument("job_id", metavar="JOB_ID")
     g.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
@@ -110,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     from warpforge_launch.web.cli import add_parser as add_serve  # argparse only: fast start
 
     add_serve(sub, common)
+    from warpforge_launch.artifacts_cli import add_parser as add_artifacts  # argparse only
+
+    add_artifacts(sub, common)
     return top
 
 

@@ -125,10 +125,20 @@ def cmd_status(args) -> int:
 
 
 def cmd_result(args) -> int:
+    if args.to and not args.fetch:
+        raise UsageError("--to goes with --fetch")
+    fetch_code, fetched = 0, []
     with _launcher(args) as launcher:
         results = list(launcher.results(args.job_ids).values())
+        if args.fetch:
+            from warpforge_launch.artifacts_cli import fetch_and_report
+
+            fetch_code, fetched = fetch_and_report(launcher, args.job_ids, args.to, args.json)
     if args.json:
-        emit_json([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict())
+        docs = [r.to_dict() for r in results]
+        for doc, f in zip(docs, fetched, strict=False):
+            doc["fetched"] = f.to_dict()
+        emit_json(docs if len(docs) > 1 else docs[0])
     else:
         from warpforge_launch.output import print_result
 
@@ -136,7 +146,7 @@ def cmd_result(args) -> int:
             if i:
                 print()
             print_result(result)
-    return 0 if all(r.success for r in results) else 1
+    return fetch_code or (0 if all(r.success for r in results) else 1)
 
 
 def cmd_logs(args) -> int:

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from warpforge_launch.errors import NotFoundError
 from warpforge_launch.jobs import (
@@ -23,6 +23,9 @@ from warpforge_launch.jobs import (
     JobSubmission,
     SchedulerCapabilities,
 )
+
+if TYPE_CHECKING:
+    from warpforge_launch.artifacts_store import Staging
 
 
 class Request(Protocol):
@@ -142,6 +145,24 @@ class Scheduler(ABC):
     @abstractmethod
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         """The job's output as text chunks; with ``follow``, until the job ends."""
+
+    def fetch_outputs(self, stagings: Sequence[Staging]) -> None:
+        """Copy finished jobs' files into their stagings (``artifacts_store.Staging``): the
+        payload's --out directory as ``output/...`` and the job's stdout/stderr as
+        ``stdout.log`` / ``stderr.log``. Call ``staging.keep`` for a file the
+        staging already ``have``s unchanged (nothing travels), ``staging.write`` for the
+        rest, ``staging.refuse`` for a symlink leading out of the job's directory (never
+        followed). A backend moves all of them in as few round trips as it can (Slurm: one
+        archive per instance). Raise for a failure of the whole batch.
+
+        The default saves what ``logs`` returns as ``stdout.log`` and nothing else: a
+        backend that knows where its jobs' files are overrides it."""
+        from warpforge_launch.artifacts_copy import save_log
+
+        for staging in stagings:
+            staging.source = f"{self.name}: job log only"
+            save_log(staging, "stdout.log",
+                     lambda job_id=staging.job_id: "".join(self.logs(job_id)))
 
     @abstractmethod
     def cancel(self, job_id: str) -> bool:

@@ -510,6 +510,25 @@ class KubernetesScheduler(Scheduler):
             mlir = mlir_path.read_text(errors="replace")
         return tuple(files), mlir
 
+    def fetch_outputs(self, stagings) -> None:
+        """``<local_output_root>/<job name>`` (as Ray's shared root) and the pod's log, when
+        the pod still exists and the last fetch does not hold it."""
+        from warpforge_launch import artifacts_copy as ac
+
+        root = self.config.local_output_root
+        if not root:
+            raise UsageError(f"scheduler {self.name!r} has no local_output_root: its jobs' "
+                             "files are not visible from this machine",
+                             hint="mount the output volume here and set local_output_root")
+        for st in stagings:
+            name = self.native_id(st.job_id)
+            st.source = f"{self.name}: {root.rstrip('/')}/{name}"
+            ac.copy_tree(st, root, name)
+            try:
+                ac.save_log(st, "stdout.log", lambda j=st.job_id: "".join(self.logs(j)))
+            except LaunchError as exc:
+                st.notes.append(f"pod log not fetched: {exc}")
+
     def cancel(self, job_id: str) -> bool:
         """CANCELLED goes to the job store and onto the Job first; then a Foreground delete,
         waited for until the Job (and so every pod of it) is gone."""

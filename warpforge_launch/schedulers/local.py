@@ -272,6 +272,17 @@ class LocalScheduler(Scheduler):
             status.elapsed, None if st.success else (state.get("message") or st.value),
             {}, state.get("exit_code"), _tail(job_dir))
 
+    def fetch_outputs(self, stagings) -> None:
+        """Straight from the job dir: ``out/`` (the payload's --out) and the two logs."""
+        from warpforge_launch import artifacts_copy as ac
+
+        for st in stagings:
+            job_dir = str(self.job_dir(st.job_id))
+            st.source = f"{socket.gethostname()}:{job_dir}"
+            ac.copy_tree(st, job_dir, "out")
+            ac.copy_file(st, job_dir, "stdout.log", "stdout.log")
+            ac.copy_file(st, job_dir, "stderr.log", "stderr.log")
+
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         job_dir = self.job_dir(job_id)
         self._read(job_id)

@@ -436,6 +436,29 @@ class RayScheduler(Scheduler):
             return ((f"{node or 'ray-worker'}:{root}/{sid}/",) if success else ()), None
         return tuple(found.files), found.mlir
 
+    def fetch_outputs(self, stagings) -> None:
+        """``<output root>/<submission id>`` through the shared output root (the directory
+        comes from our own job id, never from what the cluster reports), and the job's log
+        (stdout and stderr together, as Ray keeps it) from the Jobs API when not held yet."""
+        import os
+
+        from warpforge_launch import artifacts_copy as ac
+
+        root = self.config.local_output_root or self.config.output_root
+        if not os.path.isdir(root):
+            raise UsageError(f"Ray's output root {root} is not visible from this machine",
+                             hint="mount it here and set local_output_root in the inventory")
+        for st in stagings:
+            sid = self.native_id(st.job_id)
+            if "/" in sid or sid in (".", ".."):
+                raise NotFoundError(f"no Ray job {st.job_id!r}")
+            st.source = f"{self.name}: {root.rstrip('/')}/{sid}"
+            ac.copy_tree(st, root, sid)
+            try:
+                ac.save_log(st, "stdout.log", lambda j=st.job_id: "".join(self.logs(j)))
+            except NotFoundError as exc:  # deleted on the Ray side: its files still count
+                st.notes.append(f"log not fetched: {exc}")
+
     def cluster_info(self) -> ClusterInfo:
         version = self.client.call("GET", "/api/version")
         nodes_doc = self.client.call("GET", "/api/v0/nodes")

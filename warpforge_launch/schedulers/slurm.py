@@ -107,6 +107,8 @@ class SlurmScheduler(Scheduler):
         self._transport = transport
         # client programs run, counted by name: bounded, for tests and benchmarks
         self.calls: Counter[str] = Counter()
+        # what fetches brought over the wire ("wire") and of it file data ("archive")
+        self.fetched_bytes: Counter[str] = Counter()
         self.watcher = SlurmWatcher(self._run, self.home / "slurm" / f"{name}.json",
                                     config.max_poll_interval)
 
@@ -405,6 +407,13 @@ class SlurmScheduler(Scheduler):
             if status.state.terminal:
                 return
             time.sleep(self.poll_interval(job_id))
+
+    def fetch_outputs(self, stagings) -> None:
+        """All jobs' output dirs and stdout/stderr files from the work dir, one archive in one
+        round trip (schedulers/slurm_fetch.py); only files that changed travel."""
+        from warpforge_launch.schedulers import slurm_fetch
+
+        self.fetched_bytes += slurm_fetch.fetch(self, stagings)
 
     # -- cancel / list / cluster -----------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:

@@ -37,6 +37,17 @@ class Transport:
         """``program`` names the client in messages (argv[0] may be ``env`` or ``bash``)."""
         raise NotImplementedError
 
+    def command(self, argv: Sequence[str], timeout: float
+                ) -> tuple[list[str], dict[str, str] | None]:
+        """The local argv (and environment) that runs ``argv`` where the clients live, for a
+        caller that streams its output instead of collecting it (a fetch's archive)."""
+        raise NotImplementedError
+
+    def failure(self, returncode: int, stderr: str, program: str, timeout: float
+                ) -> InfrastructureError | None:
+        """The transport's own failure behind a return code (unreachable, timed out)."""
+        return None
+
     def close(self) -> None:
         """Nothing to release by default (SSH masters persist on purpose)."""
 
@@ -64,6 +75,9 @@ class LocalTransport(Transport):
             raise InfrastructureError(f"`{program}` is not installed on {self.where}",
                                       hint="install the Slurm client tools") from None
         return proc
+
+    def command(self, argv, timeout):
+        return [*self.prefix, *argv], ({**os.environ, **self.env} if self.env else None)
 
 
 def _run_group(argv: list[str], input: str | None, timeout: float,
@@ -167,6 +181,21 @@ class SshTransport(Transport):
                                       hint="check the host, its host key in known_hosts, "
                                       "and the identity file")
         return proc
+
+    def command(self, argv, timeout):
+        remote = ["timeout", "-k", "2", f"{max(1.0, timeout - 1):g}", *argv]
+        return [*self.base_argv(), "--", self.host, shlex.join(remote)], None
+
+    def failure(self, returncode, stderr, program, timeout):
+        if returncode in (124, 137):
+            return InfrastructureError(f"`{program}` on {self.where} did not finish within "
+                                       f"{timeout:g}s{_said(stderr)}")
+        if returncode == 255:
+            line = next((ln for ln in reversed(stderr.splitlines()) if ln.strip()), "ssh failed")
+            return InfrastructureError(f"cannot reach {self.where}: {line.strip()}",
+                                       hint="check the host, its host key in known_hosts, "
+                                       "and the identity file")
+        return None
 
     def stop_master(self, timeout: float = 10) -> None:
         """End the shared connection (tests, or a user who wants it gone)."""
