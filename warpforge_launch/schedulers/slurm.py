@@ -34,7 +34,14 @@ from warpforge_launch.jobs import (
 from warpforge_launch.payload import snakegrinder_argv
 from warpforge_launch.schedulers import slurm_parse as sp
 from warpforge_launch.schedulers import slurm_remote as remote
-from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
+from warpforge_launch.schedulers.base import (
+    BatchPlan,
+    BatchRef,
+    Outcome,
+    Scheduler,
+    SubmissionPlan,
+    Submitted,
+)
 from warpforge_launch.schedulers.slurm_transport import (
     Completed,
     LocalTransport,
@@ -43,7 +50,7 @@ from warpforge_launch.schedulers.slurm_transport import (
 )
 from warpforge_launch.schedulers.slurm_watch import INVALID_ID, SlurmWatcher
 
-_NATIVE = re.compile(r"^\d+$")
+_NATIVE = re.compile(r"^\d+(?:_\d+)?$")  # a job, or an array task <job>_<task>
 _UNREACHABLE = ("unable to contact slurm controller", "socket timed out",
                 "connection refused", "zero bytes were transmitted", "communication connection",
                 "slurm_persist_conn_open", "unable to establish")
@@ -196,7 +203,7 @@ class SlurmScheduler(Scheduler):
             gpu_scheduling=True,
             supported_gpu_types={GpuType.NONE, GpuType.NVIDIA, GpuType.AMD, GpuType.ANY},
             queue_priority=bool(self.config.qos_by_priority or self.config.nice_from_priority),
-            node_affinity=True, job_arrays=False)
+            node_affinity=True, job_arrays=True)
 
     def script_spec(self, submission: JobSubmission):
         """The job mapped to Slurm terms (pure)."""
@@ -338,7 +345,96 @@ class SlurmScheduler(Scheduler):
     def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         """Jobs sbatch accepted whose submit was interrupted before it was recorded: found
         by the correlation id in their ``--comment`` (or short id in the job name)."""
-        return self.watcher.find_correlated(list(correlation_ids))
+        found = self.watcher.find_correlated(list(correlation_ids))
+        # a job array answers for its request as a whole: its array job id
+        return {c: n.partition("_")[0] for c, n in found.items()}
+
+    # -- sweeps: job arrays ------------------------------------------------------------------------
+    def plan_batch(self, submissions: Sequence[JobSubmission], *,
+                   throttle: int | None = None) -> BatchPlan:
+        """One job array per resource shape (slurm_array.py says why not one in all)."""
+        from warpforge_launch.schedulers import slurm_array as sa
+        from warpforge_launch.schedulers import slurm_script as ss
+
+        for sub in submissions:
+            _check_source(sub.definition.source)
+        specs = [self.script_spec(s) for s in submissions]
+        requests, jobs = [], [None] * len(specs)
+        for members in sa.group(specs):
+            try:
+                request = sa.render([specs[i] for i in members], throttle)
+            except ss.ScriptError as exc:
+                raise UsageError(str(exc)) from None
+            requests.append(request)
+            for index, i in enumerate(members):
+                spec, sub = specs[i], submissions[i]
+                out = f"{spec.work_dir}/output-${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+                payload = tuple(a.replace(ss.OUT_DIR_TOKEN, out) for a in spec.argv)
+                jobs[i] = SubmissionPlan(
+                    self.name, None, "sbatch-array-task", payload,
+                    sa.ArrayTask(request.batch_id, index, spec), str(sub.correlation_id),
+                    BatchRef(request.batch_id, index))
+        return BatchPlan(self.name, "sbatch-array", tuple(jobs), tuple(requests))
+
+    def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:
+        """Every array of the batch in ONE round trip (the submit driver runs one sbatch per
+        array); the cells of an array sbatch rejected get its error, the others their ids."""
+        from warpforge_launch import secrets
+
+        arrays = list(batch.requests)
+        if not arrays:
+            return {}
+        stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
+        jobs = [remote.Job(f"warpforge-{stamp}-{k}.sbatch", a.script, a.secret_env)
+                for k, a in enumerate(arrays)]
+        values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
+        work_dir = arrays[0].tasks[0].work_dir
+        results, stderr = {}, ""
+        for k in range(0, len(jobs), remote.MAX_JOBS):
+            chunk = jobs[k:k + remote.MAX_JOBS]
+            done = self._run_driver(work_dir, chunk, values, 0.5 * len(chunk))
+            results.update(remote.submit_results(done.stdout))
+            stderr = done.stderr
+        by_batch: dict[str, Outcome] = {}
+        for job, array in zip(jobs, arrays, strict=True):
+            rc, out = results.get(job.name, (-1, stderr or "no answer from the submit driver"))
+            try:
+                by_batch[array.batch_id] = Submitted(sp.parse_sbatch_parsable(out)) \
+                    if rc == 0 else None
+            except ValueError:
+                by_batch[array.batch_id] = None
+            if by_batch[array.batch_id] is None:
+                try:
+                    _raise_client_failure(out, self.transport.where)
+                    by_batch[array.batch_id] = UsageError(
+                        f"sbatch rejected the job array: {sp.sbatch_error_line(out)}",
+                        hint="check partition, GRES and limits with `sinfo`")
+                except InfrastructureError as exc:
+                    by_batch[array.batch_id] = exc
+        outcome: dict[str, Outcome] = {}
+        for plan in batch.jobs:
+            got = by_batch[plan.batch.correlation_id]
+            outcome[plan.correlation_id] = Submitted(
+                self.batch_native_id(got.native_id, plan.batch.index)) \
+                if isinstance(got, Submitted) else got
+        return outcome
+
+    def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """ONE scancel for every active job of the list, after one batched refresh. Array
+        tasks are named one by one (``123_4``), never the whole array: a task not in the
+        list is not ours to stop."""
+        natives = {j: self._native(j) for j in job_ids}
+        statuses = self.statuses(list(job_ids))
+        active = [j for j in job_ids if j in statuses and not statuses[j].state.terminal]
+        if not active:
+            return {j: False for j in job_ids}
+        done = self._run(["scancel", *sorted({natives[j] for j in active}, key=sp.id_key)])
+        if done.returncode != 0:
+            low = done.stderr.lower()
+            if not ("already completing or completed" in low or INVALID_ID in low):
+                raise InfrastructureError(f"scancel failed: {sp.first_line(done.stderr)}")
+        self.watcher.forget(*natives.values())
+        return {j: j in active for j in job_ids}
 
     def _to_status(self, job_id: str, rec: sp.SlurmRecord) -> JobStatus:
         changed = rec.ended or rec.started or rec.submitted
@@ -440,7 +536,7 @@ class SlurmScheduler(Scheduler):
         statuses = [self._to_status(self.job_id(n), r) for n, r in records.items()]
         if query.states:
             statuses = [s for s in statuses if s.state in query.states]
-        statuses.sort(key=lambda s: int(self.native_id(s.job_id)), reverse=True)
+        statuses.sort(key=lambda s: sp.id_key(self.native_id(s.job_id)), reverse=True)
         return statuses[: query.limit] if query.limit else statuses
 
     def cluster_info(self) -> ClusterInfo:

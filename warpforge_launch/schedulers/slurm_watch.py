@@ -67,9 +67,10 @@ class SlurmWatcher:
         seen = self._last.get(native)
         return self.interval(seen[1]) if seen else 0.0
 
-    def forget(self, native: str) -> None:
-        """Drop the remembered answer (after a cancel, the next status must ask Slurm)."""
-        self._last.pop(native, None)
+    def forget(self, *natives: str) -> None:
+        """Drop the remembered answers (after a cancel, the next status must ask Slurm)."""
+        for native in natives:
+            self._last.pop(native, None)
 
     def records(self, natives: Sequence[str]) -> dict[str, sp.SlurmRecord]:
         """Records of the jobs Slurm knows, from cache or one batched refresh."""
@@ -86,7 +87,7 @@ class SlurmWatcher:
                 todo.append(native)
         if not todo:
             return out
-        fetched = self._fetch(sorted(todo, key=int))
+        fetched = self._fetch(sorted(todo, key=sp.id_key))
         now = time.monotonic()
         for native in todo:
             rec = fetched.get(native)
@@ -127,7 +128,8 @@ class SlurmWatcher:
         return merged
 
     def _squeue(self, natives: list[str]) -> dict[str, sp.SlurmRecord]:
-        done = self._run(["squeue", "-h", "-t", "all", "-j", ",".join(natives),
+        # -r: one line per array task, also for tasks still pending in one record
+        done = self._run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(natives),
                           "-o", sp.SQUEUE_FORMAT])
         if done.returncode != 0:
             if INVALID_ID in done.stderr.lower():
@@ -188,7 +190,7 @@ class SlurmWatcher:
         if rest:
             acct = self._run(["sacct", "-X", "-P", "-n", "-S", "now-30days",
                               "--name", ",".join(sorted(set(rest.values()))),
-                              "--format=JobIDRaw,JobName,Comment"], check=False)
+                              "--format=JobID,JobName,Comment"], check=False)
             if acct.returncode == 0:
                 found.update(sp.match_correlated(
                     [tuple((ln.split("|", 2) + ["", ""])[:3])
