@@ -92,16 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cluster-info", parents=common, help="show a scheduler's capacity")
     c.add_argument("--scheduler", help="scheduler instance (default: the inventory's default)")
     sub.add_parser("schedulers", parents=common, help="list the configured scheduler instances")
+    from warpforge_launch.sweep_cli import add_parser as add_sweep
     from warpforge_launch.web.cli import add_parser as add_serve  # argparse only: fast start
 
     add_serve(sub, common)
+    add_sweep(sub, common)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
-        args = build_parser().parse_args(argv)
+        from warpforge_launch.sweep_cli import default_submit
+
+        args = build_parser().parse_args(default_submit(list(
+            sys.argv[1:] if argv is None else argv)))
         if not args.command:
             build_parser().print_help()
             return 2
