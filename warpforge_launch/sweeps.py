@@ -26,7 +26,7 @@ from warpforge_launch.jobs import (
 
 MAX_CELLS = 10_000
 _TOP = {"name", "models", "inputs", "gpus", "schedulers", "options"}
-_MODEL = {"source", "class", "name", "type"}
+_MODEL = {"source", "class", "name", "type", "env"}
 _OPTIONS = {"type", "gpu_count", "timeout", "memory", "cpus", "env", "secret_env", "queue",
             "priority", "seed", "nodes", "throttle"}
 
@@ -41,6 +41,7 @@ class Model:
     source: str            # absolute path
     model_class: str | None
     type: JobType
+    env: Mapping[str, str] = field(default_factory=dict)  # over options.env
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def parse(data: Any, *, base_dir: Path, default_name: str = "sweep") -> SweepSpe
         if mname in seen:
             raise _fail(f"{where}.name", f"{mname!r} is used twice; give each model a name")
         seen.add(mname)
-        models.append(Model(mname, str(source), cls, mtype))
+        env = _env(m["env"], f"{where}.env") if "env" in m else {}
+        models.append(Model(mname, str(source), cls, mtype, env))
     shapes, labels = [], set()
     for i, s in enumerate(_list(top.get("inputs"), "inputs")):
         label = _text(s, f"inputs[{i}]").strip()
@@ -235,14 +237,7 @@ def _options(raw: Any) -> dict[str, Any]:
     if o.get("queue") is not None:
         out["queue"] = _text(o["queue"], "options.queue")
     if "env" in o:
-        env = o["env"]
-        if not isinstance(env, Mapping):
-            raise _fail("options.env", f"must be a mapping, got {type(env).__name__}")
-        for k, v in env.items():
-            if not isinstance(k, str) or not isinstance(v, (str, int, float)) or isinstance(
-                    v, bool):
-                raise _fail(f"options.env.{k}", f"must be a string value, got {v!r}")
-        out["env"] = {k: str(v) for k, v in env.items()}
+        out["env"] = _env(o["env"], "options.env")
     if "secret_env" in o:
         out["secret_env"] = tuple(_text(k, f"options.secret_env[{i}]")
                                   for i, k in enumerate(_list(o["secret_env"],
@@ -253,6 +248,15 @@ def _options(raw: Any) -> dict[str, Any]:
     if "type" in o:
         raise _fail("options.type", "the job type is per model (models[i].type)")
     return out
+
+
+def _env(env: Any, path: str) -> dict[str, str]:
+    if not isinstance(env, Mapping):
+        raise _fail(path, f"must be a mapping, got {type(env).__name__}")
+    for k, v in env.items():
+        if not isinstance(k, str) or not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise _fail(f"{path}.{k}", f"must be a string value, got {v!r}")
+    return {k: str(v) for k, v in env.items()}
 
 
 def expand(spec: SweepSpec) -> list[Cell]:
@@ -269,7 +273,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
                 for si, shape in enumerate(spec.shapes):
                     definition = _checked(
                         f"models[{mi}] x inputs[{si}]", JobDefinition, model.name, model.source,
-                        shape.inputs, model.type, model.model_class, resources, spec.env,
+                        shape.inputs, model.type, model.model_class, resources,
+                        {**spec.env, **model.env},
                         timeout_minutes(spec.timeout_minutes), spec.seed, spec.secret_env)
                     cells.append(Cell(len(cells), model.name, shape.label, gpu.value, sched,
                                       definition))
@@ -280,7 +285,7 @@ def to_dict(spec: SweepSpec) -> dict[str, Any]:
     """The JSON form kept in the job store (secret-free: secret_env holds names)."""
     return {"name": spec.name,
             "models": [{"name": m.name, "source": m.source, "class": m.model_class,
-                        "type": m.type.value} for m in spec.models],
+                        "type": m.type.value, "env": dict(m.env)} for m in spec.models],
             "inputs": [s.label for s in spec.shapes], "gpus": [g.value for g in spec.gpus],
             "schedulers": list(spec.schedulers),
             "options": {"gpu_count": spec.gpu_count, "timeout": spec.timeout_minutes,
