@@ -61,6 +61,19 @@ def wait_all(log_dir, inv, sweep_id, deadline_s=240):
         time.sleep(1.0)
 
 
+def alloc_tres(cluster, native, deadline_s=20):
+    """What sacct says the task was allocated; accounting may lag squeue by a moment."""
+    end = time.monotonic() + deadline_s
+    while True:
+        out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", native,
+                              "--format=JobID,AllocTRES"], capture_output=True, text=True,
+                             env={**os.environ, "SLURM_CONF": str(cluster.conf)},
+                             timeout=20, check=True).stdout
+        if out.strip() or time.monotonic() > end:
+            return out
+        time.sleep(0.5)
+
+
 def nul_file(path):
     return [p.decode() for p in path.read_bytes().split(b"\0") if p]
 
@@ -116,10 +129,7 @@ def test_a_2x3x2_sweep_is_one_round_trip_of_job_arrays(slurm_cluster, shared_dir
         assert env["WARPFORGE_GRES"] == f"gpu:{gpu.lower()}:1"
         assert ("WF_FAKE_EXIT" in env) == (model == "beta")
         # what Slurm itself allocated to the task
-        acct = subprocess.run(["sacct", "-X", "-P", "-n", "-j", native,
-                               "--format=JobID,AllocTRES"], capture_output=True, text=True,
-                              env={**os.environ, "SLURM_CONF": str(slurm_cluster.conf)},
-                              timeout=20, check=True).stdout
+        acct = alloc_tres(slurm_cluster, native)
         assert f"gres/gpu:{gpu.lower()}=1" in acct, acct
         other = "amd" if gpu == "NVIDIA" else "nvidia"
         assert f"gres/gpu:{other}" not in acct
