@@ -69,6 +69,7 @@ def submit(launcher: Launcher, spec: sweeps.SweepSpec) -> tuple[str, dict[str, s
     records, cells = [], []
     for g in groups:
         sched = g.scheduler
+        config = codec.to_jsonable(sched.config)
         for cell, sub, job_plan in zip(g.cells, g.submissions, g.batch.jobs, strict=True):
             corr = sub.correlation_id
             key = {**cell.key, "scheduler": sched.name}
@@ -80,7 +81,7 @@ def submit(launcher: Launcher, spec: sweeps.SweepSpec) -> tuple[str, dict[str, s
             records.append(JobRecord(
                 placeholder, sched.name, sched.type_name, job_plan.native_id or "", corr,
                 cell.definition.name, sub.submitted_by, sub.submitted_at, sub.to_dict(),
-                job_plan.to_dict(), codec.to_jsonable(sched.config), pending, submitting=True))
+                job_plan.to_dict(), config, pending, submitting=True))
     cells.sort(key=lambda c: c[1]["index"])
     by = records[0].submitted_by if records else "unknown"
     launcher.store.add_sweep(SweepRecord(sweep_id, spec.name, by, now, sweeps.to_dict(spec),

@@ -33,8 +33,15 @@ class ArrayTask:
     spec: Any  # the cell's own ScriptSpec (its resources are the array's)
 
     def to_dict(self) -> dict[str, Any]:
+        """The row, and the resources it shares with its array (the array's script itself
+        is not repeated in every cell's record)."""
+        s = self.spec
         return {"array_correlation_id": self.batch_id, "index": self.index,
-                "spec": self.spec.to_dict()}
+                "argv": [a.replace(ss.OUT_DIR_TOKEN, "$OUT_DIR") for a in s.argv],
+                "environment": [list(kv) for kv in s.environment], "gres": s.gres,
+                "cpus": s.cpus, "mem_mb": s.mem_mb, "time_minutes": s.time_minutes,
+                "partition": s.partition, "work_dir": s.work_dir,
+                "secret_env": list(s.secret_env)}
 
     def render(self) -> str:
         return (f"# array task {self.index} of warpforge:{self.batch_id}\n"
