@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
+from warpforge_launch.errors import (
+    InfrastructureError,
+    LaunchError,
+    NotFoundError,
+    UsageError,
+)
 from warpforge_launch.jobs import (
     ClusterInfo,
     GpuType,
@@ -36,7 +41,6 @@ from warpforge_launch.schedulers import slurm_parse as sp
 from warpforge_launch.schedulers import slurm_remote as remote
 from warpforge_launch.schedulers.base import (
     BatchPlan,
-    BatchRef,
     Outcome,
     Scheduler,
     SubmissionPlan,
@@ -349,75 +353,31 @@ class SlurmScheduler(Scheduler):
         # a job array answers for its request as a whole: its array job id
         return {c: n.partition("_")[0] for c, n in found.items()}
 
-    # -- sweeps: job arrays ------------------------------------------------------------------------
+    # -- sweeps: job arrays (slurm_array.py) -------------------------------------------------------
     def plan_batch(self, submissions: Sequence[JobSubmission], *,
                    throttle: int | None = None) -> BatchPlan:
         """One job array per resource shape (slurm_array.py says why not one in all)."""
-        from warpforge_launch.schedulers import slurm_array as sa
-        from warpforge_launch.schedulers import slurm_script as ss
+        from warpforge_launch.schedulers import slurm_array
 
         for sub in submissions:
             _check_source(sub.definition.source)
-        specs = [self.script_spec(s) for s in submissions]
-        requests, jobs = [], [None] * len(specs)
-        for members in sa.group(specs):
-            try:
-                request = sa.render([specs[i] for i in members], throttle)
-            except ss.ScriptError as exc:
-                raise UsageError(str(exc)) from None
-            requests.append(request)
-            for index, i in enumerate(members):
-                spec, sub = specs[i], submissions[i]
-                out = f"{spec.work_dir}/output-${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
-                payload = tuple(a.replace(ss.OUT_DIR_TOKEN, out) for a in spec.argv)
-                jobs[i] = SubmissionPlan(
-                    self.name, None, "sbatch-array-task", payload,
-                    sa.ArrayTask(request.batch_id, index, spec), str(sub.correlation_id),
-                    BatchRef(request.batch_id, index))
-        return BatchPlan(self.name, "sbatch-array", tuple(jobs), tuple(requests))
+        return slurm_array.plan_batch(self, submissions, throttle)
 
     def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:
-        """Every array of the batch in ONE round trip (the submit driver runs one sbatch per
-        array); the cells of an array sbatch rejected get its error, the others their ids."""
-        from warpforge_launch import secrets
+        """Every array of the batch in ONE round trip to the login node."""
+        from warpforge_launch.schedulers import slurm_array
 
-        arrays = list(batch.requests)
-        if not arrays:
-            return {}
-        stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
-        jobs = [remote.Job(f"warpforge-{stamp}-{k}.sbatch", a.script, a.secret_env)
-                for k, a in enumerate(arrays)]
-        values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
-        work_dir = arrays[0].tasks[0].work_dir
-        results, stderr = {}, ""
-        for k in range(0, len(jobs), remote.MAX_JOBS):
-            chunk = jobs[k:k + remote.MAX_JOBS]
-            done = self._run_driver(work_dir, chunk, values, 0.5 * len(chunk))
-            results.update(remote.submit_results(done.stdout))
-            stderr = done.stderr
-        by_batch: dict[str, Outcome] = {}
-        for job, array in zip(jobs, arrays, strict=True):
-            rc, out = results.get(job.name, (-1, stderr or "no answer from the submit driver"))
-            try:
-                by_batch[array.batch_id] = Submitted(sp.parse_sbatch_parsable(out)) \
-                    if rc == 0 else None
-            except ValueError:
-                by_batch[array.batch_id] = None
-            if by_batch[array.batch_id] is None:
-                try:
-                    _raise_client_failure(out, self.transport.where)
-                    by_batch[array.batch_id] = UsageError(
-                        f"sbatch rejected the job array: {sp.sbatch_error_line(out)}",
-                        hint="check partition, GRES and limits with `sinfo`")
-                except InfrastructureError as exc:
-                    by_batch[array.batch_id] = exc
-        outcome: dict[str, Outcome] = {}
-        for plan in batch.jobs:
-            got = by_batch[plan.batch.correlation_id]
-            outcome[plan.correlation_id] = Submitted(
-                self.batch_native_id(got.native_id, plan.batch.index)) \
-                if isinstance(got, Submitted) else got
-        return outcome
+        return slurm_array.execute_batch(self, batch)
+
+    def rejected(self, output: str) -> LaunchError:
+        """What sbatch's answer to a refused script means: the cluster unreachable (exit
+        3), or the script refused (exit 2)."""
+        try:
+            _raise_client_failure(output, self.transport.where)
+        except InfrastructureError as exc:
+            return exc
+        return UsageError(f"sbatch rejected the job array: {sp.sbatch_error_line(output)}",
+                          hint="check partition, GRES and limits with `sinfo`")
 
     def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
         """ONE scancel for every active job of the list, after one batched refresh. Array

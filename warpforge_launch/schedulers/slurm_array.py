@@ -6,7 +6,8 @@ per-task GRES). So the cells are grouped by everything that becomes an ``#SBATCH
 (their *shape*: GRES, memory, CPUs, time, partition, ...); cells of the same shape share
 one array, whose script holds a table indexed by ``SLURM_ARRAY_TASK_ID`` (each row: the
 cell's correlation id, environment, GRES and payload argv). A 2-vendor sweep is thus two
-arrays, still sent in one round trip. Pure: rendering only.
+arrays, still sent in one round trip (``execute_batch``: the submit driver runs one sbatch
+per array). Everything else here is pure rendering.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from warpforge_launch.schedulers import slurm_parse as sp
+from warpforge_launch.schedulers import slurm_remote as remote
 from warpforge_launch.schedulers import slurm_script as ss
+from warpforge_launch.schedulers.base import BatchPlan, BatchRef, SubmissionPlan, Submitted
 
 MAX_ARRAY_TASKS = 1000  # Slurm's default MaxArraySize is 1001 (indexes 0-1000)
 
@@ -126,6 +130,67 @@ def render(tasks: Sequence[Any], throttle: int | None = None,
         rows=[{"correlation_id": t.correlation_id, "argv": list(t.argv),
                "environment": list(t.environment)} for t in tasks])
     return ArrayRequest(batch_id, array, tuple(tasks), script)
+
+
+def plan_batch(sched, submissions: Sequence[Any], throttle: int | None) -> BatchPlan:
+    """The arrays of a SlurmScheduler's batch and each cell's own plan (pure)."""
+    from warpforge_launch.errors import UsageError
+
+    specs = [sched.script_spec(s) for s in submissions]
+    requests, jobs = [], [None] * len(specs)
+    for members in group(specs):
+        try:
+            request = render([specs[i] for i in members], throttle)
+        except ss.ScriptError as exc:
+            raise UsageError(str(exc)) from None
+        requests.append(request)
+        for index, i in enumerate(members):
+            spec = specs[i]
+            out = f"{spec.work_dir}/output-${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+            payload = tuple(a.replace(ss.OUT_DIR_TOKEN, out) for a in spec.argv)
+            jobs[i] = SubmissionPlan(
+                sched.name, None, "sbatch-array-task", payload,
+                ArrayTask(request.batch_id, index, spec), str(submissions[i].correlation_id),
+                BatchRef(request.batch_id, index))
+    return BatchPlan(sched.name, "sbatch-array", tuple(jobs), tuple(requests))
+
+
+def execute_batch(sched, batch: BatchPlan) -> dict[str, Any]:
+    """Every array in ONE round trip; the cells of an array sbatch refused get its error,
+    the others ``Submitted(<array job>_<task>)``."""
+    import os
+    import time
+
+    from warpforge_launch import secrets
+
+    arrays = list(batch.requests)
+    if not arrays:
+        return {}
+    stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
+    jobs = [remote.Job(f"warpforge-{stamp}-{k}.sbatch", a.script, a.secret_env)
+            for k, a in enumerate(arrays)]
+    values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
+    results, stderr = {}, ""
+    for k in range(0, len(jobs), remote.MAX_JOBS):
+        chunk = jobs[k:k + remote.MAX_JOBS]
+        done = sched._run_driver(arrays[0].tasks[0].work_dir, chunk, values, 0.5 * len(chunk))
+        results.update(remote.submit_results(done.stdout))
+        stderr = done.stderr
+    by_array: dict[str, Any] = {}
+    for job, array in zip(jobs, arrays, strict=True):
+        rc, out = results.get(job.name, (-1, stderr or "no answer from the submit driver"))
+        try:
+            by_array[array.batch_id] = Submitted(sp.parse_sbatch_parsable(out)) if rc == 0 \
+                else sched.rejected(out)
+        except ValueError:
+            by_array[array.batch_id] = sched.rejected(out)
+    outcome: dict[str, Any] = {}
+    for plan in batch.jobs:
+        got = by_array[plan.batch.correlation_id]
+        outcome[plan.correlation_id] = Submitted(
+            sched.batch_native_id(got.native_id, plan.batch.index)) \
+            if isinstance(got, Submitted) else got
+    return outcome
 
 
 @lru_cache(maxsize=1)
