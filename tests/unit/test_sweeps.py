@@ -288,3 +288,36 @@ def test_squeue_and_sacct_rows_of_arrays():
 
 def test_array_range():
     assert sa.array_range(100, None) == "0-99" and sa.array_range(3, 4) == "0-2%4"
+
+
+def test_an_array_task_whose_submit_was_cut_is_found_by_its_array(tmp_path, monkeypatch):
+    """A crash after sbatch accepted the array, before the cells were recorded: the next
+    refresh asks the backend for the array's correlation id and completes each cell as
+    <array job>_<index>."""
+    import uuid
+
+    from tests.unit.test_store import record
+    from warpforge_launch.launcher import Launcher
+    from warpforge_launch.store import JobRecord
+
+    backend = counting.install(monkeypatch)
+    inv = inventory(tmp_path / "inv.yaml", {"c1": {"type": "counting"}})
+    array_corr = str(uuid.uuid4())
+    backend.jobs["7"] = {"correlation_id": array_corr, "state": JobState.RUNNING,
+                         "message": "", "node": "n"}
+    with Launcher(str(inv)) as launcher:
+        base = record("c1-submitting-x")
+        cells = []
+        for index in (0, 2):
+            corr = str(uuid.uuid4())
+            cells.append(corr)
+            launcher.store.add(JobRecord(
+                f"c1-submitting-{corr[:8]}", "c1", "counting", "", corr, "n", "me",
+                base.submitted_at, {}, {"batch": {"correlation_id": array_corr,
+                                                  "index": index}}, {}, base.status,
+                submitting=True))
+        launcher.refresh(list(launcher.store.by_correlation(cells).values()))
+        rows = launcher.store.by_correlation(cells)
+        assert [rows[c].job_id for c in cells] == ["c1-7_0", "c1-7_2"]
+        assert not any(r.submitting for r in rows.values())
+    assert backend.calls["reconcile"] == 1
