@@ -247,7 +247,11 @@ class RayScheduler(Scheduler):
 
     def execute(self, plan: SubmissionPlan) -> Submitted:
         """Upload the source package (unless Ray has it), then post the job. Secret values are
-        read here, go into runtime_env.env_vars and nowhere else."""
+        read here, go into runtime_env.env_vars and nowhere else; a missing one is bad input
+        before anything is sent."""
+        from warpforge_launch import secrets
+
+        secrets.resolve(plan.request.secret_env)
         self._upload(plan.request.package, self.client)
         return self._post(plan, self.client)
 
@@ -281,11 +285,13 @@ class RayScheduler(Scheduler):
         distinct source package is uploaded once, first); one job's error is its own."""
         from concurrent.futures import ThreadPoolExecutor
 
+        from warpforge_launch import secrets
         from warpforge_launch.schedulers.ray_client import RayClient
 
         plans = list(batch.jobs)
         if not plans:
             return {}
+        secrets.resolve(sorted({k for p in plans for k in p.request.secret_env}))
         packages = {p.request.package.gcs_name: p.request.package for p in plans
                     if p.request.package is not None}
         for package in packages.values():
