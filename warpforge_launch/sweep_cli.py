@@ -160,10 +160,10 @@ def _result(launcher, args) -> int:
                               if r and r.execution_time else None,
                               "error": r.error_message if r else None} for c, r in rows]})
     else:
-        table(["CELL", "MODEL", "INPUTS", "GPU", "SCHEDULER", "JOB ID", "STATE", "OK", "EXIT",
+        table(["CELL", "MODEL", "INPUTS", "GPU/SCHEDULER", "JOB ID", "STATE", "OK", "EXIT",
                "MLIR", "TIME", "ERROR"],
-              [[c.key["index"], c.key["model"], c.key["shape"], c.key["gpu"],
-                c.key["scheduler"], c.status.job_id if c.status else "-",
+              [[c.key["index"], c.key["model"], c.key["shape"],
+                f"{c.key['gpu']}/{c.key['scheduler']}", c.status.job_id if c.status else "-",
                 c.status.state.value if c.status else "-",
                 "-" if r is None else ("yes" if r.success else "no"),
                 "-" if r is None or r.exit_code is None else r.exit_code,
