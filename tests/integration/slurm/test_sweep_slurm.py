@@ -165,3 +165,26 @@ def test_cancel_of_a_sweep_is_one_scancel_for_every_cell(slurm_cluster, shared_d
     assert {c["status"]["state"] for c in shown["cells"]} == {"CANCELLED"}
     result = cli(tmp_path, inv, "sweep", "result", sweep_id)
     assert result.returncode == 1
+
+
+def test_one_gpu_type_is_exactly_one_sbatch_array(slurm_cluster, shared_dir, tmp_path):
+    clientlog.wrap(tmp_path / "bin", tmp_path / "calls.log")
+    log = tmp_path / "calls.log"
+    inv = inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster)
+    doc = yaml.safe_load(sweep_file(tmp_path).read_text())
+    doc["gpus"] = ["NVIDIA"]
+    doc["options"]["env"]["WF_FAKE_SLEEP"] = "60"
+    spec = tmp_path / "one.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    sub = cli(tmp_path, inv, "--json", "sweep", str(spec))
+    assert sub.returncode == 0, sub.stderr
+    sweep_id = json.loads(sub.stdout)["sweep_id"]
+    assert [c[0] for c in clientlog.calls(log)] == ["sbatch"]
+    (script,) = clientlog.scripts(log)
+    assert "#SBATCH --array=0-5%2\n" in script and "#SBATCH --gres=gpu:nvidia:1\n" in script
+    shown = json.loads(cli(tmp_path, inv, "--json", "sweep", "status", sweep_id).stdout)
+    assert len({c["job_id"].partition("_")[0] for c in shown["cells"]}) == 1
+    assert sorted(int(c["job_id"].partition("_")[2]) for c in shown["cells"]) == list(range(6))
+    assert cli(tmp_path, inv, "sweep", "cancel", sweep_id).returncode == 0
+    assert {c["status"]["state"] for c in wait_all(tmp_path, inv, sweep_id, 60)["cells"]} \
+        == {"CANCELLED"}
