@@ -110,12 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("completion", help="print the shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh"))
     sub.add_parser("schedulers", parents=common, help="list the configured scheduler instances")
+    from warpforge_launch.sweep_cli import add_parser as add_sweep
     from warpforge_launch.web.cli import add_parser as add_serve  # argparse only: fast start
 
     add_serve(sub, common)
     from warpforge_launch.artifacts_cli import add_parser as add_artifacts  # argparse only
 
     add_artifacts(sub, common)
+    add_sweep(sub, common)
     return top
 
 
@@ -127,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return complete(argv[1:])
     try:
-        args = build_parser().parse_args(argv)
+        from warpforge_launch.sweep_cli import default_submit
+
+        args = build_parser().parse_args(default_submit(list(argv)))
         if not args.command:
             build_parser().print_help()
             return 2

@@ -246,9 +246,16 @@ class Launcher:
         confirmed: dict[str, JobRecord] = {}
         now = utcnow()
         for sched, members in self._by_instance(records):
-            found = sched.reconcile([r.correlation_id for r in members])
+            # a job sent inside a batch request (an array task) is found by the request's
+            # correlation id and its index in it
+            batch = {r.correlation_id: r.plan.get("batch") for r in members}
+            asked = {(b or {}).get("correlation_id") or c for c, b in batch.items()}
+            found = sched.reconcile(sorted(asked))
             for r in members:
-                native = found.get(r.correlation_id)
+                b = batch[r.correlation_id]
+                native = found.get(b["correlation_id"]) if b else found.get(r.correlation_id)
+                if native and b:
+                    native = sched.batch_native_id(native, int(b["index"]))
                 if native:
                     job_id = sched.job_id(native)
                     done = self.store.complete_submit(

@@ -27,11 +27,30 @@ from warpforge_launch.jobs import (
     utcnow,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # A row's ``state`` is a JobState value, or SUBMITTING: recorded before the backend was
 # asked, completed after it answered (a crash in between leaves it for ``reconcile``).
 SUBMITTING = "SUBMITTING"
 _TERMINAL_SQL = ",".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES))
+# A sweep and its cells; a cell names its job by correlation id (stable from the SUBMITTING
+# row on, while the job id is only known once the backend answered).
+_SWEEP_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id        TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    submitted_by    TEXT NOT NULL,
+    submitted_at    TEXT NOT NULL,
+    spec            TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS sweep_cells (
+    sweep_id        TEXT NOT NULL,
+    cell            INTEGER NOT NULL,
+    correlation_id  TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    PRIMARY KEY (sweep_id, cell)
+)""",
+    "CREATE INDEX IF NOT EXISTS sweeps_submitted_at ON sweeps (submitted_at)",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id          TEXT PRIMARY KEY,
@@ -53,11 +72,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_submitted_at ON jobs (submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_correlation_id ON jobs (correlation_id);
-"""
+""" + "".join(s + ";\n" for s in _SWEEP_SCHEMA)
 # In-place upgrades, each from the version before; every existing row is kept.
 _MIGRATIONS = {
     2: ("ALTER TABLE jobs ADD COLUMN superseded_by TEXT",
         "CREATE INDEX IF NOT EXISTS jobs_correlation_id ON jobs (correlation_id)"),
+    3: _SWEEP_SCHEMA,
 }
 _COLUMNS = ("job_id, instance, scheduler_type, native_id, correlation_id, name, submitted_by, "
             "submitted_at, submission, plan, config, state, status, updated_at, superseded_by")
@@ -97,6 +117,16 @@ class JobRecord:
     def final(self) -> bool:
         """Nothing more to learn from the backend: finished, or its id went to another job."""
         return self.state.terminal or self.superseded_by is not None
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    sweep_id: str
+    name: str
+    submitted_by: str
+    submitted_at: datetime
+    spec: dict[str, Any]
+    cells: list[tuple[str, dict[str, Any]]]  # (correlation id, cell key), in cell order
 
 
 class JobStore:
@@ -141,6 +171,56 @@ class JobStore:
         self.db.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         _row(record))
 
+    def add_sweep(self, sweep: SweepRecord, records: list[JobRecord]) -> None:
+        """A sweep, its cells and their SUBMITTING job rows, in one transaction."""
+        with self._transaction():
+            self.db.execute("INSERT INTO sweeps (sweep_id, name, submitted_by, submitted_at, "
+                            "spec) VALUES (?,?,?,?,?)",
+                            (sweep.sweep_id, sweep.name, sweep.submitted_by,
+                             sweep.submitted_at.isoformat(), json.dumps(sweep.spec)))
+            self.db.executemany("INSERT INTO sweep_cells (sweep_id, cell, correlation_id, key) "
+                                "VALUES (?,?,?,?)",
+                                [(sweep.sweep_id, c["index"], corr, json.dumps(c))
+                                 for corr, c in sweep.cells])
+            self.db.executemany(f"INSERT INTO jobs ({_COLUMNS}) VALUES "
+                                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", map(_row, records))
+
+    def get_sweep(self, sweep_id: str) -> SweepRecord:
+        row = self.db.execute("SELECT sweep_id, name, submitted_by, submitted_at, spec FROM "
+                              "sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no sweep {sweep_id!r} in the job store {self.path}",
+                                hint="`warpforge-launch sweep list` shows the known sweeps")
+        cells = [(corr, json.loads(key)) for corr, key in self.db.execute(
+            "SELECT correlation_id, key FROM sweep_cells WHERE sweep_id = ? ORDER BY cell",
+            (sweep_id,))]
+        return SweepRecord(row[0], row[1], row[2], datetime.fromisoformat(row[3]),
+                           json.loads(row[4]), cells)
+
+    def sweeps(self, limit: int = 50) -> list[tuple[SweepRecord, dict[str, int]]]:
+        """Newest sweeps first, each with its cells counted by stored state."""
+        out = []
+        for sweep_id, in self.db.execute("SELECT sweep_id FROM sweeps ORDER BY submitted_at "
+                                         "DESC LIMIT ?", (limit,)).fetchall():
+            counts = dict(self.db.execute(
+                "SELECT j.state, COUNT(*) FROM sweep_cells c JOIN jobs j ON "
+                "j.correlation_id = c.correlation_id WHERE c.sweep_id = ? GROUP BY j.state",
+                (sweep_id,)).fetchall())
+            out.append((self.get_sweep(sweep_id), counts))
+        return out
+
+    def by_correlation(self, correlation_ids: list[str]) -> dict[str, JobRecord]:
+        """Rows by correlation id (the newest row where an id went to several), one query
+        per 500 ids."""
+        found: dict[str, JobRecord] = {}
+        ids = sorted(set(correlation_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            sql = (f"SELECT {_COLUMNS} FROM jobs WHERE superseded_by IS NULL AND "
+                   f"correlation_id IN ({','.join('?' * len(chunk))})")
+            found.update((r.correlation_id, r) for r in map(_record, self.db.execute(sql, chunk)))
+        return found
+
     def remove(self, job_id: str) -> None:
         self.db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
@@ -162,23 +242,35 @@ class JobStore:
         out an id the store already holds: that older row is kept under a suffixed id,
         marked superseded, never overwritten. None when no SUBMITTING row has this
         correlation id (another process completed it first)."""
-        now = utcnow().isoformat()
         with self._transaction():
-            row = self.db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE correlation_id = ? AND state = ?",
-                (correlation_id, SUBMITTING)).fetchone()
-            if row is None:
-                return None
-            old = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?",
-                                  (job_id,)).fetchone()
-            if old is not None and old[4] != correlation_id:
-                self._supersede(_record(old), job_id, now)
-            self.db.execute(
-                "UPDATE jobs SET job_id = ?, native_id = ?, state = ?, status = ?, "
-                "updated_at = ? WHERE correlation_id = ? AND state = ?",
-                (job_id, native_id, status.state.value, json.dumps(status.to_dict()), now,
-                 correlation_id, SUBMITTING))
-        return self.get(job_id)
+            done = self._complete(correlation_id, job_id, native_id, status)
+        return self.get(job_id) if done else None
+
+    def complete_many(self, done: list[tuple[str, str, str, JobStatus]]) -> None:
+        """``complete_submit`` for many (correlation id, job id, native id, status) at once,
+        in one transaction (a sweep of 100 cells is one commit, not 100)."""
+        with self._transaction():
+            for args in done:
+                self._complete(*args)
+
+    def _complete(self, correlation_id: str, job_id: str, native_id: str,
+                  status: JobStatus) -> bool:
+        now = utcnow().isoformat()
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE correlation_id = ? AND state = ?",
+            (correlation_id, SUBMITTING)).fetchone()
+        if row is None:
+            return False
+        old = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?",
+                              (job_id,)).fetchone()
+        if old is not None and old[4] != correlation_id:
+            self._supersede(_record(old), job_id, now)
+        self.db.execute(
+            "UPDATE jobs SET job_id = ?, native_id = ?, state = ?, status = ?, "
+            "updated_at = ? WHERE correlation_id = ? AND state = ?",
+            (job_id, native_id, status.state.value, json.dumps(status.to_dict()), now,
+             correlation_id, SUBMITTING))
+        return True
 
     def _supersede(self, old: JobRecord, new_job_id: str, now: str) -> None:
         renamed, n = f"{old.job_id}~{old.correlation_id[:8]}", 1

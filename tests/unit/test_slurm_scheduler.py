@@ -51,7 +51,7 @@ def test_active_jobs_need_only_squeue(tmp_path):
     assert got["hpc-14"].state is JobState.RUNNING and got["hpc-15"].state is JobState.PENDING
     assert s.calls == {"squeue": 1}
     squeue = t.argvs[0]
-    assert squeue[:5] == ["squeue", "-h", "-t", "all", "-j"] and squeue[5] == "14,15"
+    assert squeue[:6] == ["squeue", "-h", "-r", "-t", "all", "-j"] and squeue[6] == "14,15"
 
 
 def test_finished_jobs_one_squeue_one_sacct_then_cached(tmp_path):

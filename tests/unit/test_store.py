@@ -102,7 +102,7 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path):
     db.close()
     store = JobStore(path)
     rows = {r.job_id: r for r in store.query(JobQuery(limit=None))}
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert set(rows) == {"slurm-0", "slurm-1"}
     assert rows["slurm-0"].state is JobState.RUNNING and rows["slurm-0"].config == {"login": "x"}
     assert rows["slurm-1"].name == "job1" and rows["slurm-1"].superseded_by is None

@@ -12,9 +12,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, Union
 
-from warpforge_launch.errors import NotFoundError
+from warpforge_launch.errors import InfrastructureError, LaunchError, NotFoundError
 from warpforge_launch.jobs import (
     ClusterInfo,
     JobQuery,
@@ -49,6 +49,16 @@ R = TypeVar("R", bound=Request)
 
 
 @dataclass(frozen=True)
+class BatchRef:
+    """Where a job sits inside a request that carries many (a Slurm job array): the
+    request's own correlation id, which the backend can be asked about, and the job's
+    index in it. A submit interrupted after the send is reconciled through these."""
+
+    correlation_id: str
+    index: int
+
+
+@dataclass(frozen=True)
 class SubmissionPlan(Generic[R]):
     """Everything a submit will send, rendered before anything is sent."""
 
@@ -58,18 +68,47 @@ class SubmissionPlan(Generic[R]):
     argv: tuple[str, ...]  # the snakegrinder payload argv
     request: R
     correlation_id: str  # carried in the request so a crash after the send can be reconciled
+    batch: BatchRef | None = None  # set when the job travels inside a batch request
 
     @property
     def job_id(self) -> str | None:
         return f"{self.instance}-{self.native_id}" if self.native_id else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"instance": self.instance, "native_id": self.native_id, "kind": self.kind,
-                "argv": list(self.argv), "correlation_id": self.correlation_id,
-                "request": self.request.to_dict()}
+        out = {"instance": self.instance, "native_id": self.native_id, "kind": self.kind,
+               "argv": list(self.argv), "correlation_id": self.correlation_id,
+               "request": self.request.to_dict()}
+        if self.batch is not None:
+            out["batch"] = {"correlation_id": self.batch.correlation_id,
+                            "index": self.batch.index}
+        return out
 
     def render(self) -> str:
         return self.request.render()
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Many jobs for one instance, rendered before anything is sent: ``jobs`` holds each
+    job's own plan (what the job store keeps), ``requests`` what goes to the backend - one
+    per job by default, one job array per resource shape on Slurm."""
+
+    instance: str
+    kind: str
+    jobs: tuple[SubmissionPlan, ...]
+    requests: tuple[Request, ...]
+
+    def render(self) -> str:
+        return "\n".join(f"# --- request {i + 1} of {len(self.requests)} ({self.kind})\n"
+                         + r.render().rstrip("\n") for i, r in enumerate(self.requests))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instance": self.instance, "kind": self.kind,
+                "requests": [r.to_dict() for r in self.requests],
+                "jobs": [p.to_dict() for p in self.jobs]}
+
+
+Outcome = Union["Submitted", LaunchError]
 
 
 @dataclass(frozen=True)
@@ -117,6 +156,43 @@ class Scheduler(ABC):
     def submit(self, submission: JobSubmission) -> str:
         """Plan and send; the job id. (The launcher records the job around ``execute``.)"""
         return self.job_id(self.execute(self.plan(submission)).native_id)
+
+    def plan_batch(self, submissions: Sequence[JobSubmission], *,
+                   throttle: int | None = None) -> BatchPlan:
+        """Plan many jobs at once (pure, like ``plan``). ``throttle`` caps how many of them
+        run at the same time where the backend can say so. The default plans each job on
+        its own; Slurm overrides it with job arrays."""
+        plans = tuple(self.plan(s) for s in submissions)
+        return BatchPlan(self.name, plans[0].kind if plans else "none", plans,
+                         tuple(p.request for p in plans))
+
+    def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:
+        """Send a planned batch: per job (by correlation id) what the backend accepted it
+        as, or the error that stopped it. The default sends one job after the other and,
+        once the backend is unreachable, does not try the rest (they share the error and
+        stay to be reconciled); Ray sends concurrently, Slurm in one round trip."""
+        out: dict[str, Outcome] = {}
+        down: LaunchError | None = None
+        for plan in batch.jobs:
+            if down is not None:
+                out[plan.correlation_id] = down
+                continue
+            try:
+                out[plan.correlation_id] = self.execute(plan)
+            except InfrastructureError as exc:
+                out[plan.correlation_id] = down = exc
+            except LaunchError as exc:
+                out[plan.correlation_id] = exc
+        return out
+
+    def batch_native_id(self, native_id: str, index: int) -> str:
+        """The native id of job ``index`` of a batch request the backend accepted as
+        ``native_id`` (an array's task: ``<array job>_<index>``)."""
+        return f"{native_id}_{index}"
+
+    def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """Cancel many jobs; backends override this with one batched call."""
+        return {job_id: self.cancel(job_id) for job_id in job_ids}
 
     def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         """Native ids of jobs this backend accepted, by the correlation id their request

@@ -7,6 +7,7 @@ supervisor that was killed is detected (pid + kernel start time) and reported as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from warpforge_launch.jobs import (
 )
 from warpforge_launch.payload import snakegrinder_argv
 from warpforge_launch.schedulers import local_state as ls
-from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
+from warpforge_launch.schedulers.base import BatchPlan, Scheduler, SubmissionPlan, Submitted
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,17 @@ class LocalScheduler(Scheduler):
                                tuple(d.secret_env))
         return SubmissionPlan(self.name, native, "local-process", tuple(argv), request,
                               submission.correlation_id)
+
+    def plan_batch(self, submissions: Sequence[JobSubmission], *,
+                   throttle: int | None = None) -> BatchPlan:
+        """Each job its own supervisor, all queued on the instance's slots: at most
+        ``max_concurrent_jobs`` (or ``throttle``, if lower) of them run at once."""
+        batch = super().plan_batch(submissions)
+        if not throttle or throttle >= self.max_concurrent:
+            return batch
+        jobs = tuple(dataclasses.replace(p, request=dataclasses.replace(
+            p.request, max_concurrent_jobs=throttle)) for p in batch.jobs)
+        return dataclasses.replace(batch, jobs=jobs, requests=tuple(p.request for p in jobs))
 
     def execute(self, plan: SubmissionPlan[LocalRequest]) -> Submitted:
         hidden = secrets.resolve(plan.request.secret_env)

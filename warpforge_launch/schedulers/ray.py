@@ -17,6 +17,7 @@ A job waiting for resources ignores ``/stop`` and stays PENDING until
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -38,9 +39,16 @@ from warpforge_launch.jobs import (
     SchedulerCapabilities,
 )
 from warpforge_launch.schedulers import ray_parse as rp
-from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
+from warpforge_launch.schedulers.base import (
+    BatchPlan,
+    Outcome,
+    Scheduler,
+    SubmissionPlan,
+    Submitted,
+)
 
 LOG_TAIL_LINES = 40
+BATCH_CONNECTIONS = 16  # concurrent submit connections of a sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,19 +247,29 @@ class RayScheduler(Scheduler):
 
     def execute(self, plan: SubmissionPlan) -> Submitted:
         """Upload the source package (unless Ray has it), then post the job. Secret values are
-        read here, go into runtime_env.env_vars and nowhere else."""
+        read here, go into runtime_env.env_vars and nowhere else; a missing one is bad input
+        before anything is sent."""
+        from warpforge_launch import secrets
+
+        secrets.resolve(plan.request.secret_env)
+        self._upload(plan.request.package, self.client)
+        return self._post(plan, self.client)
+
+    def _upload(self, package, client) -> None:
+        if package is not None:
+            path = f"/api/packages/gcs/{package.gcs_name}"
+            if client.call("GET", path, missing_ok=True) is None:
+                client.call("PUT", path, content=package.data)
+
+    def _post(self, plan: SubmissionPlan, client) -> Submitted:
         from warpforge_launch import secrets
         from warpforge_launch.schedulers.ray_client import RayServerError
 
         request = plan.request
         body = request.wire_body(secrets.resolve(request.secret_env))
         sid = body["submission_id"]
-        if request.package is not None:
-            path = f"/api/packages/gcs/{request.package.gcs_name}"
-            if self.client.call("GET", path, missing_ok=True) is None:
-                self.client.call("PUT", path, content=request.package.data)
         try:
-            self.client.call("POST", "/api/jobs/", json_body=body)
+            client.call("POST", "/api/jobs/", json_body=body)
         except RayServerError as exc:
             if rp.is_duplicate(exc.detail):
                 raise UsageError(
@@ -261,6 +279,47 @@ class RayScheduler(Scheduler):
                 ) from None
             raise
         return Submitted(sid)
+
+    def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:
+        """Every job as concurrent POSTs over a small pool of kept-alive connections (each
+        distinct source package is uploaded once, first); one job's error is its own."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from warpforge_launch import secrets
+        from warpforge_launch.schedulers.ray_client import RayClient
+
+        plans = list(batch.jobs)
+        if not plans:
+            return {}
+        secrets.resolve(sorted({k for p in plans for k in p.request.secret_env}))
+        packages = {p.request.package.gcs_name: p.request.package for p in plans
+                    if p.request.package is not None}
+        for package in packages.values():
+            self._upload(package, self.client)
+        base = self.client
+        local = threading.local()
+        opened: list[RayClient] = []
+
+        def send(plan: SubmissionPlan) -> tuple[str, Outcome]:
+            client = getattr(local, "client", None)
+            if client is None:
+                client = local.client = RayClient(
+                    base.base_url, connect_timeout=base.connect_timeout,
+                    request_timeout=base.request_timeout, headers=base.headers,
+                    hint=base.hint)
+                client.observers = base.observers
+                opened.append(client)
+            try:
+                return plan.correlation_id, self._post(plan, client)
+            except LaunchError as exc:
+                return plan.correlation_id, exc
+
+        try:
+            with ThreadPoolExecutor(min(BATCH_CONNECTIONS, len(plans))) as pool:
+                return dict(pool.map(send, plans))
+        finally:
+            for client in opened:
+                client.close()
 
     def status(self, job_id: str) -> JobStatus:
         return rp.to_status(self._job(job_id), job_id)

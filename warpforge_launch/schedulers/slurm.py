@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
+from warpforge_launch.errors import (
+    InfrastructureError,
+    LaunchError,
+    NotFoundError,
+    UsageError,
+)
 from warpforge_launch.jobs import (
     ClusterInfo,
     GpuType,
@@ -34,7 +39,13 @@ from warpforge_launch.jobs import (
 from warpforge_launch.payload import snakegrinder_argv
 from warpforge_launch.schedulers import slurm_parse as sp
 from warpforge_launch.schedulers import slurm_remote as remote
-from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
+from warpforge_launch.schedulers.base import (
+    BatchPlan,
+    Outcome,
+    Scheduler,
+    SubmissionPlan,
+    Submitted,
+)
 from warpforge_launch.schedulers.slurm_transport import (
     Completed,
     LocalTransport,
@@ -43,7 +54,7 @@ from warpforge_launch.schedulers.slurm_transport import (
 )
 from warpforge_launch.schedulers.slurm_watch import INVALID_ID, SlurmWatcher
 
-_NATIVE = re.compile(r"^\d+$")
+_NATIVE = re.compile(r"^\d+(?:_\d+)?$")  # a job, or an array task <job>_<task>
 _UNREACHABLE = ("unable to contact slurm controller", "socket timed out",
                 "connection refused", "zero bytes were transmitted", "communication connection",
                 "slurm_persist_conn_open", "unable to establish")
@@ -198,7 +209,7 @@ class SlurmScheduler(Scheduler):
             gpu_scheduling=True,
             supported_gpu_types={GpuType.NONE, GpuType.NVIDIA, GpuType.AMD, GpuType.ANY},
             queue_priority=bool(self.config.qos_by_priority or self.config.nice_from_priority),
-            node_affinity=True, job_arrays=False)
+            node_affinity=True, job_arrays=True)
 
     def script_spec(self, submission: JobSubmission):
         """The job mapped to Slurm terms (pure)."""
@@ -340,7 +351,52 @@ class SlurmScheduler(Scheduler):
     def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         """Jobs sbatch accepted whose submit was interrupted before it was recorded: found
         by the correlation id in their ``--comment`` (or short id in the job name)."""
-        return self.watcher.find_correlated(list(correlation_ids))
+        found = self.watcher.find_correlated(list(correlation_ids))
+        # a job array answers for its request as a whole: its array job id
+        return {c: n.partition("_")[0] for c, n in found.items()}
+
+    # -- sweeps: job arrays (slurm_array.py) -------------------------------------------------------
+    def plan_batch(self, submissions: Sequence[JobSubmission], *,
+                   throttle: int | None = None) -> BatchPlan:
+        """One job array per resource shape (slurm_array.py says why not one in all)."""
+        from warpforge_launch.schedulers import slurm_array
+
+        for sub in submissions:
+            _check_source(sub.definition.source)
+        return slurm_array.plan_batch(self, submissions, throttle)
+
+    def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:
+        """Every array of the batch in ONE round trip to the login node."""
+        from warpforge_launch.schedulers import slurm_array
+
+        return slurm_array.execute_batch(self, batch)
+
+    def rejected(self, output: str) -> LaunchError:
+        """What sbatch's answer to a refused script means: the cluster unreachable (exit
+        3), or the script refused (exit 2)."""
+        try:
+            _raise_client_failure(output, self.transport.where)
+        except InfrastructureError as exc:
+            return exc
+        return UsageError(f"sbatch rejected the job array: {sp.sbatch_error_line(output)}",
+                          hint="check partition, GRES and limits with `sinfo`")
+
+    def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """ONE scancel for every active job of the list, after one batched refresh. Array
+        tasks are named one by one (``123_4``), never the whole array: a task not in the
+        list is not ours to stop."""
+        natives = {j: self._native(j) for j in job_ids}
+        statuses = self.statuses(list(job_ids))
+        active = [j for j in job_ids if j in statuses and not statuses[j].state.terminal]
+        if not active:
+            return {j: False for j in job_ids}
+        done = self._run(["scancel", *sorted({natives[j] for j in active}, key=sp.id_key)])
+        if done.returncode != 0:
+            low = done.stderr.lower()
+            if not ("already completing or completed" in low or INVALID_ID in low):
+                raise InfrastructureError(f"scancel failed: {sp.first_line(done.stderr)}")
+        self.watcher.forget(*natives.values())
+        return {j: j in active for j in job_ids}
 
     def _to_status(self, job_id: str, rec: sp.SlurmRecord) -> JobStatus:
         changed = rec.ended or rec.started or rec.submitted
@@ -449,7 +505,7 @@ class SlurmScheduler(Scheduler):
         statuses = [self._to_status(self.job_id(n), r) for n, r in records.items()]
         if query.states:
             statuses = [s for s in statuses if s.state in query.states]
-        statuses.sort(key=lambda s: int(self.native_id(s.job_id)), reverse=True)
+        statuses.sort(key=lambda s: sp.id_key(self.native_id(s.job_id)), reverse=True)
         return statuses[: query.limit] if query.limit else statuses
 
     def cluster_info(self) -> ClusterInfo:

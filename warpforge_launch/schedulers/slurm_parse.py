@@ -9,12 +9,12 @@ states like ``CANCELLED by 0``. Fixtures are real output captured from the lab c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 # The formats the scheduler asks for; the parsers below read exactly these columns.
 SQUEUE_FORMAT = "%i|%T|%M|%N|%r|%V|%S"
-SACCT_FIELDS = "JobIDRaw,State,ExitCode,Elapsed,NodeList,Submit,Start,End,Reason"
+SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,NodeList,Submit,Start,End,Reason"
 SINFO_FORMAT = "%N|%T|%c|%m|%G|%P|%C|%e"
 
 # Slurm state (first word) -> project state name (JobState member names).
@@ -44,6 +44,7 @@ STATE_MESSAGES: dict[str, str] = {
     "REVOKED": "revoked (federation sibling started the job)",
 }
 
+_ARRAY_ID = re.compile(r"^(\d+)_\[([^\]]*)\]$")
 _JOBID = re.compile(r"^\d+(?:_\d+|_\[[^\]]*\]|\+\d+)?$")  # plain, array, hetjob; no steps
 
 
@@ -171,6 +172,39 @@ def _is_job_line(native: str) -> bool:
     return bool(_JOBID.match(native))
 
 
+def expand_ids(native: str) -> list[str]:
+    """``123_[0-3,7%2]`` (a pending array record) -> ``123_0 ... 123_3, 123_7``; any other
+    id as it is."""
+    m = _ARRAY_ID.match(native.strip())
+    if not m:
+        return [native]
+    job, inner = m.group(1), m.group(2).split("%", 1)[0]
+    out: list[str] = []
+    for part in filter(None, inner.split(",")):
+        first, _, rest = part.partition("-")
+        last, _, step = rest.partition(":")
+        try:
+            lo, hi = int(first), int(last or first)
+            out += [f"{job}_{i}" for i in range(lo, hi + 1, int(step or 1))]
+        except ValueError:
+            continue
+    return out
+
+
+def _expanded(records: dict[str, SlurmRecord]) -> dict[str, SlurmRecord]:
+    """Pending array records (``123_[4-9%2]``) as one record per task; a task's own row
+    wins over the range it was split from."""
+    out: dict[str, SlurmRecord] = {}
+    for native, rec in records.items():
+        if "[" not in native:
+            out[native] = rec
+            continue
+        for task in expand_ids(native):
+            if task not in records:
+                out.setdefault(task, replace(rec, native_id=task))
+    return out
+
+
 def parse_squeue(text: str) -> dict[str, SlurmRecord]:
     """Rows of ``squeue -h -t all -o SQUEUE_FORMAT`` -> records by native id."""
     out: dict[str, SlurmRecord] = {}
@@ -186,7 +220,7 @@ def parse_squeue(text: str) -> dict[str, SlurmRecord]:
             elapsed=parse_elapsed(cols[2]), node=_node(cols[3]), reason=cols[4].strip() or None,
             submitted=parse_time(cols[5]), started=parse_time(cols[6]), source="squeue",
         )
-    return out
+    return _expanded(out)
 
 
 def parse_sacct(text: str) -> dict[str, SlurmRecord]:
@@ -211,7 +245,7 @@ def parse_sacct(text: str) -> dict[str, SlurmRecord]:
             submitted=parse_time(cols[5]), started=parse_time(cols[6]),
             ended=parse_time(cols[7]), reason=cols[8].strip() or None, source="sacct",
         )
-    return out
+    return _expanded(out)
 
 
 _KV = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
@@ -465,3 +499,9 @@ def match_correlated(rows, wanted: dict[str, str]) -> dict[str, str]:
 def _id_key(native: str) -> int:
     m = re.match(r"\d+", native.strip())
     return int(m.group()) if m else -1
+
+
+def id_key(native: str) -> tuple[int, int]:
+    """Sort key of plain and array task ids: ``42`` < ``123_2`` < ``123_10``."""
+    job, _, task = native.strip().partition("_")
+    return (int(job) if job.isdigit() else -1, int(task) if task.isdigit() else -1)

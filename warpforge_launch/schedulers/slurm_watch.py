@@ -10,6 +10,7 @@ then on ``scontrol -o show job`` replaces squeue and sacct.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -67,9 +68,10 @@ class SlurmWatcher:
         seen = self._last.get(native)
         return self.interval(seen[1]) if seen else 0.0
 
-    def forget(self, native: str) -> None:
-        """Drop the remembered answer (after a cancel, the next status must ask Slurm)."""
-        self._last.pop(native, None)
+    def forget(self, *natives: str) -> None:
+        """Drop the remembered answers (after a cancel, the next status must ask Slurm)."""
+        for native in natives:
+            self._last.pop(native, None)
 
     def records(self, natives: Sequence[str]) -> dict[str, sp.SlurmRecord]:
         """Records of the jobs Slurm knows, from cache or one batched refresh."""
@@ -86,7 +88,7 @@ class SlurmWatcher:
                 todo.append(native)
         if not todo:
             return out
-        fetched = self._fetch(sorted(todo, key=int))
+        fetched = self._fetch(sorted(todo, key=sp.id_key))
         now = time.monotonic()
         for native in todo:
             rec = fetched.get(native)
@@ -127,16 +129,17 @@ class SlurmWatcher:
         return merged
 
     def _squeue(self, natives: list[str]) -> dict[str, sp.SlurmRecord]:
-        done = self._run(["squeue", "-h", "-t", "all", "-j", ",".join(natives),
+        # -r: one line per array task, also for tasks still pending in one record
+        done = self._run(["squeue", "-h", "-r", "-t", "all", "-j", _asked(natives),
                           "-o", sp.SQUEUE_FORMAT])
         if done.returncode != 0:
             if INVALID_ID in done.stderr.lower():
                 return {}  # every id has left squeue (22.05 exits 1 for that)
             raise InfrastructureError(f"squeue failed: {sp.first_line(done.stderr)}")
-        return sp.parse_squeue(done.stdout)
+        return _tasks(sp.parse_squeue(done.stdout), natives)
 
     def _sacct(self, natives: list[str]) -> dict[str, sp.SlurmRecord] | None:
-        done = self._run(["sacct", "-X", "-P", "-n", "-j", ",".join(natives),
+        done = self._run(["sacct", "-X", "-P", "-n", "-j", _asked(natives),
                           f"--format={sp.SACCT_FIELDS}"], check=False)
         if done.returncode != 0:
             if sp.accounting_disabled(done.stderr):
@@ -148,7 +151,7 @@ class SlurmWatcher:
                                       hint="is slurmdbd up?")
         if self._accounting is not True:
             self.remember_accounting(True)
-        return sp.parse_sacct(done.stdout)
+        return _tasks(sp.parse_sacct(done.stdout), natives)
 
     def _scontrol(self, natives: list[str] | None = None) -> dict[str, sp.SlurmRecord]:
         # one call for every job the controller still holds (ids given one by one would
@@ -159,6 +162,7 @@ class SlurmWatcher:
         records = sp.parse_scontrol_jobs(done.stdout)
         if natives is None:
             return records
+        records = _tasks(records, natives)
         wanted = set(natives)
         return {n: r for n, r in records.items() if n in wanted}
 
@@ -188,7 +192,7 @@ class SlurmWatcher:
         if rest:
             acct = self._run(["sacct", "-X", "-P", "-n", "-S", "now-30days",
                               "--name", ",".join(sorted(set(rest.values()))),
-                              "--format=JobIDRaw,JobName,Comment"], check=False)
+                              "--format=JobID,JobName,Comment"], check=False)
             if acct.returncode == 0:
                 found.update(sp.match_correlated(
                     [tuple((ln.split("|", 2) + ["", ""])[:3])
@@ -199,3 +203,22 @@ class SlurmWatcher:
                 raise InfrastructureError(f"sacct failed: {sp.first_line(acct.stderr)}",
                                           hint="is slurmdbd up?")
         return found
+
+
+def _asked(natives: Sequence[str]) -> str:
+    """The ``-j`` list: array tasks are asked for by their array job (``123`` for
+    ``123_4``), which also returns tasks still pending in one record and an array that was
+    cancelled before any task split from it."""
+    return ",".join(sorted({n.partition("_")[0] for n in natives}, key=int))
+
+
+def _tasks(records: dict[str, sp.SlurmRecord], natives: Sequence[str]
+           ) -> dict[str, sp.SlurmRecord]:
+    """Records by the ids asked for: an array task with no row of its own takes its array
+    job's row (Slurm reports a whole array that ended while pending under the bare job id)."""
+    out = {n: records[n] for n in natives if n in records}
+    for n in natives:
+        job, sep, _ = n.partition("_")
+        if sep and n not in out and job in records:
+            out[n] = dataclasses.replace(records[job], native_id=n)
+    return out
