@@ -90,6 +90,20 @@ def measure(launcher, job_ids: list[str], rounds: int = 5, scratch: Path | None 
             "refetch_archive_bytes": archive}
 
 
+def measure_sweep_fetch(ctx) -> None:
+    """The hook benchmarks/sweep.py calls: fetch of the sweep's finished Slurm cells (array
+    tasks) against ``ssh tar | tar`` of the same files, recorded in the sweep's table."""
+    from warpforge_launch.launcher import Launcher
+
+    with Launcher(str(ctx.inventory)) as launcher:
+        m = measure(launcher, list(ctx.job_ids), rounds=ctx.rounds)
+    report(m)
+    ctx.target(f"fetch of {m['jobs']} cells / ssh tar|tar", f"<= {TARGET:.2f}x",
+               f"{m['ratio']:.2f}x", m["ratio"] <= TARGET)
+    ctx.target("fetch round trips per call", "1", f"{m['round_trips']:.0f}",
+               m["round_trips"] == 1)
+
+
 def report(m: dict) -> bool:
     print(f"\n== fetch of {m['jobs']} Slurm results through the login node "
           f"({m['files']} files, {m['bytes'] / 1e6:.1f} MB)")

@@ -11,7 +11,7 @@ import time
 
 from warpforge_launch.errors import UsageError
 
-SUBCOMMANDS = ("submit", "status", "result", "cancel", "list")
+SUBCOMMANDS = ("submit", "status", "result", "cancel", "fetch", "list")
 
 
 def add_parser(sub, parents) -> None:
@@ -32,6 +32,12 @@ def add_parser(sub, parents) -> None:
                        ("cancel", "cancel every cell still running")):
         c = ss.add_parser(name, parents=parents, help=text)
         c.add_argument("sweep_id", metavar="SWEEP_ID")
+    f = ss.add_parser("fetch", parents=parents,
+                      help="copy every finished cell's outputs into the artifact store "
+                      "(exit 1 if a cell is not finished or a fetch failed)")
+    f.add_argument("sweep_id", metavar="SWEEP_ID")
+    f.add_argument("--to", metavar="DIR", help="artifact root (default: "
+                   "$WARPFORGE_HOME/artifacts)")
     li = ss.add_parser("list", parents=parents, help="recent sweeps")
     li.add_argument("--limit", type=int, default=20)
     p.set_defaults(run=main)
@@ -65,7 +71,7 @@ def main(args) -> int:
                          hint="warpforge-launch sweep FILE.yaml | status|result|cancel ID | list")
     with Launcher(getattr(args, "inventory", None)) as launcher:
         return {"submit": _submit, "status": _status, "result": _result,
-                "cancel": _cancel, "list": _list}[command](launcher, args)
+                "cancel": _cancel, "fetch": _fetch, "list": _list}[command](launcher, args)
 
 
 def _submit(launcher, args) -> int:
@@ -187,6 +193,29 @@ def _cancel(launcher, args) -> int:
         counts = ", ".join(f"{k} {s}" for s, k in sorted(sweep_launch.summary(cells).items()))
         print(f"{sweep.sweep_id}: cancelled {n} cell(s); now {counts}")
     return 0
+
+
+def _fetch(launcher, args) -> int:
+    """Every finished cell in one fetch (one archive round trip per Slurm instance)."""
+    from warpforge_launch import sweep_launch
+    from warpforge_launch.artifacts_cli import fetch_and_report
+    from warpforge_launch.output import emit_json, print_error
+
+    sweep, cells = sweep_launch.status(launcher, args.sweep_id)
+    done = [c.status.job_id for c in cells if c.record is not None and c.status is not None
+            and c.status.state.terminal and not c.record.submitting
+            and not c.record.superseded_by]
+    waiting = len(cells) - len(done)
+    code, results = fetch_and_report(launcher, done, args.to, args.json) if done else (0, [])
+    if args.json:
+        emit_json({"sweep_id": sweep.sweep_id, "not_fetched": waiting,
+                   "fetched": [r.to_dict() for r in results]})
+    if waiting:
+        print_error(f"{sweep.sweep_id}: {waiting} of {len(cells)} cell(s) not finished, "
+                    "not fetched", hint="fetch again when `warpforge-launch sweep status "
+                    f"{sweep.sweep_id}` shows them finished")
+        return max(code, 1)
+    return code
 
 
 def _list(launcher, args) -> int:

@@ -7,6 +7,7 @@ each task's output directory (argv.nul, env.nul), and sacct says what GRES each 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -144,6 +145,29 @@ def test_a_2x3x2_sweep_is_one_round_trip_of_job_arrays(slurm_cluster, shared_dir
         assert (c["mlir_bytes"] or 0) > 0 if not bad else c["mlir_bytes"] is None
     table = cli(tmp_path, inv, "sweep", "status", sweep_id)
     assert table.returncode == 0 and "NVIDIA/hpc" in table.stdout and "AMD/hpc" in table.stdout
+
+    # every cell into the artifact store: the files as they are on the cluster
+    art = tmp_path / "artifacts"
+    fetched = cli(tmp_path, inv, "--json", "sweep", "fetch", sweep_id, "--to", str(art))
+    assert fetched.returncode == 0, fetched.stderr
+    got = json.loads(fetched.stdout)
+    assert got["not_fetched"] == 0 and len(got["fetched"]) == 12
+    for cell in by_cell.values():
+        job_dir = art / cell["job_id"]
+        manifest = json.loads((job_dir / "artifacts.json").read_text())
+        native = cell["job_id"].removeprefix("hpc-")
+        for entry in manifest["files"]:
+            data = (job_dir / entry["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+            assert len(data) == entry["size"]
+        assert (job_dir / "output" / "argv.nul").read_bytes() == (
+            work / f"output-{native}" / "argv.nul").read_bytes()
+        assert ((job_dir / "output" / "model.mlir").is_file()
+                == (cell["status"]["state"] == "COMPLETED"))
+    again = cli(tmp_path, inv, "--json", "sweep", "fetch", sweep_id, "--to", str(art))
+    assert again.returncode == 0, again.stderr
+    assert all(r["transferred_bytes"] == 0 and not r["changed"]
+               for r in json.loads(again.stdout)["fetched"])
 
 
 def test_cancel_of_a_sweep_is_one_scancel_for_every_cell(slurm_cluster, shared_dir, tmp_path):
