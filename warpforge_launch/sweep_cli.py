@@ -27,6 +27,8 @@ def add_parser(sub, parents) -> None:
                    help="print what each scheduler would receive; submit nothing")
     s.add_argument("--wait", action="store_true",
                    help="wait for every cell to finish, then show the results")
+    s.add_argument("--snakegrinder", metavar="PATH",
+                   help="snakegrinder to run (every scheduler of the sweep)")
     for name, text in (("status", "the sweep's matrix: state and time per cell"),
                        ("result", "a table of the cells' results (exit 1 if any failed)"),
                        ("cancel", "cancel every cell still running")):
@@ -79,8 +81,9 @@ def _submit(launcher, args) -> int:
     from warpforge_launch.output import emit_json
 
     spec = sweeps.load(args.file)
+    overrides = {"snakegrinder": args.snakegrinder} if args.snakegrinder else {}
     if args.dry_run:
-        groups = sweep_launch.plan(launcher, spec)
+        groups = sweep_launch.plan(launcher, spec, **overrides)
         if args.json:
             emit_json({"sweep": sweeps.to_dict(spec),
                        "batches": [g.batch.to_dict() for g in groups]})
@@ -92,7 +95,7 @@ def _submit(launcher, args) -> int:
                   f"{len(g.cells)} cells in {len(g.batch.requests)} request(s)")
             print(g.batch.render())
         return 0
-    sweep_id, failed = sweep_launch.submit(launcher, spec)
+    sweep_id, failed = sweep_launch.submit(launcher, spec, **overrides)
     if failed and not args.json:
         print(f"warning: {len(failed)} cell(s) of {sweep_id} could not be sent; "
               f"`warpforge-launch sweep status {sweep_id}` shows them", file=sys.stderr)

@@ -35,15 +35,17 @@ def new_sweep_id() -> str:
     return f"sweep-{uuid.uuid4().hex[:8]}"
 
 
-def plan(launcher: Launcher, spec: sweeps.SweepSpec) -> list[Group]:
+def plan(launcher: Launcher, spec: sweeps.SweepSpec, **overrides: Any) -> list[Group]:
     """Every cell planned (pure: nothing is sent); a cell its scheduler cannot run is bad
-    input before anything goes out."""
+    input before anything goes out. ``overrides`` replace scheduler settings (e.g. the
+    snakegrinder path), as ``submit --snakegrinder`` does."""
     groups: dict[str, Group] = {}
     for cell in sweeps.expand(spec):
         entry = launcher.inventory.scheduler(cell.scheduler)
         group = groups.get(entry.name)
         if group is None:
-            sched = launcher._instance(entry.name, entry.type, entry.config)
+            entry, config = launcher._config(entry.name, overrides)
+            sched = launcher._instance(entry.name, entry.type, config)
             group = groups[entry.name] = Group(sched, [], [], None)  # type: ignore[arg-type]
         gpu = cell.definition.resources.gpu_type
         if gpu not in group.scheduler.capabilities().supported_gpu_types:
@@ -57,11 +59,12 @@ def plan(launcher: Launcher, spec: sweeps.SweepSpec) -> list[Group]:
     return list(groups.values())
 
 
-def submit(launcher: Launcher, spec: sweeps.SweepSpec) -> tuple[str, dict[str, str]]:
+def submit(launcher: Launcher, spec: sweeps.SweepSpec, **overrides: Any
+           ) -> tuple[str, dict[str, str]]:
     """Send every cell; the sweep id and, per cell that could not be sent, why."""
     from warpforge_launch import secrets
 
-    groups = plan(launcher, spec)
+    groups = plan(launcher, spec, **overrides)
     secrets.resolve(spec.secret_env)  # a missing secret fails before anything is recorded
     sweep_id = new_sweep_id()
     now = utcnow()

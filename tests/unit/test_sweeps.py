@@ -321,3 +321,28 @@ def test_an_array_task_whose_submit_was_cut_is_found_by_its_array(tmp_path, monk
         assert [rows[c].job_id for c in cells] == ["c1-7_0", "c1-7_2"]
         assert not any(r.submitting for r in rows.values())
     assert backend.calls["reconcile"] == 1
+
+
+def test_snakegrinder_option_reaches_every_cell(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("WARPFORGE_HOME", str(tmp_path / "home"))
+    model = tmp_path / "m.py"
+    model.write_text("class M: pass\n")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump({"schedulers": {"here": {"type": "local"}}}))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "sg", "models": [{"source": "m.py", "class": "M"}],
+                                    "inputs": ["[(1, 8)]", "[(2, 8)]"]}))
+    sg = tmp_path / "bin" / "my snakegrinder"
+    sg.parent.mkdir()
+    sg.write_text("#!/bin/sh\n")
+    sg.chmod(0o755)
+    assert main(["sweep", str(spec), "--dry-run", "--json", "--inventory", str(inv),
+                 "--snakegrinder", str(sg)]) == 0
+    jobs = [j for b in json.loads(capsys.readouterr().out)["batches"] for j in b["jobs"]]
+    assert len(jobs) == 2 and all(j["argv"][0] == str(sg) for j in jobs)
+    assert main(["sweep", str(spec), "--inventory", str(inv), "--snakegrinder",
+                 str(tmp_path / "missing")]) == 2
+    assert "missing or not executable" in capsys.readouterr().err
+    assert not JobStore().sweeps()  # bad input stores nothing
