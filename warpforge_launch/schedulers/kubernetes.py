@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -42,11 +43,11 @@ from warpforge_launch.jobs import (
     JobSubmission,
     SchedulerCapabilities,
 )
-from warpforge_launch.schedulers import kubernetes_manifest as km
 from warpforge_launch.schedulers import kubernetes_state as ks
 from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
 
 if TYPE_CHECKING:
+    from warpforge_launch.schedulers import kubernetes_manifest as km
     from warpforge_launch.schedulers.kubernetes_client import KubeClient
 
 LOG_TAIL_LINES = 40
@@ -145,6 +146,7 @@ class KubernetesScheduler(Scheduler):
     def plan(self, submission: JobSubmission) -> SubmissionPlan[km.K8sRequest]:
         """The Job manifest, rendered, parsed and schema-checked; reads the model source."""
         from warpforge_launch.payload import snakegrinder_argv
+        from warpforge_launch.schedulers import kubernetes_manifest as km
 
         c, d = self.config, submission.definition
         res = d.resources
@@ -166,9 +168,9 @@ class KubernetesScheduler(Scheduler):
         env = dict(d.environment)
         env.update(WARPFORGE_JOB_ID=job_id, WARPFORGE_CORRELATION_ID=submission.correlation_id,
                    WARPFORGE_OUT_DIR=out_dir)
-        labels = {km.LABEL_MANAGED_BY: km.MANAGED_BY, km.LABEL_INSTANCE: self.name,
-                  km.LABEL_JOB_ID: job_id, km.LABEL_CORRELATION_ID: submission.correlation_id}
-        annotations = {f"{km.ANNOTATION_PREFIX}{k}": v for k, v in {
+        labels = {ks.LABEL_MANAGED_BY: ks.MANAGED_BY, ks.LABEL_INSTANCE: self.name,
+                  ks.LABEL_JOB_ID: job_id, ks.LABEL_CORRELATION_ID: submission.correlation_id}
+        annotations = {f"{ks.ANNOTATION_PREFIX}{k}": v for k, v in {
             "name": d.name, "submitted-by": submission.submitted_by,
             "submitted-at": submission.submitted_at.astimezone(UTC).isoformat(),
             "source": d.source, "out-dir": out_dir}.items()}
@@ -191,13 +193,26 @@ class KubernetesScheduler(Scheduler):
             nodes=tuple(sorted(res.node_affinity)), tolerations=tuple(c.tolerations),
             pull_secrets=tuple(c.image_pull_secrets), run_as_user=c.run_as_user,
             run_as_group=c.run_as_group)
-        job = km.render(spec)
-        km.validate_offline(job, c.schema_version)
+        cache = self._cache_dir()
+        job = km.render(spec, cache)
+        km.validate_offline(job, c.schema_version, cache)
         request = km.K8sRequest(job=job, source_path=d.source, source_sha256=digest,
                                 secret_env=tuple(d.secret_env))
         return SubmissionPlan(instance=self.name, native_id=name, kind="k8s-job",
                               argv=tuple(argv), request=request,
                               correlation_id=submission.correlation_id)
+
+    def _cache_dir(self) -> Path | None:
+        """``$WARPFORGE_HOME/cache/kubernetes`` (0700): resolved kubeconfigs, the compiled
+        template, the manifest shapes the schema passed; None when it cannot be made."""
+        path = self.home / "cache" / "kubernetes"
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path.stat().st_mode & 0o077 or path.stat().st_uid != os.getuid():
+                return None
+        except OSError:
+            return None
+        return path
 
     def _priority_class(self, priority: int) -> str | None:
         best, chosen = -1, None
@@ -218,7 +233,7 @@ class KubernetesScheduler(Scheduler):
                 creds = auth.in_cluster()
             else:
                 creds = auth.from_kubeconfig(auth.kubeconfig_path(c.kubeconfig), c.context,
-                                             self.home / "cache" / "kubeconfig")
+                                             self._cache_dir())
             self._server = creds.server
             self._client = KubeClient(
                 creds, connect_timeout=c.connect_timeout, request_timeout=c.request_timeout,
@@ -239,9 +254,9 @@ class KubernetesScheduler(Scheduler):
 
     def _mine(self, job_ids: Sequence[str] = ()) -> str:
         """This instance's objects; a few wanted jobs are selected by id on the server."""
-        selector = f"{km.LABEL_INSTANCE}={self.name}"
+        selector = f"{ks.LABEL_INSTANCE}={self.name}"
         if 0 < len(job_ids) <= SELECT_BY_ID_UP_TO:
-            selector += f",{km.LABEL_JOB_ID} in ({','.join(sorted(set(job_ids)))})"
+            selector += f",{ks.LABEL_JOB_ID} in ({','.join(sorted(set(job_ids)))})"
         return selector
 
     # --- submit -------------------------------------------------------------------------------
@@ -250,6 +265,8 @@ class KubernetesScheduler(Scheduler):
         """The Job, then its Secret owned by it (two requests, no patch). The pod cannot start
         before the Secret exists: its source volume waits for it (and so would a
         ``secretKeyRef``), so the order costs nothing but saves the owner patch."""
+        from warpforge_launch.schedulers import kubernetes_manifest as km
+
         request = plan.request
         source, digest = km.read_source(request.source_path)
         if digest != request.source_sha256:
@@ -308,8 +325,8 @@ class KubernetesScheduler(Scheduler):
         if not correlation_ids:
             return {}
         wanted = ",".join(sorted(set(correlation_ids)))
-        jobs = self._list("jobs", f"{self._mine()},{km.LABEL_CORRELATION_ID} in ({wanted})")
-        return {j["metadata"]["labels"][km.LABEL_CORRELATION_ID]: j["metadata"]["name"]
+        jobs = self._list("jobs", f"{self._mine()},{ks.LABEL_CORRELATION_ID} in ({wanted})")
+        return {j["metadata"]["labels"][ks.LABEL_CORRELATION_ID]: j["metadata"]["name"]
                 for j in jobs}
 
     # --- watch --------------------------------------------------------------------------------
@@ -320,7 +337,7 @@ class KubernetesScheduler(Scheduler):
         wanted = set(job_ids)
         by_job: dict[str, list[dict]] = {}
         for pod in self._list("pods", self._mine(job_ids)):
-            jid = ((pod.get("metadata") or {}).get("labels") or {}).get(km.LABEL_JOB_ID)
+            jid = ((pod.get("metadata") or {}).get("labels") or {}).get(ks.LABEL_JOB_ID)
             if jid in wanted:
                 by_job.setdefault(jid, []).append(pod)
         out: dict[str, tuple[ks.Observed, dict | None]] = {}
@@ -335,7 +352,7 @@ class KubernetesScheduler(Scheduler):
                 undecided.add(jid)
         if undecided:
             for job in self._list("jobs", self._mine(sorted(undecided))):
-                jid = (job["metadata"].get("labels") or {}).get(km.LABEL_JOB_ID)
+                jid = (job["metadata"].get("labels") or {}).get(ks.LABEL_JOB_ID)
                 if jid in undecided:
                     out[jid] = (ks.job_state(job, by_job.get(jid, ())), job)
         for jid in undecided - set(out):
@@ -351,7 +368,7 @@ class KubernetesScheduler(Scheduler):
         elapsed = ((seen.ended or now) - seen.started) if seen.started else None
         extra = {"namespace": self.config.namespace, "job": self.native_id(job_id),
                  "pod": seen.pod, "exit_code": seen.exit_code}
-        return JobStatus(job_id=job_id, correlation_id=labels.get(km.LABEL_CORRELATION_ID),
+        return JobStatus(job_id=job_id, correlation_id=labels.get(ks.LABEL_CORRELATION_ID),
                          state=seen.state, state_changed_at=seen.ended or seen.started or now,
                          node_name=seen.node, elapsed=elapsed, message=seen.message,
                          scheduler_metadata={k: v for k, v in extra.items() if v is not None})
@@ -377,12 +394,12 @@ class KubernetesScheduler(Scheduler):
         jobs = self._list("jobs", self._mine())
         pods: dict[str, list[dict]] = {}
         for pod in self._list("pods", self._mine()):
-            jid = (pod["metadata"].get("labels") or {}).get(km.LABEL_JOB_ID)
+            jid = (pod["metadata"].get("labels") or {}).get(ks.LABEL_JOB_ID)
             pods.setdefault(jid, []).append(pod)
         jobs.sort(key=lambda j: j["metadata"].get("creationTimestamp") or "", reverse=True)
         found = []
         for job in jobs:
-            jid = (job["metadata"].get("labels") or {}).get(km.LABEL_JOB_ID)
+            jid = (job["metadata"].get("labels") or {}).get(ks.LABEL_JOB_ID)
             status = self._status(jid, ks.job_state(job, pods.get(jid, ())), job)
             if query.states and status.state not in query.states:
                 continue
@@ -398,7 +415,7 @@ class KubernetesScheduler(Scheduler):
             missing=f"no Job {name} for {job_id} in namespace {self.config.namespace!r}")
 
     def _pods(self, job_id: str) -> list[dict]:
-        return self._list("pods", f"{km.LABEL_JOB_ID}={job_id}")
+        return self._list("pods", f"{ks.LABEL_JOB_ID}={job_id}")
 
     # --- logs, result, cancel -----------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 A kubeconfig is YAML, and parsing it (plus importing a YAML library) would cost a ``status``
 more than its whole request. The context it names is resolved once into plain JSON and cached
-under ``$WARPFORGE_HOME/cache/kubeconfig/`` (0600 files in a 0700 directory, like the
+under ``$WARPFORGE_HOME/cache/kubernetes/`` (0600 files in a 0700 directory, like the
 kubeconfig itself they hold a token or a key), keyed by the file's path, context, mtime, size
 and inode: an edited kubeconfig is read again. Handled: bearer tokens (inline or ``tokenFile``),
 client certificates and keys (files or inline data), basic auth, the cluster CA (file or inline
@@ -13,12 +13,10 @@ removed gcp/azure/oidc plugins) are refused with a hint, as lightkube and kubect
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -156,16 +154,15 @@ def _resolve(doc: Any, path: str, context: str | None) -> Credentials:
 def _cache_file(cache_dir: Path | None, stamp: list) -> Path | None:
     if cache_dir is None:
         return None
-    key = hashlib.sha256(json.dumps(stamp[:3]).encode()).hexdigest()[:24]
-    return cache_dir / f"{key}.json"
+    # the stamp inside the file is checked on read: a clash of names only costs a re-read
+    return cache_dir / f"kubeconfig-{zlib.crc32(json.dumps(stamp[:3]).encode()):08x}.json"
 
 
 def _write_private(path: Path, text: str) -> None:
     """Atomically, 0600 in a 0700 directory; a cache that cannot be written is skipped."""
+    import tempfile
+
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.parent.stat().st_mode & 0o077:
-            path.parent.chmod(0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "w") as fh:
@@ -179,6 +176,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _pem(data: str, what: str) -> bytes:
+    import base64
+
     try:
         return base64.b64decode(data, validate=False)
     except ValueError:
@@ -190,6 +189,7 @@ def ssl_context(creds: Credentials, exec_cert: tuple[str, str] | None = None):
     """One TLS context per cluster and identity: only the cluster's CA is loaded (as kubectl
     does), not the system store, unless the kubeconfig names no CA."""
     import ssl
+    import tempfile
 
     if creds.insecure:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

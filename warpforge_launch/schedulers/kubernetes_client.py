@@ -1,34 +1,36 @@
-"""The Kubernetes API over one kept-alive HTTPS connection (``http.client``), with deadlines
-and the project's one-line errors.
+"""The Kubernetes API over one kept-alive HTTPS connection, with deadlines and the project's
+one-line errors.
 
 Why not lightkube (or the official client): every call here is a plain JSON request on a
 known path, and importing lightkube (httpx, httpcore, trio, anyio, h2, its models) cost a
-``status`` about 0.3 s - five times kubectl's whole run - while a stdlib request on a kept
-connection costs a few milliseconds. Objects stay the API's JSON dicts; nothing is turned into
-models.
+``status`` about 0.3 s - several times kubectl's whole run - while a request on a kept
+connection costs a few milliseconds. Objects stay the API's JSON dicts; nothing becomes a
+model. The connection itself is ``kubernetes_http`` (why not ``http.client``: see there).
 
 Deadlines: ``connect_timeout`` bounds the TCP connect and the TLS handshake (a listener that
 accepts and never answers is a timeout, not a hang); ``request_timeout`` bounds the whole
-exchange after it, enforced by shutting the socket down. A followed log stream has no overall
-deadline (it ends with the container); TCP keep-alives detect a peer that vanished.
+exchange after it. A followed log stream has no overall deadline (it ends with the
+container); TCP keep-alives detect a peer that vanished.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
-import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
 from warpforge_launch.schedulers.kubernetes_auth import Credentials, run_exec_plugin, ssl_context
+from warpforge_launch.schedulers.kubernetes_http import Connection, Dropped
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
-_DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 UNREACHABLE_HINT = "is the apiserver up? check the kubeconfig's server"
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           409: "Conflict", 422: "Unprocessable Entity", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 
 class KubeClient:
@@ -47,7 +49,7 @@ class KubeClient:
         self.request_timeout = request_timeout
         self.rights_hint = rights_hint
         self.observers: list[Callable[[str], None]] = []
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: Connection | None = None
         self._exec_status: dict[str, Any] | None = None
 
     # --- requests -----------------------------------------------------------------------------
@@ -66,22 +68,28 @@ class KubeClient:
     def lines(self, path: str, what: str, *, query: Mapping[str, Any] | None = None,
               follow: bool = False) -> Iterator[str]:
         """A text stream (pod logs) line by line, on a connection of its own."""
+        target = self._target(path, query)
+        self._notify("GET", target)
         conn = self._open(what)
         try:
-            headers = self._headers(None)
-            self._notify("GET", self._target(path, query))
-            conn.request("GET", self._target(path, query), headers=headers)
-            response = conn.getresponse()
+            response = conn.send("GET", target, self._headers(None), None,
+                                 time.monotonic() + self.request_timeout)
             if response.status >= 400:
-                self._fail(response.status, response.read(), what, None)
+                self._fail(response.status, conn.body(response, "GET"), what, None)
             if follow:  # no overall deadline: the kubelet ends the stream with the container
-                conn.sock.settimeout(None)
+                conn.no_deadline()
                 _keepalive(conn.sock)
-            for raw in response:
-                yield raw.decode("utf-8", errors="replace")
+            rest = b""
+            for piece in conn.chunks(response):
+                rest += piece
+                *whole, rest = rest.split(b"\n")
+                for line in whole:
+                    yield line.decode("utf-8", errors="replace") + "\n"
+            if rest:
+                yield rest.decode("utf-8", errors="replace")
         except TimeoutError:
             raise self._timed_out("request", what) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             raise InfrastructureError(f"the log stream of {what} broke: "
                                       f"{_one_line(exc)}") from None
         finally:
@@ -104,16 +112,16 @@ class KubeClient:
         for observe in self.observers:
             observe(f"{method} {target}")
 
+    def _exec(self) -> dict[str, Any]:
+        if self._exec_status is None:
+            self._exec_status = run_exec_plugin(self.creds.exec_json, self.request_timeout)
+        return self._exec_status
+
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "warpforge-launch"}
         if content_type:
             headers["Content-Type"] = content_type
-        if self.creds.exec_json:
-            if self._exec_status is None:
-                self._exec_status = run_exec_plugin(self.creds.exec_json, self.request_timeout)
-            token = self._exec_status.get("token")
-        else:
-            token = self.creds.bearer()
+        token = self._exec().get("token") if self.creds.exec_json else self.creds.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         elif self.creds.username and self.creds.password is not None:
@@ -126,98 +134,72 @@ class KubeClient:
     def _exchange(self, method: str, target: str, body: bytes | None, content_type: str,
                   what: str) -> tuple[int, bytes]:
         self._notify(method, target)
-        headers = self._headers(content_type if body is not None else None)
+        kind = content_type if body is not None else None
+        status, data = self._retrying(method, target, body, self._headers(kind), what)
+        if status == 401 and self.creds.exec_json:
+            self._exec_status = None  # an expired plugin token: ask the plugin again
+            status, data = self._retrying(method, target, body, self._headers(kind), what)
+        return status, data
+
+    def _retrying(self, method: str, target: str, body: bytes | None,
+                  headers: dict[str, str], what: str) -> tuple[int, bytes]:
         reused = self._conn is not None
         while True:
             try:
-                status, data = self._once(method, target, body, headers, what)
-            except _DROPPED:
+                return self._once(method, target, body, headers, what)
+            except Dropped:
                 self.close()  # a kept-alive connection the server had closed: once more
                 if not (reused and method in IDEMPOTENT):
                     raise self._unreachable(what, "connection closed by the server") from None
                 reused = False
-                continue
-            if status == 401 and self.creds.exec_json and self._exec_status is not None:
-                self._exec_status = None  # an expired plugin token: ask the plugin again
-                headers = self._headers(content_type if body is not None else None)
-                status, data = self._once(method, target, body, headers, what)
-            return status, data
 
     def _once(self, method: str, target: str, body: bytes | None, headers: dict[str, str],
               what: str) -> tuple[int, bytes]:
         conn = self._conn or self._connect(what)
-        fired = threading.Event()
-
-        def cut() -> None:  # the whole-exchange deadline: unblocks a read that never ends
-            fired.set()
-            if conn.sock is not None:
-                try:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        watchdog = threading.Timer(self.request_timeout, cut)
-        watchdog.daemon = True
-        watchdog.start()
         try:
-            conn.request(method, target, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        except _DROPPED:
-            if fired.is_set():
-                self.close()
-                raise self._timed_out("request", what) from None
+            response = conn.send(method, target, headers, body,
+                                 time.monotonic() + self.request_timeout)
+            data = conn.body(response, method)
+        except Dropped:
             raise
-        except (OSError, http.client.HTTPException) as exc:
+        except TimeoutError:
             self.close()
-            if fired.is_set() or isinstance(exc, TimeoutError):
-                raise self._timed_out("request", what) from None
+            raise self._timed_out("request", what) from None
+        except OSError as exc:
+            self.close()
             raise self._unreachable(what, _one_line(exc)) from None
-        finally:
-            watchdog.cancel()
-        if fired.is_set():
-            self.close()
-            raise self._timed_out("request", what)
         if response.will_close:
             self.close()
         return response.status, data
 
-    def _connect(self, what: str) -> http.client.HTTPConnection:
+    def _connect(self, what: str) -> Connection:
         self._conn = self._open(what)
         return self._conn
 
-    def _open(self, what: str) -> http.client.HTTPConnection:
+    def _open(self, what: str) -> Connection:
+        context = None
         if self._https:
             exec_cert = None
-            if self.creds.exec_json:
-                if self._exec_status is None:
-                    self._exec_status = run_exec_plugin(self.creds.exec_json,
-                                                        self.request_timeout)
-                if self._exec_status.get("clientCertificateData"):
-                    exec_cert = (self._exec_status["clientCertificateData"],
-                                 self._exec_status["clientKeyData"])
-            conn: http.client.HTTPConnection = _TLSConnection(
-                self._host, self._port, timeout=self.connect_timeout,
-                context=ssl_context(self.creds, exec_cert),
-                server_name=self.creds.tls_server_name)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port,
-                                              timeout=self.connect_timeout)
+            if self.creds.exec_json and self._exec().get("clientCertificateData"):
+                exec_cert = (self._exec()["clientCertificateData"],
+                             self._exec()["clientKeyData"])
+            context = ssl_context(self.creds, exec_cert)
+        conn = Connection(self._host, self._port, ssl_context=context,
+                          server_name=self.creds.tls_server_name)
         try:
-            conn.connect()  # TCP and the TLS handshake, both under connect_timeout
+            conn.connect(self.connect_timeout)  # TCP and the TLS handshake
         except TimeoutError:
             conn.close()
             raise self._timed_out("connect", what) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
             conn.close()
             raise self._unreachable(what, _one_line(exc)) from None
-        conn.sock.settimeout(self.request_timeout)
         return conn
 
     # --- errors -------------------------------------------------------------------------------
 
     def _fail(self, code: int, data: bytes, what: str, missing: str | None):
-        message = _status_message(data) or http.client.responses.get(code, "error")
+        message = _status_message(data) or REASONS.get(code, "error")
         if code == 404 and missing is not None:
             raise NotFoundError(missing)
         if code in (401, 403):
@@ -247,21 +229,6 @@ class KubeRejected(UsageError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
-
-
-class _TLSConnection(http.client.HTTPSConnection):
-    """HTTPS with an SNI/verification name other than the host (``tls-server-name``)."""
-
-    def __init__(self, *args, server_name: str | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._server_name = server_name
-
-    def connect(self) -> None:
-        if not self._server_name:
-            return super().connect()
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
-        return None
 
 
 def _status_message(data: bytes) -> str:
