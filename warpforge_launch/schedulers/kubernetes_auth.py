@@ -189,7 +189,6 @@ def ssl_context(creds: Credentials, exec_cert: tuple[str, str] | None = None):
     """One TLS context per cluster and identity: only the cluster's CA is loaded (as kubectl
     does), not the system store, unless the kubeconfig names no CA."""
     import ssl
-    import tempfile
 
     if creds.insecure:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -213,6 +212,8 @@ def ssl_context(creds: Credentials, exec_cert: tuple[str, str] | None = None):
             _pem(creds.cert_data, "client certificate data") if creds.cert_data else None)
         pem_key = exec_cert[1].encode() if exec_cert else (
             _pem(creds.key_data, "client key data") if creds.key_data else None)
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="wf-k8s-") as tmp:  # 0700
             if pem_cert is not None:
                 cert = _private_file(Path(tmp) / "cert.pem", pem_cert)

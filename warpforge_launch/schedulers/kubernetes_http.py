@@ -49,14 +49,18 @@ class Connection:
 
     def connect(self, timeout: float) -> None:
         """TCP connect and TLS handshake, both within ``timeout``."""
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        # an ASCII host as bytes: getaddrinfo then skips loading the idna codec
+        host = self.host.encode() if self.host.isascii() else self.host
+        sock = socket.create_connection((host, self.port), timeout=timeout)
         try:
             # the request follows the TLS Finished message at once: without this, Nagle holds
             # it until the server's delayed ACK (40 ms on Linux)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
-                sock = self.ssl_context.wrap_socket(
-                    sock, server_hostname=self.server_name or self.host)
+                name = self.server_name or self.host
+                if not self.ssl_context.check_hostname and _is_ip(name):
+                    name = None  # no SNI for an address anyway; spares the idna codec
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=name)
         except BaseException:
             sock.close()
             raise
@@ -172,3 +176,13 @@ class Connection:
         data = bytes(self._buf[:most])
         del self._buf[:most]
         return data
+
+
+def _is_ip(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except OSError:
+            pass
+    return False
