@@ -111,6 +111,13 @@ class Api:
                         self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
                     self.wfile.write(b"0\r\n\r\n")
                     return None
+                if self.path.startswith("/html"):
+                    data = b"<html><body>a captive portal</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return None
                 if self.path.startswith("/close"):
                     self.close_connection = True
                 return self._send(200, {"path": self.path})
@@ -273,6 +280,12 @@ def test_errors_are_one_line_with_the_status_message(plain_api, code, error, tex
     assert text in str(err.value) and "\n" not in str(err.value)
     if code == 403:
         assert err.value.hint == "rights!"
+
+
+def test_an_answer_that_is_not_json_is_one_line(plain_api):
+    api = client(auth.Credentials(server=f"http://127.0.0.1:{plain_api.port}"))
+    with pytest.raises(InfrastructureError, match="did not answer JSON to list pods .*portal"):
+        api.call("GET", "/html", "list pods")
 
 
 @pytest.fixture()

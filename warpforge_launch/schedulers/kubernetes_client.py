@@ -63,7 +63,13 @@ class KubeClient:
         status, data = self._exchange(method, target, payload, content_type, what)
         if status >= 400:
             self._fail(status, data, what, missing)
-        return json.loads(data) if data.strip() else {}
+        try:
+            return json.loads(data) if data.strip() else {}
+        except ValueError:
+            raise InfrastructureError(
+                f"{self.server} did not answer JSON to {what} (is it a Kubernetes API?): "
+                f"{_one_line(data.decode('utf-8', errors='replace'))[:120]}",
+                hint=UNREACHABLE_HINT) from None
 
     def lines(self, path: str, what: str, *, query: Mapping[str, Any] | None = None,
               follow: bool = False) -> Iterator[str]:
