@@ -348,3 +348,33 @@ def test_an_exec_plugin_token_is_sent(plain_api, tmp_path):
     broken = auth.Credentials(server=creds.server, exec_json=json.dumps(exec_section))
     with pytest.raises(UsageError, match="exec plugin .* failed .*no login"):
         client(broken).call("GET", "/x", "x")
+
+
+def test_a_refresh_loads_no_yaml_template_schema_or_http_client(plain_api, tmp_path):
+    """What keeps `status` and `list` fast: the second run reads the cached kubeconfig, and
+    nothing heavier than ssl is imported on the way to the request."""
+    import subprocess
+
+    kc = write_kubeconfig(tmp_path / "config", {
+        "clusters": [{"name": "a", "cluster": {"server": f"http://127.0.0.1:{plain_api.port}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "a", "user": "u"}}],
+        "current-context": "c"})
+    code = ("import sys\nfrom pathlib import Path\n"
+            "from warpforge_launch.schedulers.kubernetes import KubernetesConfig, "
+            "KubernetesScheduler\n"
+            f"s = KubernetesScheduler('k8s', KubernetesConfig(kubeconfig={str(kc)!r}, "
+            f"output_claim='out'), home=Path({str(tmp_path)!r}))\n"
+            "assert s.statuses(['k8s-warpforge-1a2b3c4d']) == {}\n"
+            "heavy = {'yaml', 'jinja2', 'jsonschema', 'kubernetes_validate', 'http.client',\n"
+            "         'email', 'lightkube', 'httpx', 'pydantic', 'threading',\n"
+            "         'warpforge_launch.schedulers.kubernetes_manifest'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60, cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr + runs[1].stderr
+    assert runs[1].stdout.strip() == "[]"  # the first run parsed the kubeconfig's YAML
+    assert [p for _, p, _, _ in plain_api.seen][-1].startswith(
+        "/apis/batch/v1/namespaces/warpforge/jobs?labelSelector=")
