@@ -378,3 +378,64 @@ def test_a_refresh_loads_no_yaml_template_schema_or_http_client(plain_api, tmp_p
     assert runs[1].stdout.strip() == "[]"  # the first run parsed the kubeconfig's YAML
     assert [p for _, p, _, _ in plain_api.seen][-1].startswith(
         "/apis/batch/v1/namespaces/warpforge/jobs?labelSelector=")
+
+
+def test_a_job_create_whose_answer_is_lost_still_gets_its_secret(tmp_path):
+    """The apiserver made the Job but the answer never came: the submit finds the Job (by
+    its correlation label) and sends the owned Secret, so no pod waits for a Secret forever."""
+    from warpforge_launch.inputs import parse_inputs
+    from warpforge_launch.jobs import JobDefinition, JobSubmission
+    from warpforge_launch.schedulers.kubernetes import KubernetesConfig, KubernetesScheduler
+
+    made: dict[str, dict] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            made[doc["kind"]] = doc
+            if doc["kind"] == "Job":
+                doc["metadata"]["uid"] = "uid-1"
+                self.close_connection = True  # made, but the answer is lost
+                return
+            self._json(201, doc)
+
+        def do_GET(self):
+            self._json(200, made["Job"]) if "Job" in made else self._json(404, {})
+
+        def _json(self, code, doc):
+            data = json.dumps(doc).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kc = write_kubeconfig(tmp_path / "config", {
+            "clusters": [{"name": "a", "cluster": {
+                "server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "a", "user": "u"}}],
+            "current-context": "c"})
+        model = tmp_path / "mlp.py"
+        model.write_text("class SimpleMLP: pass\n")
+        sched = KubernetesScheduler("k8s", KubernetesConfig(kubeconfig=str(kc),
+                                                            output_claim="out"), home=tmp_path)
+        plan = sched.plan(JobSubmission.new(JobDefinition(
+            name="mlp", source=str(model), model_class="SimpleMLP",
+            inputs=parse_inputs("[(1, 8)]"))))
+        assert sched.execute(plan).native_id == plan.native_id
+        owner, = made["Secret"]["metadata"]["ownerReferences"]
+        assert (owner["name"], owner["uid"]) == (plan.native_id, "uid-1")
+        assert [r.split("?")[0].split("/")[-1] for r in sched.requests] == [
+            "jobs", plan.native_id, "secrets"]
+        sched.close()
+    finally:
+        server.shutdown()
+        server.server_close()

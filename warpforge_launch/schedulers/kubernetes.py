@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 from warpforge_launch import secrets
 from warpforge_launch.errors import InfrastructureError, LaunchError, NotFoundError, UsageError
@@ -45,6 +45,7 @@ from warpforge_launch.jobs import (
 )
 from warpforge_launch.schedulers import kubernetes_state as ks
 from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
+from warpforge_launch.schedulers.kubernetes_config import VENDORS, KubernetesConfig
 
 if TYPE_CHECKING:
     from warpforge_launch.schedulers import kubernetes_manifest as km
@@ -52,73 +53,6 @@ if TYPE_CHECKING:
 
 LOG_TAIL_LINES = 40
 SELECT_BY_ID_UP_TO = 20  # a status of a few jobs selects them by id, not the whole instance
-VENDORS = ("NVIDIA", "AMD")
-
-
-@dataclasses.dataclass(frozen=True)
-class KubernetesConfig:
-    """``schedulers.<name>`` for ``type: kubernetes`` in the inventory."""
-
-    __pydantic_config__ = {"extra": "forbid"}  # noqa: RUF012 (pydantic reads this)
-    kubeconfig: str | None = None  # None: $KUBECONFIG, then ~/.kube/config
-    context: str | None = None  # None: the kubeconfig's current context
-    in_cluster: bool = False  # the pod's service account instead of a kubeconfig
-    namespace: str = "warpforge"
-    registry: str = "localhost:5000"
-    image_version: str = "latest"
-    image_nvidia: str | None = None  # default <registry>/warpforge:nvidia-<version>
-    image_amd: str | None = None  # default <registry>/warpforge:amd-<version>
-    image_cpu: str | None = None  # default <registry>/warpforge:cpu-<version>
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    image_pull_secrets: tuple[str, ...] = ()
-    snakegrinder: str = "/opt/warpforge/bin/snakegrinder"  # inside the image
-    node_selectors: dict[str, dict[str, str]] = dataclasses.field(default_factory=lambda: {
-        "NVIDIA": {"accelerator": "nvidia"}, "AMD": {"accelerator": "amd"}})
-    gpu_resources: dict[str, str] = dataclasses.field(default_factory=lambda: {
-        "NVIDIA": "nvidia.com/gpu", "AMD": "amd.com/gpu"})
-    tolerations: tuple[dict[str, Any], ...] = ()
-    service_account: str | None = None
-    ttl_seconds_after_finished: int | None = 86400
-    priority_classes: dict[str, str] = dataclasses.field(default_factory=dict)  # {"80": "high"}
-    # the output volume: a PVC or a hostPath, mounted at output_mount_path in the pod; each
-    # job writes to <mount>/<job name>; local_output_root is where this machine sees it
-    output_claim: str | None = None
-    output_host_path: str | None = None
-    output_mount_path: str = "/warpforge/out"
-    local_output_root: str | None = None
-    run_as_user: int = 1000
-    run_as_group: int = 1000
-    connect_timeout: float = 5.0
-    request_timeout: float = 30.0
-    allow_pending: bool = False  # accept GPU requests no node can satisfy now (they wait)
-    server_dry_run: bool = False  # let the apiserver check both objects before creating them
-    schema_version: str = "1.25"  # kubernetes-validate's oldest schema; v1.20 Jobs fit it
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "request_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("snakegrinder", "output_mount_path"):
-            if not str(getattr(self, name)).startswith("/"):
-                raise ValueError(f"{name} must be an absolute path in the image")
-        if self.output_host_path is not None and not self.output_host_path.startswith("/"):
-            raise ValueError("output_host_path must be an absolute path on the nodes")
-        if self.output_claim and self.output_host_path:
-            raise ValueError("give output_claim or output_host_path, not both")
-        for table in ("node_selectors", "gpu_resources"):
-            unknown = set(getattr(self, table)) - set(VENDORS)
-            if unknown:
-                raise ValueError(f"{table}: unknown GPU vendor {sorted(unknown)[0]!r} "
-                                 "(NVIDIA or AMD)")
-        for threshold in self.priority_classes:
-            if not str(threshold).isdigit() or not 0 <= int(threshold) <= 100:
-                raise ValueError(f"priority_classes: {threshold!r} is not a priority 0-100")
-
-    def image(self, vendor: str) -> str:
-        given = {"NVIDIA": self.image_nvidia, "AMD": self.image_amd}.get(vendor, self.image_cpu)
-        tag = {"NVIDIA": "nvidia", "AMD": "amd"}.get(vendor, "cpu")
-        return given or f"{self.registry.rstrip('/')}/warpforge:{tag}-{self.image_version}"
 
 
 class KubernetesScheduler(Scheduler):
@@ -131,7 +65,6 @@ class KubernetesScheduler(Scheduler):
         super().__init__(name, config, home=home)
         self.config = config
         self._client: KubeClient | None = None
-        self._server = "?"
         self._cancelled: set[str] = set()
         self.requests: list[str] = []  # "METHOD path" of every HTTP request sent (tests)
 
@@ -234,7 +167,6 @@ class KubernetesScheduler(Scheduler):
             else:
                 creds = auth.from_kubeconfig(auth.kubeconfig_path(c.kubeconfig), c.context,
                                              self._cache_dir())
-            self._server = creds.server
             self._client = KubeClient(
                 creds, connect_timeout=c.connect_timeout, request_timeout=c.request_timeout,
                 rights_hint=f"the credentials of schedulers.{self.name} lack the rights "
@@ -280,7 +212,13 @@ class KubernetesScheduler(Scheduler):
             for plural, doc in (("jobs", request.job), ("secrets", secret)):
                 api.call("POST", self._path(plural), f"a dry-run create of the {plural[:-1]}",
                          query={"dryRun": "All"}, body=doc)
-        created = api.call("POST", self._path("jobs"), f"creating Job {name}", body=request.job)
+        try:
+            created = api.call("POST", self._path("jobs"), f"creating Job {name}",
+                               body=request.job)
+        except InfrastructureError:
+            created = self._job_if_ours(name, plan.correlation_id)
+            if created is None:
+                raise
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name,
                  "uid": created["metadata"]["uid"], "blockOwnerDeletion": True}
         secret["metadata"]["ownerReferences"] = [owner]
@@ -290,6 +228,17 @@ class KubernetesScheduler(Scheduler):
             self._forget_job(name)  # its pod would wait for the Secret forever
             raise
         return Submitted(name)
+
+    def _job_if_ours(self, name: str, correlation_id: str) -> dict | None:
+        """After a create whose answer was lost: the Job, if the apiserver made it for us (then
+        the submit goes on to its Secret instead of leaving a pod waiting for one)."""
+        try:
+            job = self._api().call("GET", self._path("jobs", name), f"get Job {name}",
+                                   missing="absent")
+        except LaunchError:
+            return None
+        labels = (job.get("metadata") or {}).get("labels") or {}
+        return job if labels.get(ks.LABEL_CORRELATION_ID) == correlation_id else None
 
     def _forget_job(self, name: str) -> None:
         try:
