@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from warpforge_launch.schedulers.kubernetes_client import KubeClient
 
 LOG_TAIL_LINES = 40
+CANCEL_WAIT_S = 90.0  # a stopped pod's removal can lag its containers by half a minute or more
 SELECT_BY_ID_UP_TO = 20  # a status of a few jobs selects them by id, not the whole instance
 
 
@@ -451,7 +452,7 @@ class KubernetesScheduler(Scheduler):
                  content_type="application/merge-patch+json")
         api.call("DELETE", self._path("jobs", name), f"deleting Job {name}",
                  query={"propagationPolicy": "Foreground"})
-        deadline = time.monotonic() + max(30.0, self.config.request_timeout)
+        deadline = time.monotonic() + max(CANCEL_WAIT_S, self.config.request_timeout)
         while time.monotonic() < deadline:
             try:
                 self._job(job_id)
@@ -459,7 +460,7 @@ class KubernetesScheduler(Scheduler):
                 return True
             time.sleep(0.25)
         raise InfrastructureError(f"Job {name} is still being deleted after "
-                                  f"{max(30.0, self.config.request_timeout):g} s",
+                                  f"{max(CANCEL_WAIT_S, self.config.request_timeout):g} s",
                                   hint="its pods may be slow to stop; look with kubectl")
 
     def _record_cancel(self, job_id: str, when: datetime) -> None:

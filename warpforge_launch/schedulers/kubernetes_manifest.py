@@ -112,20 +112,25 @@ class K8sRequest:
 
     def secret_manifest(self, *, masked: bool, values: dict[str, str] | None = None,
                         source: bytes | None = None) -> dict[str, Any]:
-        """The Secret; ``masked`` for dry runs and the store (no content, no values)."""
+        """The Secret; ``masked`` for dry runs and the store (no content, no values).
+
+        Immutable: it never changes, and the kubelet then keeps the copy it mounted instead of
+        fetching it again - a cancel's garbage collection can remove the Secret before the
+        pod has stopped, and a refetch that finds nothing would hold the pod's removal for
+        its retry back-off (about a minute, seen on the lab cluster)."""
         labels = dict(self.job["metadata"]["labels"])
         meta = {"name": self.name, "namespace": self.namespace, "labels": labels}
         if masked:
             data = {"source": f"<{self.source_path}, sha256 {self.source_sha256}>"}
             data.update({secret_key(i): MASK for i in range(len(self.secret_env))})
             return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque",
-                    "stringData": data}
+                    "immutable": True, "stringData": data}
         assert source is not None and values is not None
         encoded = {"source": base64.b64encode(source).decode()}
         for i, env_name in enumerate(self.secret_env):
             encoded[secret_key(i)] = base64.b64encode(values[env_name].encode()).decode()
         return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque",
-                "data": encoded}
+                "immutable": True, "data": encoded}
 
 
 def secret_key(index: int) -> str:
