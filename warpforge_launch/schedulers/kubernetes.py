@@ -1,10 +1,11 @@
 """Kubernetes backend: one batch/v1 Job per snakegrinder run, over the API's plain JSON.
 
-Requests go through ``kubernetes_client`` (the standard library's ``http.client`` on one
-kept-alive TLS connection) with credentials from ``kubernetes_auth`` (a kubeconfig resolved
-once and cached, or the pod's service account). No Kubernetes client library: lightkube and
-its httpx/httpcore/trio stack cost about 0.3 s to import - five times kubectl's whole
-``get job`` - and every call here is one JSON request on a known path; objects stay dicts.
+Requests go through ``kubernetes_client`` (one kept-alive HTTP/1.1 TLS connection of the
+standard library's ``ssl`` and ``socket``) with credentials from ``kubernetes_auth`` (a
+kubeconfig resolved once and cached, or the pod's service account). No Kubernetes client
+library: lightkube and its httpx/httpcore/trio stack cost about 0.3 s to import - several
+times kubectl's whole ``get job`` - and every call here is one JSON request on a known path;
+objects stay dicts.
 
 A submit sends two requests: the Job, then a Secret holding the model source (and the
 ``--secret-env`` values, read from this process at that moment) that names the Job as its
@@ -163,11 +164,16 @@ class KubernetesScheduler(Scheduler):
             from warpforge_launch.schedulers.kubernetes_client import KubeClient
 
             c = self.config
-            if c.in_cluster:
-                creds = auth.in_cluster()
-            else:
-                creds = auth.from_kubeconfig(auth.kubeconfig_path(c.kubeconfig), c.context,
-                                             self._cache_dir())
+            try:
+                if c.in_cluster:
+                    creds = auth.in_cluster()
+                else:
+                    creds = auth.from_kubeconfig(auth.kubeconfig_path(c.kubeconfig),
+                                                 c.context, self._cache_dir())
+            except UsageError as exc:
+                raise UsageError(f"schedulers.{self.name}: no usable Kubernetes credentials: "
+                                 f"{exc}", hint=exc.hint or "check kubeconfig and context "
+                                 "(or in_cluster)") from None
             self._client = KubeClient(
                 creds, connect_timeout=c.connect_timeout, request_timeout=c.request_timeout,
                 rights_hint=f"the credentials of schedulers.{self.name} lack the rights "
