@@ -161,6 +161,32 @@ def test_offline_schema_check_catches_a_bad_manifest(models):
         km.validate_offline(job, "1.25")
 
 
+def test_a_shape_the_schema_passed_is_not_checked_again(models, tmp_path, monkeypatch):
+    import kubernetes_validate
+
+    calls = []
+    real = kubernetes_validate.validate
+    monkeypatch.setattr(kubernetes_validate, "validate",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    first = scheduler().plan(submission(models)).request.job
+    calls.clear()
+    km.validate_offline(first, "1.25", tmp_path)
+    assert len(calls) == 1  # a new shape: checked, then remembered
+    second = scheduler().plan(submission(
+        models, name="other $(x) 'y'", model_class="Other")).request.job
+    km.validate_offline(second, "1.25", tmp_path)
+    assert len(calls) == 1  # other values of the same shape (and types): known valid
+    second["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
+    with pytest.raises(UsageError, match="invalid"):
+        km.validate_offline(second, "1.25", tmp_path)  # a new key: checked, refused
+    second["spec"]["template"]["spec"]["containers"][0].pop("resourcez")
+    second["spec"]["backoffLimit"] = "0"
+    with pytest.raises(UsageError, match="invalid"):
+        km.validate_offline(second, "1.25", tmp_path)  # a new type: checked, refused
+    assert len(calls) == 3
+    assert km._types_only("1.25")  # what makes the shape enough, checked on the schema
+
+
 @pytest.mark.parametrize("bad", [
     dict(connect_timeout=0), dict(snakegrinder="bin/sg"), dict(node_selectors={"INTEL": {}}),
     dict(priority_classes={"high": "x"}), dict(output_claim="a", output_host_path="/b"),
@@ -202,6 +228,7 @@ def test_dry_run_needs_no_cluster_and_no_client_library(tmp_path, models):
             f"{str(models / 'mlp.py')!r}, '--class', 'SimpleMLP', '--inputs', '[(1, 8)]', "
             "'--gpu', 'NVIDIA', '--dry-run'])\n"
             "assert 'lightkube' not in sys.modules and 'httpx2' not in sys.modules\n"
+            "assert 'warpforge_launch.schedulers.kubernetes_client' not in sys.modules\n"
             "sys.exit(rc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": str(GOLDEN.parents[3])})

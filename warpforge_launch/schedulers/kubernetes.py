@@ -1,16 +1,24 @@
-"""Kubernetes backend: one batch/v1 Job per snakegrinder run, through lightkube.
+"""Kubernetes backend: one batch/v1 Job per snakegrinder run, over the API's plain JSON.
 
-A submit sends three requests: a Secret holding the model source (and the ``--secret-env``
-values, read from this process at that moment), the Job, and a patch making the Job the
-Secret's owner so both go together. The Job runs the payload argv as its container command
-(no shell), with requests = limits, the vendor's node selector and GPU resource, a deadline
-from ``--timeout``, ``backoffLimit: 0`` and a non-root security context.
+Requests go through ``kubernetes_client`` (one kept-alive HTTP/1.1 TLS connection of the
+standard library's ``ssl`` and ``socket``) with credentials from ``kubernetes_auth`` (a
+kubeconfig resolved once and cached, or the pod's service account). No Kubernetes client
+library: lightkube and its httpx/httpcore/trio stack cost about 0.3 s to import - several
+times kubectl's whole ``get job`` - and every call here is one JSON request on a known path;
+objects stay dicts.
+
+A submit sends two requests: the Job, then a Secret holding the model source (and the
+``--secret-env`` values, read from this process at that moment) that names the Job as its
+owner, so both go together. The pod mounts the Secret, so it cannot start before the Secret
+exists. The Job runs the payload argv as its container command (no shell), with requests =
+limits, the vendor's node selector and GPU resource, a deadline from ``--timeout``,
+``backoffLimit: 0`` and a non-root security context.
 
 Refreshing many jobs lists this instance's pods with ONE label-selector call; the Jobs are
 listed (one more call) only when a pod alone cannot tell (no pod yet, or a pod that ended,
 whose Job conditions say COMPLETED, FAILED or TIMEOUT). Cancel records CANCELLED in the job
 store and on the Job before deleting it with propagationPolicy=Foreground, so its pods go
-first. lightkube (and its httpx) is imported on the first request only.
+first.
 """
 
 from __future__ import annotations
@@ -19,10 +27,10 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 from warpforge_launch import secrets
 from warpforge_launch.errors import InfrastructureError, LaunchError, NotFoundError, UsageError
@@ -36,78 +44,17 @@ from warpforge_launch.jobs import (
     JobSubmission,
     SchedulerCapabilities,
 )
-from warpforge_launch.schedulers import kubernetes_manifest as km
 from warpforge_launch.schedulers import kubernetes_state as ks
 from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
+from warpforge_launch.schedulers.kubernetes_config import VENDORS, KubernetesConfig
+
+if TYPE_CHECKING:
+    from warpforge_launch.schedulers import kubernetes_manifest as km
+    from warpforge_launch.schedulers.kubernetes_client import KubeClient
 
 LOG_TAIL_LINES = 40
-VENDORS = ("NVIDIA", "AMD")
-
-
-@dataclasses.dataclass(frozen=True)
-class KubernetesConfig:
-    """``schedulers.<name>`` for ``type: kubernetes`` in the inventory."""
-
-    __pydantic_config__ = {"extra": "forbid"}  # noqa: RUF012 (pydantic reads this)
-    kubeconfig: str | None = None  # None: $KUBECONFIG, then ~/.kube/config
-    context: str | None = None  # None: the kubeconfig's current context
-    in_cluster: bool = False  # the pod's service account instead of a kubeconfig
-    namespace: str = "warpforge"
-    registry: str = "localhost:5000"
-    image_version: str = "latest"
-    image_nvidia: str | None = None  # default <registry>/warpforge:nvidia-<version>
-    image_amd: str | None = None  # default <registry>/warpforge:amd-<version>
-    image_cpu: str | None = None  # default <registry>/warpforge:cpu-<version>
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    image_pull_secrets: tuple[str, ...] = ()
-    snakegrinder: str = "/opt/warpforge/bin/snakegrinder"  # inside the image
-    node_selectors: dict[str, dict[str, str]] = dataclasses.field(default_factory=lambda: {
-        "NVIDIA": {"accelerator": "nvidia"}, "AMD": {"accelerator": "amd"}})
-    gpu_resources: dict[str, str] = dataclasses.field(default_factory=lambda: {
-        "NVIDIA": "nvidia.com/gpu", "AMD": "amd.com/gpu"})
-    tolerations: tuple[dict[str, Any], ...] = ()
-    service_account: str | None = None
-    ttl_seconds_after_finished: int | None = 86400
-    priority_classes: dict[str, str] = dataclasses.field(default_factory=dict)  # {"80": "high"}
-    # the output volume: a PVC or a hostPath, mounted at output_mount_path in the pod; each
-    # job writes to <mount>/<job name>; local_output_root is where this machine sees it
-    output_claim: str | None = None
-    output_host_path: str | None = None
-    output_mount_path: str = "/warpforge/out"
-    local_output_root: str | None = None
-    run_as_user: int = 1000
-    run_as_group: int = 1000
-    connect_timeout: float = 5.0
-    request_timeout: float = 30.0
-    allow_pending: bool = False  # accept GPU requests no node can satisfy now (they wait)
-    server_dry_run: bool = False  # let the apiserver check both objects before creating them
-    schema_version: str = "1.25"  # kubernetes-validate's oldest schema; v1.20 Jobs fit it
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "request_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        for name in ("snakegrinder", "output_mount_path"):
-            if not str(getattr(self, name)).startswith("/"):
-                raise ValueError(f"{name} must be an absolute path in the image")
-        if self.output_host_path is not None and not self.output_host_path.startswith("/"):
-            raise ValueError("output_host_path must be an absolute path on the nodes")
-        if self.output_claim and self.output_host_path:
-            raise ValueError("give output_claim or output_host_path, not both")
-        for table in ("node_selectors", "gpu_resources"):
-            unknown = set(getattr(self, table)) - set(VENDORS)
-            if unknown:
-                raise ValueError(f"{table}: unknown GPU vendor {sorted(unknown)[0]!r} "
-                                 "(NVIDIA or AMD)")
-        for threshold in self.priority_classes:
-            if not str(threshold).isdigit() or not 0 <= int(threshold) <= 100:
-                raise ValueError(f"priority_classes: {threshold!r} is not a priority 0-100")
-
-    def image(self, vendor: str) -> str:
-        given = {"NVIDIA": self.image_nvidia, "AMD": self.image_amd}.get(vendor, self.image_cpu)
-        tag = {"NVIDIA": "nvidia", "AMD": "amd"}.get(vendor, "cpu")
-        return given or f"{self.registry.rstrip('/')}/warpforge:{tag}-{self.image_version}"
+CANCEL_WAIT_S = 90.0  # a stopped pod's removal can lag its containers by half a minute or more
+SELECT_BY_ID_UP_TO = 20  # a status of a few jobs selects them by id, not the whole instance
 
 
 class KubernetesScheduler(Scheduler):
@@ -119,8 +66,7 @@ class KubernetesScheduler(Scheduler):
     def __init__(self, name: str, config: KubernetesConfig, *, home: Path) -> None:
         super().__init__(name, config, home=home)
         self.config = config
-        self._client = None
-        self._server = "?"
+        self._client: KubeClient | None = None
         self._cancelled: set[str] = set()
         self.requests: list[str] = []  # "METHOD path" of every HTTP request sent (tests)
 
@@ -135,6 +81,7 @@ class KubernetesScheduler(Scheduler):
     def plan(self, submission: JobSubmission) -> SubmissionPlan[km.K8sRequest]:
         """The Job manifest, rendered, parsed and schema-checked; reads the model source."""
         from warpforge_launch.payload import snakegrinder_argv
+        from warpforge_launch.schedulers import kubernetes_manifest as km
 
         c, d = self.config, submission.definition
         res = d.resources
@@ -156,9 +103,9 @@ class KubernetesScheduler(Scheduler):
         env = dict(d.environment)
         env.update(WARPFORGE_JOB_ID=job_id, WARPFORGE_CORRELATION_ID=submission.correlation_id,
                    WARPFORGE_OUT_DIR=out_dir)
-        labels = {km.LABEL_MANAGED_BY: km.MANAGED_BY, km.LABEL_INSTANCE: self.name,
-                  km.LABEL_JOB_ID: job_id, km.LABEL_CORRELATION_ID: submission.correlation_id}
-        annotations = {f"{km.ANNOTATION_PREFIX}{k}": v for k, v in {
+        labels = {ks.LABEL_MANAGED_BY: ks.MANAGED_BY, ks.LABEL_INSTANCE: self.name,
+                  ks.LABEL_JOB_ID: job_id, ks.LABEL_CORRELATION_ID: submission.correlation_id}
+        annotations = {f"{ks.ANNOTATION_PREFIX}{k}": v for k, v in {
             "name": d.name, "submitted-by": submission.submitted_by,
             "submitted-at": submission.submitted_at.astimezone(UTC).isoformat(),
             "source": d.source, "out-dir": out_dir}.items()}
@@ -181,13 +128,26 @@ class KubernetesScheduler(Scheduler):
             nodes=tuple(sorted(res.node_affinity)), tolerations=tuple(c.tolerations),
             pull_secrets=tuple(c.image_pull_secrets), run_as_user=c.run_as_user,
             run_as_group=c.run_as_group)
-        job = km.render(spec)
-        km.validate_offline(job, c.schema_version)
+        cache = self._cache_dir()
+        job = km.render(spec, cache)
+        km.validate_offline(job, c.schema_version, cache)
         request = km.K8sRequest(job=job, source_path=d.source, source_sha256=digest,
                                 secret_env=tuple(d.secret_env))
         return SubmissionPlan(instance=self.name, native_id=name, kind="k8s-job",
                               argv=tuple(argv), request=request,
                               correlation_id=submission.correlation_id)
+
+    def _cache_dir(self) -> Path | None:
+        """``$WARPFORGE_HOME/cache/kubernetes`` (0700): resolved kubeconfigs, the compiled
+        template, the manifest shapes the schema passed; None when it cannot be made."""
+        path = self.home / "cache" / "kubernetes"
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path.stat().st_mode & 0o077 or path.stat().st_uid != os.getuid():
+                return None
+        except OSError:
+            return None
+        return path
 
     def _priority_class(self, priority: int) -> str | None:
         best, chosen = -1, None
@@ -198,85 +158,53 @@ class KubernetesScheduler(Scheduler):
 
     # --- the client ---------------------------------------------------------------------------
 
-    def _lk(self):
+    def _api(self) -> KubeClient:
         if self._client is None:
-            import httpx2
-            import lightkube
+            from warpforge_launch.schedulers import kubernetes_auth as auth
+            from warpforge_launch.schedulers.kubernetes_client import KubeClient
 
             c = self.config
             try:
                 if c.in_cluster:
-                    config = lightkube.KubeConfig.from_service_account().get()
+                    creds = auth.in_cluster()
                 else:
-                    path = c.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] \
-                        or os.path.expanduser("~/.kube/config")
-                    config = lightkube.KubeConfig.from_file(os.path.expanduser(path)).get(
-                        context_name=c.context)
-            except (lightkube.ConfigError, OSError, ValueError, KeyError) as exc:
+                    creds = auth.from_kubeconfig(auth.kubeconfig_path(c.kubeconfig),
+                                                 c.context, self._cache_dir())
+            except UsageError as exc:
                 raise UsageError(f"schedulers.{self.name}: no usable Kubernetes credentials: "
-                                 f"{exc}", hint="check kubeconfig/context (or in_cluster)"
-                                 ) from None
-            self._server = config.cluster.server
-            self._client = lightkube.Client(
-                config, namespace=c.namespace, trust_env=False,
-                timeout=httpx2.Timeout(c.request_timeout, connect=c.connect_timeout))
-            http = getattr(getattr(self._client, "_client", None), "_client", None)
-            if http is not None and hasattr(http, "event_hooks"):
-                http.event_hooks["request"].append(lambda r: self.requests.append(
-                    f"{r.method} {r.url.path}?{r.url.query.decode()}".rstrip("?")))
+                                 f"{exc}", hint=exc.hint or "check kubeconfig and context "
+                                 "(or in_cluster)") from None
+            self._client = KubeClient(
+                creds, connect_timeout=c.connect_timeout, request_timeout=c.request_timeout,
+                rights_hint=f"the credentials of schedulers.{self.name} lack the rights "
+                f"(namespace {c.namespace!r}); see docs/kubernetes.md")
+            self._client.observers.append(self.requests.append)
         return self._client
 
-    def _call(self, what: str, fn, *args, missing: str | None = None, **kwargs):
-        """One API call; every failure becomes the project's one-line error."""
-        import httpx2
-        import lightkube
+    def _path(self, plural: str, name: str | None = None) -> str:
+        group = "/apis/batch/v1" if plural == "jobs" else "/api/v1"
+        base = f"{group}/namespaces/{self.config.namespace}/{plural}"
+        return f"{base}/{name}" if name else base
 
-        client = self._lk()
-        try:
-            return fn(client, *args, **kwargs)
-        except lightkube.ApiError as exc:
-            code, message = exc.status.code, exc.status.message or str(exc)
-            if code == 404 and missing is not None:
-                raise NotFoundError(missing) from None
-            if code in (401, 403):
-                raise InfrastructureError(
-                    f"Kubernetes API at {self._server} refused {what} (HTTP {code}): {message}",
-                    hint=f"the credentials of schedulers.{self.name} lack the rights "
-                    f"(namespace {self.config.namespace!r}); see docs/kubernetes.md") from None
-            if code >= 500:
-                raise InfrastructureError(f"Kubernetes API at {self._server} failed {what} "
-                                          f"(HTTP {code}): {message}") from None
-            raise UsageError(f"Kubernetes refused {what} (HTTP {code}): {message}") from None
-        except httpx2.TimeoutException as exc:
-            kind = "connect" if isinstance(exc, httpx2.ConnectTimeout) else "request"
-            limit = self.config.connect_timeout if kind == "connect" else \
-                self.config.request_timeout
-            raise InfrastructureError(
-                f"Kubernetes API at {self._server} timed out ({kind}, {limit:g} s): {what}",
-                hint="is the apiserver up? check the kubeconfig's server") from None
-        except httpx2.TransportError as exc:
-            raise InfrastructureError(
-                f"Kubernetes API at {self._server} is unreachable ({what}): "
-                f"{ks._one_line(str(exc)) or type(exc).__name__}",
-                hint="is the apiserver up? check the kubeconfig's server") from None
+    def _list(self, kind: str, selector: str) -> list[dict]:
+        answer = self._api().call("GET", self._path(kind), f"list {kind}",
+                                  query={"labelSelector": selector})
+        return answer.get("items") or []
 
-    def _list(self, kind: str, labels: Mapping[str, Any]) -> list[dict]:
-        from lightkube.resources.batch_v1 import Job
-        from lightkube.resources.core_v1 import Pod
-
-        res = {"jobs": Job, "pods": Pod}[kind]
-        return self._call(f"list {kind}", lambda c: [
-            o.to_dict() for o in c.list(res, namespace=self.config.namespace, labels=labels)])
-
-    def _mine(self) -> dict[str, str]:
-        return {km.LABEL_INSTANCE: self.name}
+    def _mine(self, job_ids: Sequence[str] = ()) -> str:
+        """This instance's objects; a few wanted jobs are selected by id on the server."""
+        selector = f"{ks.LABEL_INSTANCE}={self.name}"
+        if 0 < len(job_ids) <= SELECT_BY_ID_UP_TO:
+            selector += f",{ks.LABEL_JOB_ID} in ({','.join(sorted(set(job_ids)))})"
+        return selector
 
     # --- submit -------------------------------------------------------------------------------
 
     def execute(self, plan: SubmissionPlan[km.K8sRequest]) -> Submitted:
-        from lightkube import codecs
-        from lightkube.resources.core_v1 import Secret
-        from lightkube.types import PatchType
+        """The Job, then its Secret owned by it (two requests, no patch). The pod cannot start
+        before the Secret exists: its source volume waits for it (and so would a
+        ``secretKeyRef``), so the order costs nothing but saves the owner patch."""
+        from warpforge_launch.schedulers import kubernetes_manifest as km
 
         request = plan.request
         source, digest = km.read_source(request.source_path)
@@ -285,34 +213,44 @@ class KubernetesScheduler(Scheduler):
                              "planned", hint="plan again")
         values = secrets.resolve(request.secret_env)
         self._check_gpus(request.job)
-        secret = codecs.from_dict(request.secret_manifest(masked=False, values=values,
-                                                          source=source))
-        job = codecs.from_dict(request.job)
-        name, ns = request.name, request.namespace
+        secret = request.secret_manifest(masked=False, values=values, source=source)
+        name, api = request.name, self._api()
         if self.config.server_dry_run:
-            self._call("a dry-run create of the Secret",
-                       lambda c: c.create(secret, namespace=ns, dry_run=True))
-            self._call("a dry-run create of the Job",
-                       lambda c: c.create(job, namespace=ns, dry_run=True))
-        self._call(f"creating Secret {name}", lambda c: c.create(secret, namespace=ns))
+            for plural, doc in (("jobs", request.job), ("secrets", secret)):
+                api.call("POST", self._path(plural), f"a dry-run create of the {plural[:-1]}",
+                         query={"dryRun": "All"}, body=doc)
         try:
-            created = self._call(f"creating Job {name}", lambda c: c.create(job, namespace=ns))
-        except LaunchError:
-            self._forget_secret(name)
-            raise
+            created = api.call("POST", self._path("jobs"), f"creating Job {name}",
+                               body=request.job)
+        except InfrastructureError:
+            created = self._job_if_ours(name, plan.correlation_id)
+            if created is None:
+                raise
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name,
-                 "uid": created.metadata.uid, "blockOwnerDeletion": True}
-        self._call(f"linking Secret {name} to its Job", lambda c: c.patch(
-            Secret, name, {"metadata": {"ownerReferences": [owner]}}, namespace=ns,
-            patch_type=PatchType.MERGE))
+                 "uid": created["metadata"]["uid"], "blockOwnerDeletion": True}
+        secret["metadata"]["ownerReferences"] = [owner]
+        try:
+            api.call("POST", self._path("secrets"), f"creating Secret {name}", body=secret)
+        except BaseException:
+            self._forget_job(name)  # its pod would wait for the Secret forever
+            raise
         return Submitted(name)
 
-    def _forget_secret(self, name: str) -> None:
-        from lightkube.resources.core_v1 import Secret
-
+    def _job_if_ours(self, name: str, correlation_id: str) -> dict | None:
+        """After a create whose answer was lost: the Job, if the apiserver made it for us (then
+        the submit goes on to its Secret instead of leaving a pod waiting for one)."""
         try:
-            self._call("deleting an unused Secret",
-                       lambda c: c.delete(Secret, name, namespace=self.config.namespace))
+            job = self._api().call("GET", self._path("jobs", name), f"get Job {name}",
+                                   missing="absent")
+        except LaunchError:
+            return None
+        labels = (job.get("metadata") or {}).get("labels") or {}
+        return job if labels.get(ks.LABEL_CORRELATION_ID) == correlation_id else None
+
+    def _forget_job(self, name: str) -> None:
+        try:
+            self._api().call("DELETE", self._path("jobs", name), "deleting a Job without its "
+                             "Secret", query={"propagationPolicy": "Background"})
         except LaunchError:
             pass
 
@@ -325,9 +263,7 @@ class KubernetesScheduler(Scheduler):
         wanted = [(r, int(limits[r])) for r in self.config.gpu_resources.values() if r in limits]
         if not wanted:
             return
-        from lightkube.resources.core_v1 import Node
-
-        nodes = self._call("list nodes", lambda c: [n.to_dict() for n in c.list(Node)])
+        nodes = self._nodes()
         for resource, count in wanted:
             found = ks.gpu_capacity(nodes, resource, spec.get("nodeSelector") or {})
             if max(found.values(), default=0) < count:
@@ -338,14 +274,15 @@ class KubernetesScheduler(Scheduler):
                     f"{resource} per node: {offered}",
                     hint="ask for fewer GPUs, or submit with --allow-pending to let it wait")
 
-    def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
-        from lightkube.operators import in_
+    def _nodes(self) -> list[dict]:
+        return self._api().call("GET", "/api/v1/nodes", "list nodes").get("items") or []
 
+    def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         if not correlation_ids:
             return {}
-        jobs = self._list("jobs", {**self._mine(),
-                                   km.LABEL_CORRELATION_ID: in_(list(correlation_ids))})
-        return {j["metadata"]["labels"][km.LABEL_CORRELATION_ID]: j["metadata"]["name"]
+        wanted = ",".join(sorted(set(correlation_ids)))
+        jobs = self._list("jobs", f"{self._mine()},{ks.LABEL_CORRELATION_ID} in ({wanted})")
+        return {j["metadata"]["labels"][ks.LABEL_CORRELATION_ID]: j["metadata"]["name"]
                 for j in jobs}
 
     # --- watch --------------------------------------------------------------------------------
@@ -355,8 +292,8 @@ class KubernetesScheduler(Scheduler):
         tell (no pod yet, or a pod that ended or is being removed)."""
         wanted = set(job_ids)
         by_job: dict[str, list[dict]] = {}
-        for pod in self._list("pods", self._mine()):
-            jid = ((pod.get("metadata") or {}).get("labels") or {}).get(km.LABEL_JOB_ID)
+        for pod in self._list("pods", self._mine(job_ids)):
+            jid = ((pod.get("metadata") or {}).get("labels") or {}).get(ks.LABEL_JOB_ID)
             if jid in wanted:
                 by_job.setdefault(jid, []).append(pod)
         out: dict[str, tuple[ks.Observed, dict | None]] = {}
@@ -370,8 +307,8 @@ class KubernetesScheduler(Scheduler):
             else:
                 undecided.add(jid)
         if undecided:
-            for job in self._list("jobs", self._mine()):
-                jid = (job["metadata"].get("labels") or {}).get(km.LABEL_JOB_ID)
+            for job in self._list("jobs", self._mine(sorted(undecided))):
+                jid = (job["metadata"].get("labels") or {}).get(ks.LABEL_JOB_ID)
                 if jid in undecided:
                     out[jid] = (ks.job_state(job, by_job.get(jid, ())), job)
         for jid in undecided - set(out):
@@ -387,7 +324,7 @@ class KubernetesScheduler(Scheduler):
         elapsed = ((seen.ended or now) - seen.started) if seen.started else None
         extra = {"namespace": self.config.namespace, "job": self.native_id(job_id),
                  "pod": seen.pod, "exit_code": seen.exit_code}
-        return JobStatus(job_id=job_id, correlation_id=labels.get(km.LABEL_CORRELATION_ID),
+        return JobStatus(job_id=job_id, correlation_id=labels.get(ks.LABEL_CORRELATION_ID),
                          state=seen.state, state_changed_at=seen.ended or seen.started or now,
                          node_name=seen.node, elapsed=elapsed, message=seen.message,
                          scheduler_metadata={k: v for k, v in extra.items() if v is not None})
@@ -413,12 +350,12 @@ class KubernetesScheduler(Scheduler):
         jobs = self._list("jobs", self._mine())
         pods: dict[str, list[dict]] = {}
         for pod in self._list("pods", self._mine()):
-            jid = (pod["metadata"].get("labels") or {}).get(km.LABEL_JOB_ID)
+            jid = (pod["metadata"].get("labels") or {}).get(ks.LABEL_JOB_ID)
             pods.setdefault(jid, []).append(pod)
         jobs.sort(key=lambda j: j["metadata"].get("creationTimestamp") or "", reverse=True)
         found = []
         for job in jobs:
-            jid = (job["metadata"].get("labels") or {}).get(km.LABEL_JOB_ID)
+            jid = (job["metadata"].get("labels") or {}).get(ks.LABEL_JOB_ID)
             status = self._status(jid, ks.job_state(job, pods.get(jid, ())), job)
             if query.states and status.state not in query.states:
                 continue
@@ -428,15 +365,13 @@ class KubernetesScheduler(Scheduler):
         return found
 
     def _job(self, job_id: str) -> dict:
-        from lightkube.resources.batch_v1 import Job
-
         name = self.native_id(job_id)
-        return self._call(f"get Job {name}", lambda c: c.get(
-            Job, name, namespace=self.config.namespace).to_dict(),
+        return self._api().call(
+            "GET", self._path("jobs", name), f"get Job {name}",
             missing=f"no Job {name} for {job_id} in namespace {self.config.namespace!r}")
 
     def _pods(self, job_id: str) -> list[dict]:
-        return self._list("pods", {km.LABEL_JOB_ID: job_id})
+        return self._list("pods", f"{ks.LABEL_JOB_ID}={job_id}")
 
     # --- logs, result, cancel -----------------------------------------------------------------
 
@@ -458,14 +393,9 @@ class KubernetesScheduler(Scheduler):
             time.sleep(delay)
             delay = min(delay * 1.5, 2.0)
         name = pod["metadata"]["name"]
-        lines = self._call(f"logs of pod {name}", lambda c: c.log(
-            name, namespace=self.config.namespace, follow=follow))
-        import httpx2
-
-        try:
-            yield from lines
-        except httpx2.HTTPError as exc:
-            raise InfrastructureError(f"the log stream of pod {name} broke: {exc}") from None
+        yield from self._api().lines(self._path("pods", name) + "/log", f"pod {name}",
+                                     query={"follow": "true"} if follow else None,
+                                     follow=follow)
 
     def result(self, job_id: str) -> JobResult:
         name = self.native_id(job_id)
@@ -477,8 +407,9 @@ class KubernetesScheduler(Scheduler):
         tail = ""
         if seen.pod:
             try:
-                tail = "".join(self._call("pod logs", lambda c: list(c.log(
-                    seen.pod, namespace=self.config.namespace, tail_lines=LOG_TAIL_LINES))))
+                tail = "".join(self._api().lines(self._path("pods", seen.pod) + "/log",
+                                                 f"pod {seen.pod}",
+                                                 query={"tailLines": LOG_TAIL_LINES}))
             except LaunchError:
                 tail = ""
         outputs, mlir = self._outputs(name, seen.state.success)
@@ -532,10 +463,7 @@ class KubernetesScheduler(Scheduler):
     def cancel(self, job_id: str) -> bool:
         """CANCELLED goes to the job store and onto the Job first; then a Foreground delete,
         waited for until the Job (and so every pod of it) is gone."""
-        from lightkube.resources.batch_v1 import Job
-        from lightkube.types import CascadeType, PatchType
-
-        name, ns = self.native_id(job_id), self.config.namespace
+        name = self.native_id(job_id)
         job = self._job(job_id)
         seen = ks.job_state(job, self._pods(job_id))
         if seen.state.terminal:
@@ -543,12 +471,13 @@ class KubernetesScheduler(Scheduler):
         now = datetime.now(UTC)
         self._record_cancel(job_id, now)
         self._cancelled.add(job_id)
-        self._call(f"marking Job {name} cancelled", lambda c: c.patch(
-            Job, name, {"metadata": {"annotations": {ks.ANNOTATION_CANCELLED: now.isoformat()}}},
-            namespace=ns, patch_type=PatchType.MERGE))
-        self._call(f"deleting Job {name}", lambda c: c.delete(
-            Job, name, namespace=ns, cascade=CascadeType.FOREGROUND))
-        deadline = time.monotonic() + max(30.0, self.config.request_timeout)
+        api = self._api()
+        api.call("PATCH", self._path("jobs", name), f"marking Job {name} cancelled",
+                 body={"metadata": {"annotations": {ks.ANNOTATION_CANCELLED: now.isoformat()}}},
+                 content_type="application/merge-patch+json")
+        api.call("DELETE", self._path("jobs", name), f"deleting Job {name}",
+                 query={"propagationPolicy": "Foreground"})
+        deadline = time.monotonic() + max(CANCEL_WAIT_S, self.config.request_timeout)
         while time.monotonic() < deadline:
             try:
                 self._job(job_id)
@@ -556,7 +485,7 @@ class KubernetesScheduler(Scheduler):
                 return True
             time.sleep(0.25)
         raise InfrastructureError(f"Job {name} is still being deleted after "
-                                  f"{max(30.0, self.config.request_timeout):g} s",
+                                  f"{max(CANCEL_WAIT_S, self.config.request_timeout):g} s",
                                   hint="its pods may be slow to stop; look with kubectl")
 
     def _record_cancel(self, job_id: str, when: datetime) -> None:
@@ -576,9 +505,7 @@ class KubernetesScheduler(Scheduler):
             store.close()
 
     def cluster_info(self) -> ClusterInfo:
-        from lightkube.resources.core_v1 import Node
-
-        nodes = self._call("list nodes", lambda c: [n.to_dict() for n in c.list(Node)])
+        nodes = self._nodes()
         versions = sorted({(n.get("status") or {}).get("nodeInfo", {}).get("kubeletVersion", "?")
                            for n in nodes}) or ["?"]
         return ks.build_cluster_info(self.name, ", ".join(versions), nodes,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from warpforge_launch.errors import UsageError
+from warpforge_launch.schedulers.kubernetes_state import (  # noqa: F401 (names used with km.)
+    ANNOTATION_PREFIX,
+    LABEL_CORRELATION_ID,
+    LABEL_INSTANCE,
+    LABEL_JOB_ID,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+)
 from warpforge_launch.secrets import MASK
 
 TEMPLATE = "k8s-job.yaml.j2"
-LABEL_JOB_ID = "warpforge.io/job-id"
-LABEL_CORRELATION_ID = "warpforge.io/correlation-id"
-LABEL_INSTANCE = "warpforge.io/instance"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "warpforge-launch"
-ANNOTATION_PREFIX = "warpforge.io/"
 MAX_SOURCE_BYTES = 512 * 1024  # a Secret holds at most 1 MiB (base64 grows it by a third)
 SOURCE_DIR = "/warpforge/src"
 
@@ -109,20 +112,25 @@ class K8sRequest:
 
     def secret_manifest(self, *, masked: bool, values: dict[str, str] | None = None,
                         source: bytes | None = None) -> dict[str, Any]:
-        """The Secret; ``masked`` for dry runs and the store (no content, no values)."""
+        """The Secret; ``masked`` for dry runs and the store (no content, no values).
+
+        Immutable: it never changes, and the kubelet then keeps the copy it mounted instead of
+        fetching it again - a cancel's garbage collection can remove the Secret before the
+        pod has stopped, and a refetch that finds nothing would hold the pod's removal for
+        its retry back-off (about a minute, seen on the lab cluster)."""
         labels = dict(self.job["metadata"]["labels"])
         meta = {"name": self.name, "namespace": self.namespace, "labels": labels}
         if masked:
             data = {"source": f"<{self.source_path}, sha256 {self.source_sha256}>"}
             data.update({secret_key(i): MASK for i in range(len(self.secret_env))})
             return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque",
-                    "stringData": data}
+                    "immutable": True, "stringData": data}
         assert source is not None and values is not None
         encoded = {"source": base64.b64encode(source).decode()}
         for i, env_name in enumerate(self.secret_env):
             encoded[secret_key(i)] = base64.b64encode(values[env_name].encode()).decode()
         return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque",
-                "data": encoded}
+                "immutable": True, "data": encoded}
 
 
 def secret_key(index: int) -> str:
@@ -179,7 +187,7 @@ def check_env_name(value: str) -> str:
     return value
 
 
-def render(spec: JobSpec) -> dict[str, Any]:
+def render(spec: JobSpec, cache_dir: Path | None = None) -> dict[str, Any]:
     """The Job as a dict: rendered, parsed back, and checked for what the template promised."""
     import yaml
 
@@ -197,7 +205,7 @@ def render(spec: JobSpec) -> dict[str, Any]:
     for text in (*spec.command, *(v for _, v in spec.env)):
         if "\0" in text:
             raise ManifestError(f"NUL character in value {text!r}")
-    text = _template().render(
+    text = _template(str(cache_dir) if cache_dir else None).render(
         name=spec.name, namespace=spec.namespace, labels=sorted(spec.labels.items()),
         annotations=sorted(spec.annotations.items()), image=spec.image,
         pull_policy=spec.pull_policy, command=[escape_dollars(a) for a in spec.command],
@@ -214,7 +222,7 @@ def render(spec: JobSpec) -> dict[str, Any]:
         source_file=spec.source_file, output_mount=spec.output_mount,
         output_claim=spec.output_claim, output_host_path=spec.output_host_path,
     )
-    job = yaml.safe_load(text)
+    job = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     container = job["spec"]["template"]["spec"]["containers"][0]
     if [unescape(a) for a in container["command"]] != list(spec.command):
         raise ManifestError("the rendered command differs from the payload argv")  # a bug
@@ -225,8 +233,19 @@ def unescape(text: str) -> str:
     return text.replace("$$", "$")
 
 
-def validate_offline(manifest: dict[str, Any], version: str) -> None:
-    """The strict schema check of kubernetes-validate (shipped schemas, no network)."""
+def validate_offline(manifest: dict[str, Any], version: str,
+                     cache_dir: Path | None = None) -> None:
+    """The strict schema check of kubernetes-validate (shipped schemas, no network).
+
+    With ``cache_dir``, a manifest whose *shape* (every key, every value's JSON type, and the
+    apiVersion and kind) passed before is not checked again: loading jsonschema and the
+    schema costs a submit about 70 ms. That is exact only while the schema constrains values
+    by type alone (its enums sit on apiVersion and kind; ``format`` is not asserted), which
+    is checked on the schema itself before a shape is remembered.
+    """
+    key = _shape_key(manifest, version) if cache_dir is not None else None
+    if key is not None and key in _remembered(cache_dir):
+        return
     try:
         import kubernetes_validate
     except ImportError:  # optional: the apiserver validates on create anyway
@@ -239,17 +258,99 @@ def validate_offline(manifest: dict[str, Any], version: str) -> None:
     except kubernetes_validate.SchemaNotFoundError:
         raise UsageError(f"kubernetes-validate has no schema for Kubernetes {version}",
                          hint="set schema_version to one it ships (1.25 or later)") from None
+    if key is not None and _types_only(version):
+        _remember(cache_dir, key)
 
 
-@lru_cache(maxsize=1)
-def _template():
+VALIDATED_FILE = "k8s-validated-shapes"
+_VALUE_RULES = frozenset({
+    "enum", "const", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "multipleOf", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems",
+    "minProperties", "maxProperties", "not", "if", "dependentRequired", "dependentSchemas"})
+
+
+def _shape(value: Any, key: str | None = None) -> Any:
+    if isinstance(value, dict):
+        return {k: _shape(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    if key in ("apiVersion", "kind"):
+        return value
+    return type(value).__name__
+
+
+def _shape_key(manifest: dict[str, Any], version: str) -> str:
+    text = json.dumps([version, _shape(manifest)], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _remembered(cache_dir: Path) -> set[str]:
+    try:
+        return set((cache_dir / VALIDATED_FILE).read_text().split())
+    except OSError:
+        return set()
+
+
+def _remember(cache_dir: Path, key: str) -> None:
+    try:
+        keys = [k for k in (cache_dir / VALIDATED_FILE).read_text().split() if k != key]
+    except OSError:
+        keys = []
+    keys = [*keys[-199:], key]
+    try:
+        tmp = cache_dir / f".{VALIDATED_FILE}.{os.getpid()}"
+        tmp.write_text("\n".join(keys) + "\n")
+        os.replace(tmp, cache_dir / VALIDATED_FILE)
+    except OSError:
+        pass
+
+
+@lru_cache(maxsize=4)
+def _types_only(version: str) -> bool:
+    """True when the strict schema of ``version`` holds no rule on values other than the
+    enums of apiVersion and kind: then a manifest's shape decides its validity."""
+    from kubernetes_validate import utils
+
+    try:
+        found = [v for v in utils.all_versions()
+                 if utils.major_minor(v) <= utils.major_minor(version.lstrip("v"))][-1]
+        defs = utils.schema_contents(f"kubernetes-json-schema/v{found}-local-strict/"
+                                     "_definitions.json", version)
+    except (IndexError, OSError, ValueError, utils.VersionNotSupportedError):
+        return False
+
+    def plain(node: Any, key: str | None, names: bool = False) -> bool:
+        """``names``: the keys of ``node`` are property names (of "properties"), not rules."""
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not names and k in _VALUE_RULES and not (
+                        k == "enum" and key in ("apiVersion", "kind")):
+                    return False
+                if not plain(v, k, not names and k in ("properties", "$defs")):
+                    return False
+        elif isinstance(node, list):
+            return all(plain(v, key) for v in node)
+        return True
+
+    return plain(defs, None)
+
+
+@lru_cache(maxsize=2)
+def _template(cache_dir: str | None = None):
+    """The compiled template; with ``cache_dir`` its compiled code is kept there (0700), so
+    a submit skips Jinja's compile step."""
     import jinja2
 
+    text = template_text()
+    cache = None
+    if cache_dir is not None and os.path.isdir(cache_dir):
+        cache = jinja2.FileSystemBytecodeCache(cache_dir)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
-                             keep_trailing_newline=True)
+                             keep_trailing_newline=True, bytecode_cache=cache,
+                             loader=jinja2.DictLoader({TEMPLATE: text}))
     env.policies["json.dumps_function"] = _yaml_safe_json
     env.policies["json.dumps_kwargs"] = {"sort_keys": True}
-    return env.from_string(template_text())
+    return env.get_template(TEMPLATE)
 
 
 _YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")

@@ -16,6 +16,12 @@ from typing import Any
 from warpforge_launch.jobs import ClusterInfo, GpuType, JobState, NodeInfo
 
 ANNOTATION_CANCELLED = "warpforge.io/cancelled-at"
+LABEL_JOB_ID = "warpforge.io/job-id"
+LABEL_CORRELATION_ID = "warpforge.io/correlation-id"
+LABEL_INSTANCE = "warpforge.io/instance"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "warpforge-launch"
+ANNOTATION_PREFIX = "warpforge.io/"
 _IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
                   "ImageInspectError", "RegistryUnavailable")
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")

@@ -213,6 +213,6 @@ def test_forbidden_token_is_one_clear_line(inventory, model):
                "--inputs", "[(1, 8)]", "--scheduler", "k8snobody")
     assert done.returncode == 3
     first = done.stderr.splitlines()[0]
-    assert "refused creating Secret" in first and "HTTP 403" in first
+    assert "refused creating Job" in first and "HTTP 403" in first
     assert "forbidden" in first and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[1].startswith("hint: ")

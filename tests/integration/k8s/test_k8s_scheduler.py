@@ -88,8 +88,6 @@ def test_reconcile_finds_an_unrecorded_submit_by_correlation_id(inventory, model
 
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_the_apiserver_refuses_a_bad_toleration_and_nothing_is_left(inventory, model, dry_run):
-    from lightkube.resources.core_v1 import Secret
-
     sched = scheduler(inventory, server_dry_run=dry_run,
                       tolerations=({"key": "x", "operator": "Sometimes"},))
     sub = JobSubmission.new(definition(model))
@@ -98,9 +96,8 @@ def test_the_apiserver_refuses_a_bad_toleration_and_nothing_is_left(inventory, m
         sched.execute(plan)
     if dry_run:  # refused before anything was created
         assert not any("POST" in r and "dryRun" not in r for r in sched.requests)
-    secrets = list(sched._lk().list(Secret, namespace=sched.config.namespace,
-                                    labels={"warpforge.io/job-id": plan.job_id}))
-    assert secrets == []
+    for kind in ("jobs", "secrets"):
+        assert sched._list(kind, f"warpforge.io/job-id={plan.job_id}") == []
 
 
 def test_secret_env_reaches_the_pod_and_nothing_else(inventory, model, out_root, monkeypatch):
@@ -137,4 +134,67 @@ def test_status_of_a_pending_job_is_one_request(inventory, model):
         assert sched.cancel(job_id) is True
         assert sched.status(job_id).state is JobState.CANCELLED
     finally:
+        sched.close()
+
+
+def test_submit_is_two_requests_and_the_secret_is_owned_by_the_job(inventory, model):
+    sched = scheduler(inventory)
+    try:
+        job_id, _ = submit(sched, model)
+        ns, name = sched.config.namespace, sched.native_id(job_id)
+        assert [r.split("?")[0] for r in sched.requests] == [
+            f"POST /apis/batch/v1/namespaces/{ns}/jobs", f"POST /api/v1/namespaces/{ns}/secrets"]
+        job = json.loads(k8slab.kc("-n", ns, "get", "job", name, "-o", "json").stdout)
+        secret = json.loads(k8slab.kc("-n", ns, "get", "secret", name, "-o", "json").stdout)
+        owner, = secret["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"]) == ("Job", name,
+                                                                 job["metadata"]["uid"])
+        deadline = time.monotonic() + 90
+        while (st := sched.status(job_id)).state not in (JobState.COMPLETED, JobState.FAILED):
+            assert time.monotonic() < deadline, st
+            time.sleep(0.5)
+        assert st.state is JobState.COMPLETED, st
+    finally:
+        sched.close()
+
+
+def test_a_pod_waits_for_a_late_secret_then_runs(inventory, model, out_root, monkeypatch):
+    """The Job goes first: until its Secret exists the pod cannot mount the source nor read
+    the secretKeyRef env, and waits (it neither fails nor runs without them)."""
+    monkeypatch.setenv("USER_TOKEN", "late-secret-value")
+    sched = scheduler(inventory)
+    sub = JobSubmission.new(definition(model, secret_env=("USER_TOKEN",)))
+    plan = sched.plan(sub)
+    request, api = plan.request, sched._api()
+    try:
+        created = api.call("POST", sched._path("jobs"), "creating the Job", body=request.job)
+        job_id = plan.job_id
+        deadline = time.monotonic() + 60
+        while True:  # the pod exists and is stuck on the missing Secret
+            pods = sched._pods(job_id)
+            if pods and pods[0].get("spec", {}).get("nodeName"):
+                break
+            assert time.monotonic() < deadline, pods
+            time.sleep(0.5)
+        time.sleep(4)
+        pod = sched._pods(job_id)[0]
+        assert pod["status"]["phase"] == "Pending", pod["status"]
+        assert sched.status(job_id).state is JobState.PENDING
+        source = Path(request.source_path).read_bytes()
+        secret = request.secret_manifest(masked=False, values={"USER_TOKEN": "late-secret-value"},
+                                         source=source)
+        secret["metadata"]["ownerReferences"] = [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": request.name,
+            "uid": created["metadata"]["uid"], "blockOwnerDeletion": True}]
+        api.call("POST", sched._path("secrets"), "creating the Secret", body=secret)
+        deadline = time.monotonic() + 150  # the kubelet retries the mount with a back-off
+        while (st := sched.status(job_id)).state not in (JobState.COMPLETED, JobState.FAILED):
+            assert time.monotonic() < deadline, st
+            time.sleep(1)
+        assert st.state is JobState.COMPLETED, st
+        env = json.loads((out_root / request.name / "env.json").read_text())
+        assert env["USER_TOKEN"] == "late-secret-value"
+    finally:
+        k8slab.kc("-n", sched.config.namespace, "delete", "job", request.name, "--wait=false",
+                  check=False)
         sched.close()
