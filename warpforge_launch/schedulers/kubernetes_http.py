@@ -1,19 +1,21 @@
-"""One HTTP/1.1 client connection (plain or TLS socket) for the Kubernetes API.
+"""One HTTP/1.1 client connection (plain or TLS) for the Kubernetes API, on ``http.client``.
 
-Why not ``http.client``: it imports the ``email`` package to parse headers, about 20 ms on
-every ``status`` - a third of kubectl's whole run - for headers we read three of. The
-apiserver speaks plain HTTP/1.1 (JSON bodies with Content-Length or chunked, keep-alive), which
-is all this reads. Every read has a deadline: the socket timeout is set to what is left of it
-before each ``recv``, so a peer that trickles bytes cannot stretch an exchange.
+The socket is opened here, not by ``http.client``: the TCP connect and the TLS handshake get
+their own timeout, ``TCP_NODELAY`` is set before the handshake (without it the request waits
+for the server's delayed ACK, 40 ms on Linux), and the TLS server name can differ from the
+address (a kubeconfig's ``tls-server-name``). ``http.client`` then speaks HTTP on it:
+headers, Content-Length and chunked bodies, keep-alive. Every read has a deadline: the
+socket timeout is set to what is left of it before each read.
 """
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 from collections.abc import Iterator, Mapping
 
-MAX_HEAD = 64 * 1024
+READ_SIZE = 64 * 1024
 
 
 class Dropped(ConnectionError):
@@ -29,13 +31,14 @@ class BadResponse(ConnectionError):
 
 
 class Response:
-    def __init__(self, status: int, headers: dict[str, str]) -> None:
-        self.status = status
-        self.headers = headers  # lower-case names
+    def __init__(self, raw: http.client.HTTPResponse) -> None:
+        self.raw = raw
+        self.status = raw.status
+        self.headers = {k.lower(): v for k, v in raw.getheaders()}  # lower-case names
 
     @property
     def will_close(self) -> bool:
-        return self.headers.get("connection", "").lower() == "close"
+        return bool(self.raw.will_close)
 
 
 class Connection:
@@ -44,96 +47,71 @@ class Connection:
         self.host, self.port = host, port
         self.ssl_context, self.server_name = ssl_context, server_name
         self.sock: socket.socket | None = None
-        self._buf = bytearray()
+        self._http: http.client.HTTPConnection | None = None
         self._deadline: float | None = None
 
     def connect(self, timeout: float) -> None:
         """TCP connect and TLS handshake, both within ``timeout``."""
-        # an ASCII host as bytes: getaddrinfo then skips loading the idna codec
-        host = self.host.encode() if self.host.isascii() else self.host
-        sock = socket.create_connection((host, self.port), timeout=timeout)
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
         try:
-            # the request follows the TLS Finished message at once: without this, Nagle holds
-            # it until the server's delayed ACK (40 ms on Linux)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
                 name = self.server_name or self.host
                 if not self.ssl_context.check_hostname and _is_ip(name):
-                    name = None  # no SNI for an address anyway; spares the idna codec
+                    name = None  # no SNI for an address
                 sock = self.ssl_context.wrap_socket(sock, server_hostname=name)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
+        self._http = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        self._http.sock = sock  # http.client uses a socket it is given as it is
 
     def close(self) -> None:
-        if self.sock is not None:
+        if self._http is not None:
+            self._http.close()  # closes the socket too
+            self._http = None
+        elif self.sock is not None:
             self.sock.close()
-            self.sock = None
-        self._buf.clear()
+        self.sock = None
 
     def send(self, method: str, target: str, headers: Mapping[str, str],
              body: bytes | None, deadline: float | None) -> Response:
         """Send one request and read the answer's head; the body is read with ``body()``."""
         self._deadline = deadline
-        host = self.host if ":" not in self.host else f"[{self.host}]"
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{self.port}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
         self._settimeout()
-        self.sock.sendall(data)
-        status_line = self._line(first=True)
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise BadResponse(f"not an HTTP answer: {status_line[:60]!r}")
-        found: dict[str, str] = {}
-        while True:
-            line = self._line()
-            if not line:
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            found[name.strip().lower()] = value.strip()
-        return Response(int(parts[1]), found)
+        try:
+            self._http.request(method, target, body=body, headers=dict(headers))
+            self._settimeout()
+            return Response(self._http.getresponse())
+        except http.client.RemoteDisconnected as exc:
+            raise Dropped(str(exc) or "the server closed the connection") from None
+        except http.client.HTTPException as exc:
+            raise BadResponse(f"not an HTTP answer: {exc}") from None
 
     def body(self, response: Response, method: str) -> bytes:
         return b"".join(self.chunks(response, method))
 
     def chunks(self, response: Response, method: str = "GET") -> Iterator[bytes]:
         """The body as it arrives (chunked, by Content-Length, or until the server closes)."""
-        if method == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200:
-            return
-        if "chunked" in response.headers.get("transfer-encoding", "").lower():
+        raw = response.raw
+        try:
             while True:
-                size = int(self._line().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self._line():  # trailers
-                        pass
-                    return
-                yield self._exact(size)
-                self._line()
-        elif "content-length" in response.headers:
-            left = int(response.headers["content-length"])
-            while left > 0:
-                piece = self._some(left)
-                left -= len(piece)
-                yield piece
-        else:
-            while True:
-                try:
-                    piece = self._some(1 << 16)
-                except Truncated:
-                    self.close()
+                self._settimeout()
+                piece = raw.read1(READ_SIZE)  # what has arrived, up to READ_SIZE: streams
+                if not piece:
+                    raw.close()  # read to the end: the connection is free for the next request
                     return
                 yield piece
+        except http.client.IncompleteRead:
+            raise Truncated("the server closed the connection mid-answer") from None
+        except http.client.HTTPException as exc:
+            raise BadResponse(f"a broken answer: {exc}") from None
 
     def no_deadline(self) -> None:
         """For a stream that lasts as long as its source (a followed log)."""
         self._deadline = None
         self.sock.settimeout(None)
-
-    # --- reading ------------------------------------------------------------------------------
 
     def _settimeout(self) -> None:
         if self._deadline is None:
@@ -142,40 +120,6 @@ class Connection:
         if left <= 0:
             raise TimeoutError("deadline passed")
         self.sock.settimeout(left)
-
-    def _fill(self, first: bool = False) -> None:
-        self._settimeout()
-        data = self.sock.recv(1 << 16)
-        if not data:
-            if first and not self._buf:
-                raise Dropped("the server closed the connection")
-            raise Truncated("the server closed the connection mid-answer")
-        self._buf += data
-
-    def _line(self, first: bool = False) -> bytes:
-        while True:
-            end = self._buf.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buf[:end]).rstrip(b"\r")
-                del self._buf[:end + 1]
-                return line
-            if len(self._buf) > MAX_HEAD:
-                raise BadResponse("an answer line longer than 64 KiB")
-            self._fill(first)
-
-    def _exact(self, size: int) -> bytes:
-        while len(self._buf) < size:
-            self._fill()
-        data = bytes(self._buf[:size])
-        del self._buf[:size]
-        return data
-
-    def _some(self, most: int) -> bytes:
-        if not self._buf:
-            self._fill()
-        data = bytes(self._buf[:most])
-        del self._buf[:most]
-        return data
 
 
 def _is_ip(host: str) -> bool:
