@@ -30,7 +30,7 @@ from pathlib import Path
 
 from warpforge_launch import ssh
 from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
-from warpforge_launch.lab import boxscripts, pushplan, tarstream
+from warpforge_launch.lab import boxscripts, noopcheck, pushplan, tarstream
 from warpforge_launch.lab import manifest as manifests
 from warpforge_launch.lab.boxscripts import LINKS_FILE, VERIFY_FILE
 from warpforge_launch.lab.boxstate import (
@@ -397,12 +397,18 @@ def remember_release(box: BoxLike, install_dir: str, release: str | None) -> Non
             pass  # a hint that cannot be written costs only speed
 
 
-def _push_work(dist: Path, m: Manifest, opts: Options, progress: Progress):
+def _push_work(dist: Path, m: Manifest, opts: Options, progress: Progress,
+               quick: bool = False):
     def work(box: BoxLike, sessions: Sessions, install_dir: str) -> BoxResult:
+        last = pushplan.release_hash(last_release(box, install_dir) or "")
+        if quick and last == m.hash and noopcheck.usable(box, opts):
+            r = noopcheck.unchanged(box, install_dir, m, opts, BoxResult)
+            if r is not None:
+                return r
         pending = None
         policy = opts.host_key_policy or getattr(box, "host_key_policy", "strict")
         if (opts.prestart and opts.bulk != "paramiko" and policy == "strict"
-                and pushplan.release_hash(last_release(box, install_dir) or "") != m.hash):
+                and last != m.hash):
             pending = prestart(box, opts.timeouts, boxscripts.push_argv(install_dir))
         try:
             r = push_box(sessions.get(box), install_dir, dist, m, opts, progress, pending)
@@ -426,7 +432,9 @@ def distribute(boxes: Sequence[BoxLike], dist: Path, *, opts: Options = Options(
     dist = manifests.check_dist(dist)
     m = manifest or manifests.scan(dist, cache=manifests.default_cache(dist))
     progress = progress or Progress()
-    return _on_boxes(boxes, opts, _push_work(dist, m, opts, progress), progress, sessions)
+    # no shared sessions: a box already on m is answered without opening one (noopcheck)
+    work = _push_work(dist, m, opts, progress, quick=sessions is None)
+    return _on_boxes(boxes, opts, work, progress, sessions)
 
 
 def rollback(boxes: Sequence[BoxLike], *, opts: Options = Options(), to: str | None = None,
