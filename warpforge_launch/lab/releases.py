@@ -398,11 +398,13 @@ def remember_release(box: BoxLike, install_dir: str, release: str | None) -> Non
 
 
 def _push_work(dist: Path, m: Manifest, opts: Options, progress: Progress,
-               quick: bool = False):
+               probes: dict[str, noopcheck.Probe]):
     def work(box: BoxLike, sessions: Sessions, install_dir: str) -> BoxResult:
         last = pushplan.release_hash(last_release(box, install_dir) or "")
-        if quick and last == m.hash and noopcheck.usable(box, opts):
-            r = noopcheck.unchanged(box, install_dir, m, opts, BoxResult)
+        probe = probes.pop(box.name, None)
+        if probe is not None:
+            r = probe.unchanged(m, BoxResult) if last == m.hash else None
+            probe.cancel()
             if r is not None:
                 return r
         pending = None
@@ -430,11 +432,19 @@ def distribute(boxes: Sequence[BoxLike], dist: Path, *, opts: Options = Options(
     Pass `sessions` to reuse the connections of an enclosing task (smoke does), and
     `manifest` when the caller has already scanned the dist."""
     dist = manifests.check_dist(dist)
-    m = manifest or manifests.scan(dist, cache=manifests.default_cache(dist))
-    progress = progress or Progress()
-    # no shared sessions: a box already on m is answered without opening one (noopcheck)
-    work = _push_work(dist, m, opts, progress, quick=sessions is None)
-    return _on_boxes(boxes, opts, work, progress, sessions)
+    # no shared sessions: a box already on the dist is answered without opening one, by a
+    # probe that logs in while the dist is scanned (noopcheck)
+    probes = {} if sessions is not None else noopcheck.start(
+        boxes, opts, lambda b: check_install_dir(b.name, b.install_dir),
+        lambda b, d: last_release(b, d) is not None)
+    try:
+        m = manifest or manifests.scan(dist, cache=manifests.default_cache(dist))
+        progress = progress or Progress()
+        work = _push_work(dist, m, opts, progress, probes)
+        return _on_boxes(boxes, opts, work, progress, sessions)
+    finally:
+        for probe in probes.values():
+            probe.cancel()
 
 
 def rollback(boxes: Sequence[BoxLike], *, opts: Options = Options(), to: str | None = None,

@@ -81,3 +81,25 @@ def test_an_unchanged_repush_imports_no_paramiko(ssh_lab, write_inventory, fake_
                               timeout=300)
         assert done.stderr.strip().splitlines()[-1] == expect, done.stderr
         assert '"action": "' in done.stdout
+
+
+def test_a_stale_partial_upload_is_swept_the_full_way(ssh_lab, box, install_dir, fake_dist,
+                                                      sessions_opened):
+    b = box("nvidia")
+    releases.distribute([b], fake_dist)
+    stale = f"{install_dir}/releases/.partial-0123-dead"
+    ssh_lab.ssh("nvidia", "sh", "-c", 'mkdir "$1" && echo 999999 > "$1/.warpforge-partial"',
+                "wf", stale)
+    [again] = releases.distribute([b], fake_dist)
+    assert again.ok and again.action == "unchanged" and sessions_opened == ["nvidia"] * 2
+    assert any("removed a stale partial upload: .partial-0123-dead" in n for n in again.notes)
+    assert not ssh_lab.landed("nvidia", stale).exists()
+
+
+def test_a_changed_dist_lets_the_early_probe_go(ssh_lab, box, install_dir, make_fake_dist,
+                                                sessions_opened):
+    b = box("nvidia")
+    [first] = releases.distribute([b], make_fake_dist())
+    [second] = releases.distribute([b], make_fake_dist(seed=3))
+    assert second.ok and second.action == "pushed" and second.release != first.release
+    assert sessions_opened == ["nvidia"] * 2
