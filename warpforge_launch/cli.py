@@ -23,13 +23,38 @@ from warpforge_launch import __version__
 from warpforge_launch.errors import LaunchError, UsageError
 
 
+def _columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (and with it bz2 and
+    lzma), which argparse would do for every argument it adds."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, exit 2, like every other bad input
         raise UsageError(message, hint=f"see `{self.prog} --help`")
 
 
 def _common(json_default: object = argparse.SUPPRESS) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+    p = _Parser(add_help=False)
     p.add_argument("--json", action="store_true", default=json_default,
                    help="machine-readable output (stable keys, ISO-8601 times)")
     p.add_argument("--inventory", metavar="PATH", default=argparse.SUPPRESS if json_default

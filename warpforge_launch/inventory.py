@@ -27,7 +27,7 @@ _STRICT = {"extra": "forbid"}  # pydantic config for every section: typos are er
 
 def _state_path(name: str) -> str:
     """A path under the one state directory ($WARPFORGE_HOME), as the job store uses."""
-    from warpforge_launch.store import home
+    from warpforge_launch.storefile import home
 
     return str(home() / name)
 
