@@ -3,8 +3,10 @@ most commands' own work.
 
 One pickle per inventory file in the state directory (0700, files 0600), valid while the
 file's path, inode, size, mtime and ctime and this package's own source files are
-unchanged. An inventory with a credential in it (e.g. a literal auth header) is never
-written out. Any trouble reading or writing the cache only costs the parse.
+unchanged. Only a cache file owned by this user and writable by no one else is read (a
+pickle runs code when loaded). An inventory with a credential in it (e.g. a literal auth
+header) is never written out. Any trouble reading or writing the cache only costs the
+parse.
 """
 
 from __future__ import annotations
@@ -47,12 +49,24 @@ def get(path: str):
     key = _key(path)
     if key is None:
         return None
+    cached = _file(path)
+    if not (_private(os.path.dirname(cached)) and _private(cached)):
+        return None  # a pickle runs code when loaded: only ever our own, unshared file
     try:
-        with open(_file(path), "rb") as f:
+        with open(cached, "rb") as f:
             stored_key, inventory = pickle.load(f)
     except Exception:  # noqa: BLE001 - absent, partial or from another version: parse again
         return None
     return inventory if stored_key == key else None
+
+
+def _private(path: str) -> bool:
+    """Owned by this user and writable by no one else."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def put(path: str, inventory) -> None:

@@ -72,3 +72,15 @@ def test_a_credential_is_never_written(tmp_path, parses):
     inventory.load(str(path))
     inventory.load(str(path))
     assert len(parses) == 2 and not os.path.exists(inventorycache._file(str(path)))
+
+
+def test_a_cache_others_can_write_is_not_read(inv_file, parses):
+    inventory.load(str(inv_file))
+    cached = inventorycache._file(str(inv_file))
+    os.chmod(cached, 0o666)
+    inventory.load(str(inv_file))
+    assert len(parses) == 2
+    os.chmod(cached, 0o600)
+    os.chmod(os.path.dirname(cached), 0o777)
+    inventory.load(str(inv_file))
+    assert len(parses) == 3
