@@ -9,8 +9,9 @@ the exit codes of errors.py.
 
 Adding a subcommand is one self-contained edit: write ``_NAME(sub, parents)``, which calls
 ``sub.add_parser("NAME", parents=parents, help=...)`` and adds its arguments (importing
-nothing heavy), list it in ``COMMANDS``, and write ``cmd_NAME(args)`` in commands.py (or
-``p.set_defaults(run=FUNCTION)`` for a command that lives in its own package).
+nothing heavy), list it in ``COMMANDS`` under its name, and write ``cmd_NAME(args)`` in
+commands.py (or ``p.set_defaults(run=FUNCTION)`` for a command that lives in its own
+package, whose ``add_parser(sub, parents)`` is then called from ``_NAME``).
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ def _serve(sub, parents) -> None:
     add_parser(sub, parents)
 
 
-# The subcommands in --help order.
+# The subcommands in --help order. A function that adds several subcommands (a package's
+# own add_parser) is listed under each of their names; it runs once.
 COMMANDS = {"submit": _submit, "status": _status, "cancel": _cancel, "result": _result,
             "logs": _logs, "list": _list, "cluster-info": _cluster_info,
             "schedulers": _schedulers, "serve": _serve}
@@ -162,9 +164,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"warpforge-launch {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = [_common()]
-    for name, add in COMMANDS.items():
-        if only is None or name == only:
-            add(sub, common)
+    adders = [COMMANDS[only]] if only is not None else COMMANDS.values()
+    for add in dict.fromkeys(adders):
+        add(sub, common)
     return top
 
 

@@ -45,3 +45,14 @@ def test_only_the_named_command_is_built():
     assert cli._command_named(["--inventory", "status", "list"]) == "list"
     assert cli._command_named(["--help", "status"]) is None
     assert cli._command_named(["--inv", "x", "status"]) is None
+
+
+def test_an_adder_of_several_commands_runs_once(monkeypatch):
+    def both(sub, parents):
+        for name in ("aa", "bb"):
+            sub.add_parser(name, parents=parents).add_argument("x")
+
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "aa": both, "bb": both})
+    assert cli.parse(["bb", "1"]).command == "bb"
+    assert vars(cli.parse(["--json", "aa", "2"])) == vars(cli.build_parser().parse_args(
+        ["--json", "aa", "2"]))
