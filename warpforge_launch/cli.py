@@ -1,8 +1,17 @@
 """The `warpforge-launch` command.
 
-Start-up is kept cheap: only argparse and the job store load for status/list; inventory
-validation (pydantic), rich tables and backend clients are imported by the commands that
-use them. Errors are one line (`error: ...`) with the exit codes of errors.py.
+Start-up is kept cheap: a command builds only its own argument parser (the whole parser is
+built for top-level --help, a missing or unknown command, and to word a usage error), and
+`status` of jobs the store already holds as finished is answered from the store alone
+(quickstatus.py). Inventory validation (pydantic), rich tables, the job model and backend
+clients are imported by the commands that use them. Errors are one line (`error: ...`) with
+the exit codes of errors.py.
+
+Adding a subcommand is one self-contained edit: write ``_NAME(sub, parents)``, which calls
+``sub.add_parser("NAME", parents=parents, help=...)`` and adds its arguments (importing
+nothing heavy), list it in ``COMMANDS`` under its name, and write ``cmd_NAME(args)`` in
+commands.py (or ``p.set_defaults(run=FUNCTION)`` for a command that lives in its own
+package, whose ``add_parser(sub, parents)`` is then called from ``_NAME``).
 """
 
 from __future__ import annotations
@@ -10,20 +19,43 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from warpforge_launch import __version__
 from warpforge_launch.errors import LaunchError, UsageError
-from warpforge_launch.states import JobState
+
+
+def _columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (and with it bz2 and
+    lzma), which argparse would do for every argument it adds."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, exit 2, like every other bad input
         raise UsageError(message, hint=f"see `{self.prog} --help`")
 
 
-def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+def _common(json_default: object = argparse.SUPPRESS) -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
     p.add_argument("--json", action="store_true", default=json_default,
                    help="machine-readable output (stable keys, ISO-8601 times)")
     p.add_argument("--inventory", metavar="PATH", default=argparse.SUPPRESS if json_default
@@ -35,15 +67,9 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="warpforge-launch", parents=[_common(False)],
-                  description="Submit snakegrinder jobs to Local, Ray, Slurm and Kubernetes, "
-                  "and track them.")
-    top.add_argument("--version", action="version", version=f"warpforge-launch {__version__}")
-    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    common = [_common()]
-
-    s = sub.add_parser("submit", parents=common, help="submit a snakegrinder job")
+# ---- one function per subcommand: the subparser and its arguments --------------------------
+def _submit(sub, parents) -> None:
+    s = sub.add_parser("submit", parents=parents, help="submit a snakegrinder job")
     s.add_argument("--source", required=True, help="model source file (.py)")
     s.add_argument("--class", dest="model_class", help="model class in the source")
     s.add_argument("--inputs", help="input specs, e.g. '[(1, 8)]' or '[(1,3,224,224):f32]'")
@@ -72,18 +98,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-pending", action="store_true",
                    help="kubernetes: accept a GPU request no node can satisfy now (it waits)")
 
-    for name, text in (("status", "show job status"), ("cancel", "cancel jobs")):
-        p = sub.add_parser(name, parents=common, help=text)
-        p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
-    r = sub.add_parser("result", parents=common, help="show finished jobs' results")
+
+def _status(sub, parents) -> None:
+    p = sub.add_parser("status", parents=parents, help="show job status")
+    p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+
+
+def _cancel(sub, parents) -> None:
+    p = sub.add_parser("cancel", parents=parents, help="cancel jobs")
+    p.add_argument("job_ids", nargs="+", metavar="JOB_ID")
+
+
+def _result(sub, parents) -> None:
+    r = sub.add_parser("result", parents=parents, help="show finished jobs' results")
     r.add_argument("job_ids", nargs="+", metavar="JOB_ID")
     r.add_argument("--fetch", action="store_true",
                    help="also copy the jobs' files into the artifact store (see `fetch`)")
     r.add_argument("--to", metavar="DIR", help="with --fetch: store under DIR/<job id>/")
-    g = sub.add_parser("logs", parents=common, help="print a job's output")
+
+
+def _logs(sub, parents) -> None:
+    g = sub.add_parser("logs", parents=parents, help="print a job's output")
     g.add_argument("job_id", metavar="JOB_ID")
     g.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
-    li = sub.add_parser("list", parents=common, help="list jobs from the job store")
+
+
+def _list(sub, parents) -> None:
+    from warpforge_launch.states import JobState
+
+    li = sub.add_parser("list", parents=parents, help="list jobs from the job store")
     li.add_argument("--state", action="append", type=str.upper,
                     choices=[s.value for s in JobState], default=[])
     li.add_argument("--scheduler", action="append", default=[])
@@ -92,14 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--from-cluster", action="store_true",
                     help="ask the scheduler(s) which jobs they know (also jobs submitted by "
                     "other tools), instead of reading the job store")
-    c = sub.add_parser("cluster-info", parents=common, help="show a scheduler's capacity")
+
+
+def _cluster_info(sub, parents) -> None:
+    c = sub.add_parser("cluster-info", parents=parents, help="show a scheduler's capacity")
     c.add_argument("--scheduler", help="scheduler instance (default: the inventory's default)")
     c.add_argument("--all", action="store_true",
                    help="every configured scheduler at once (exit 0 all answered, 1 some "
                    "failed, 3 none answered)")
     c.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="with --all: give up on a scheduler after this long (default 60)")
-    gi = sub.add_parser("gpu-info", parents=common,
+
+
+def _gpu_info(sub, parents) -> None:
+    gi = sub.add_parser("gpu-info", parents=parents,
                         help="the GPUs of the lab's boxes (over SSH, every box at once)")
     gi.add_argument("--boxes", action="append", default=[], metavar="BOX,...",
                     help="boxes, aliases or groups, comma-separated (default: all)")
@@ -107,18 +156,84 @@ def build_parser() -> argparse.ArgumentParser:
     gi.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                     help="per box (default 20); exit 0 all answered, 1 a box failed, "
                     "3 none reachable")
+
+
+def _completion(sub, parents) -> None:
     comp = sub.add_parser("completion", help="print the shell completion script")
     comp.add_argument("shell", choices=("bash", "zsh"))
-    sub.add_parser("schedulers", parents=common, help="list the configured scheduler instances")
-    from warpforge_launch.sweep_cli import add_parser as add_sweep
-    from warpforge_launch.web.cli import add_parser as add_serve  # argparse only: fast start
 
-    add_serve(sub, common)
-    from warpforge_launch.artifacts_cli import add_parser as add_artifacts  # argparse only
 
-    add_artifacts(sub, common)
-    add_sweep(sub, common)
+def _schedulers(sub, parents) -> None:
+    sub.add_parser("schedulers", parents=parents, help="list the configured scheduler instances")
+
+
+def _serve(sub, parents) -> None:
+    from warpforge_launch.web.cli import add_parser  # argparse only: fast start
+
+    add_parser(sub, parents)
+
+
+def _artifacts(sub, parents) -> None:
+    from warpforge_launch.artifacts_cli import add_parser  # argparse only
+
+    add_parser(sub, parents)
+
+
+def _sweep(sub, parents) -> None:
+    from warpforge_launch.sweep_cli import add_parser
+
+    add_parser(sub, parents)
+
+
+# The subcommands in --help order. A function that adds several subcommands (a package's
+# own add_parser) is listed under each of their names; it runs once.
+COMMANDS = {"submit": _submit, "status": _status, "cancel": _cancel, "result": _result,
+            "logs": _logs, "list": _list, "cluster-info": _cluster_info, "gpu-info": _gpu_info,
+            "completion": _completion, "schedulers": _schedulers, "serve": _serve,
+            "fetch": _artifacts, "artifacts": _artifacts, "sweep": _sweep}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` the top level and that one subcommand."""
+    top = _Parser(prog="warpforge-launch", parents=[_common(False)],
+                  description="Submit snakegrinder jobs to Local, Ray, Slurm and Kubernetes, "
+                  "and track them.")
+    top.add_argument("--version", action="version", version=f"warpforge-launch {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = [_common()]
+    adders = [COMMANDS[only]] if only is not None else COMMANDS.values()
+    for add in dict.fromkeys(adders):
+        add(sub, common)
     return top
+
+
+def _command_named(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` runs, when that is plain to see: only --json, --debug and
+    --inventory before it. None sends the arguments through the whole parser."""
+    value_next = False
+    for arg in argv:
+        if value_next:
+            value_next = False
+        elif arg == "--inventory":
+            value_next = True
+        elif arg in ("--json", "--debug") or arg.startswith("--inventory="):
+            continue
+        else:
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    name = _command_named(argv)
+    if name is not None:
+        try:
+            args = build_parser(only=name).parse_args(argv)
+            if args.command == name:
+                return args
+        except UsageError:
+            pass  # the whole parser words the error as it always does
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,12 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from warpforge_launch.sweep_cli import default_submit
 
-        args = build_parser().parse_args(default_submit(list(argv)))
+        args = parse(default_submit(list(argv)))
         if not args.command:
             build_parser().print_help()
             return 2
         if getattr(args, "run", None):  # a command that lives in its own package (serve)
             return args.run(args)
+        if args.command == "status":
+            from warpforge_launch import quickstatus
+
+            code = quickstatus.show(args)
+            if code is not None:
+                return code
         from warpforge_launch import commands
 
         return getattr(commands, "cmd_" + args.command.replace("-", "_"))(args)

@@ -9,7 +9,7 @@ from pathlib import Path
 from warpforge_launch.errors import UsageError
 from warpforge_launch.jobs import JobState, JobStatus
 from warpforge_launch.launcher import Launcher
-from warpforge_launch.output import emit_json, safe
+from warpforge_launch.output import emit_json, safe, status_line
 
 
 def _launcher(args) -> Launcher:
@@ -90,13 +90,9 @@ def cmd_submit(args) -> int:
 
 
 def _status_line(st: JobStatus) -> str:
-    elapsed = f"{st.elapsed.total_seconds():.1f}s" if st.elapsed is not None else "-"
-    line = f"{st.job_id}  {st.state.value}  elapsed {elapsed}"
-    if st.node_name:
-        line += f"  node {st.node_name}"
-    if st.message:
-        line += f"  {st.message}"
-    return safe(line)
+    return status_line(st.job_id, st.state.value,
+                       st.elapsed.total_seconds() if st.elapsed is not None else None,
+                       st.node_name, st.message)
 
 
 def _wait(launcher: Launcher, job_id: str, progress: bool) -> JobStatus:

@@ -27,7 +27,7 @@ _STRICT = {"extra": "forbid"}  # pydantic config for every section: typos are er
 
 def _state_path(name: str) -> str:
     """A path under the one state directory ($WARPFORGE_HOME), as the job store uses."""
-    from warpforge_launch.store import home
+    from warpforge_launch.storefile import home
 
     return str(home() / name)
 
@@ -259,11 +259,16 @@ def find(path: str | os.PathLike | None = None) -> Path | None:
 
 def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Inventory:
     found = find(path)
+    env = os.environ if env is None else env
     if found is None:
-        document = default_document()
-    else:
-        document = _read_yaml(found)
-    return parse(document, found, os.environ if env is None else env)
+        return parse(default_document(), None, env)
+    from warpforge_launch import inventorycache
+
+    parsed = inventorycache.get(found)
+    if parsed is None or parsed.path != found:
+        parsed = parse(_read_yaml(found), found, {})  # overrides come after the cache
+        inventorycache.put(found, parsed)
+    return apply_overrides(parsed, env)
 
 
 def _read_yaml(path: Path) -> Any:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
-from warpforge_launch.jobs import ClusterInfo, JobResult
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the job model stays off the start of `status` (quickstatus.py)
+    from typing import Any
+
+    from warpforge_launch.jobs import ClusterInfo, JobResult
 
 # C0 controls, DEL and C1 controls (ESC and CSI among them) -> visible escapes
 _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0))}
@@ -22,6 +25,17 @@ _KEEP_LINES = {k: v for k, v in _CONTROLS.items() if chr(k) not in "\n\t"}
 def safe(text: Any, *, multiline: bool = False) -> str:
     """``text`` with control characters shown as ``\\xNN``; newlines kept if ``multiline``."""
     return str(text).translate(_KEEP_LINES if multiline else _CONTROLS)
+
+
+def status_line(job_id: str, state: str, elapsed_s: float | None, node: str | None,
+                message: str) -> str:
+    """One job's line of `status`: id, state, elapsed seconds, node and message."""
+    line = f"{job_id}  {state}  elapsed {f'{elapsed_s:.1f}s' if elapsed_s is not None else '-'}"
+    if node:
+        line += f"  node {node}"
+    if message:
+        line += f"  {message}"
+    return safe(line)
 
 
 def emit_json(data: Any) -> None:

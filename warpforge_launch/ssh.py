@@ -96,8 +96,10 @@ def control_path(directory: Path, ep: Endpoint) -> Path:
 
 def options(ep: Endpoint, *, connect_timeout: float = 10, alive: tuple[int, int] = (15, 4),
             control: Path | None = None, persist: int | None = None,
-            ciphers: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """The OpenSSH options for ep, in order; `control` None means no connection sharing."""
+            ciphers: Sequence[str] | None = None,
+            kex_first: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The OpenSSH options for ep, in order; `control` None means no connection sharing.
+    `kex_first`: key exchanges tried before the client's defaults (which stay allowed)."""
     policy = "yes" if ep.host_key_policy == "strict" else "accept-new"
     opts = [("HostName", ep.host), ("Port", str(ep.port)), ("BatchMode", "yes"),
             ("ConnectTimeout", str(max(1, round(connect_timeout)))),
@@ -112,6 +114,8 @@ def options(ep: Endpoint, *, connect_timeout: float = 10, alive: tuple[int, int]
         opts += [("IdentityFile", ep.identity_file), ("IdentitiesOnly", "yes")]
     if ciphers:
         opts.append(("Ciphers", ",".join(ciphers)))
+    if kex_first:
+        opts.append(("KexAlgorithms", "^" + ",".join(kex_first)))
     if control is None:
         opts += [("ControlMaster", "no"), ("ControlPath", "none")]
     else:

@@ -26,11 +26,8 @@ from warpforge_launch.jobs import (
     JobStatus,
     utcnow,
 )
+from warpforge_launch.storefile import SCHEMA_VERSION, SUBMITTING, home  # noqa: F401
 
-SCHEMA_VERSION = 3
-# A row's ``state`` is a JobState value, or SUBMITTING: recorded before the backend was
-# asked, completed after it answered (a crash in between leaves it for ``reconcile``).
-SUBMITTING = "SUBMITTING"
 _TERMINAL_SQL = ",".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES))
 # A sweep and its cells; a cell names its job by correlation id (stable from the SUBMITTING
 # row on, while the job id is only known once the backend answered).
@@ -81,15 +78,6 @@ _MIGRATIONS = {
 }
 _COLUMNS = ("job_id, instance, scheduler_type, native_id, correlation_id, name, submitted_by, "
             "submitted_at, submission, plan, config, state, status, updated_at, superseded_by")
-
-
-def home() -> Path:
-    """$WARPFORGE_HOME, default ~/.local/state/warpforge-launch."""
-    env = os.environ.get("WARPFORGE_HOME")
-    if env:
-        return Path(env).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "warpforge-launch"
 
 
 @dataclass(frozen=True)

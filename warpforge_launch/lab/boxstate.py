@@ -37,7 +37,7 @@ SYSTEM_DIRS = frozenset({
 _LOCK_SCRIPT = r"""
 d=$1; w=$2
 mkdir -p -- "$d/releases" || exit 70
-exec flock -E 75 -w "$w" "$d/.lock" sh -c "$3" wf-probe "$d"
+exec flock -E 75 -w "$w" "$d/.lock" sh -c "$3" wf-probe "$d" "${4:-sweep}"
 """
 _PROBE_SCRIPT = r"""
 d=$1
@@ -57,6 +57,7 @@ for r in * .partial-*; do
       # its holder still runs (a zombie does not count): a live upload, leave it
       if kill -0 "$h" 2>/dev/null && ! grep -qs '^State:.*Z' "/proc/$h/status"; then
         echo "partial $r"
+      elif [ "$2" = look ]; then echo "stale $r"
       else rm -rf -- "$r" && echo "swept $r"; fi
     else echo "foreign $r"; fi ;;
   *)
@@ -97,6 +98,7 @@ class BoxState:
     releases: list[str] = dataclasses.field(default_factory=list)  # ours: carry RELEASE_FILE
     partials: list[str] = dataclasses.field(default_factory=list)  # a live holder's upload
     swept: list[str] = dataclasses.field(default_factory=list)  # stale partials removed
+    stale: list[str] = dataclasses.field(default_factory=list)  # seen, not removed (look)
     foreign: list[str] = dataclasses.field(default_factory=list)  # not ours: left alone
     history: list[str] = dataclasses.field(default_factory=list)
     python3: bool = False
@@ -127,11 +129,11 @@ def parse_state(text: str) -> BoxState:
             s.current_foreign = True
         elif word == "bin":
             s.bin_foreign = rest == "foreign"
-        elif word in ("release", "partial", "swept", "foreign"):
+        elif word in ("release", "partial", "swept", "stale", "foreign"):
             if word != "foreign" and not SAFE.fullmatch(rest):
                 word = "foreign"
             {"release": s.releases, "partial": s.partials, "swept": s.swept,
-             "foreign": s.foreign}[word].append(rest)
+             "stale": s.stale, "foreign": s.foreign}[word].append(rest)
         elif word == "history":
             s.history.append(rest.split(" ", 1)[-1])
         elif word == "python3":
@@ -162,9 +164,11 @@ def parse_sizes(text: str) -> dict[str, int]:
     return sizes
 
 
-def lock_argv(install_dir: str, wait: float) -> list[str]:
+def lock_argv(install_dir: str, wait: float, *, sweep: bool = True) -> list[str]:
+    """The locked probe; with sweep False it only looks (stale partials are reported as
+    `stale`, left for the next holder that sweeps)."""
     return ["sh", "-c", _LOCK_SCRIPT, "wf-lock", install_dir, str(max(0, int(wait))),
-            _PROBE_SCRIPT]
+            _PROBE_SCRIPT, "sweep" if sweep else "look"]
 
 
 def check_install_dir(box: str, path: str) -> str:

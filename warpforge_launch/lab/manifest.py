@@ -167,7 +167,7 @@ def _save_cache(cache: Path, data: dict) -> None:
 
 def state_dir() -> Path:
     """Where the lab keeps its caches: the one state directory (store.home)."""
-    from warpforge_launch.store import home
+    from warpforge_launch.storefile import home
 
     return home()
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from warpforge_launch import ssh
 from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
-from warpforge_launch.lab import boxscripts, pushplan, tarstream
+from warpforge_launch.lab import boxscripts, noopcheck, pushplan, tarstream
 from warpforge_launch.lab import manifest as manifests
 from warpforge_launch.lab.boxscripts import LINKS_FILE, VERIFY_FILE
 from warpforge_launch.lab.boxstate import (
@@ -397,12 +397,20 @@ def remember_release(box: BoxLike, install_dir: str, release: str | None) -> Non
             pass  # a hint that cannot be written costs only speed
 
 
-def _push_work(dist: Path, m: Manifest, opts: Options, progress: Progress):
+def _push_work(dist: Path, m: Manifest, opts: Options, progress: Progress,
+               probes: dict[str, noopcheck.Probe]):
     def work(box: BoxLike, sessions: Sessions, install_dir: str) -> BoxResult:
+        last = pushplan.release_hash(last_release(box, install_dir) or "")
+        probe = probes.pop(box.name, None)
+        if probe is not None:
+            r = probe.unchanged(m, BoxResult) if last == m.hash else None
+            probe.cancel()
+            if r is not None:
+                return r
         pending = None
         policy = opts.host_key_policy or getattr(box, "host_key_policy", "strict")
         if (opts.prestart and opts.bulk != "paramiko" and policy == "strict"
-                and pushplan.release_hash(last_release(box, install_dir) or "") != m.hash):
+                and last != m.hash):
             pending = prestart(box, opts.timeouts, boxscripts.push_argv(install_dir))
         try:
             r = push_box(sessions.get(box), install_dir, dist, m, opts, progress, pending)
@@ -424,9 +432,19 @@ def distribute(boxes: Sequence[BoxLike], dist: Path, *, opts: Options = Options(
     Pass `sessions` to reuse the connections of an enclosing task (smoke does), and
     `manifest` when the caller has already scanned the dist."""
     dist = manifests.check_dist(dist)
-    m = manifest or manifests.scan(dist, cache=manifests.default_cache(dist))
-    progress = progress or Progress()
-    return _on_boxes(boxes, opts, _push_work(dist, m, opts, progress), progress, sessions)
+    # no shared sessions: a box already on the dist is answered without opening one, by a
+    # probe that logs in while the dist is scanned (noopcheck)
+    probes = {} if sessions is not None else noopcheck.start(
+        boxes, opts, lambda b: check_install_dir(b.name, b.install_dir),
+        lambda b, d: last_release(b, d) is not None)
+    try:
+        m = manifest or manifests.scan(dist, cache=manifests.default_cache(dist))
+        progress = progress or Progress()
+        work = _push_work(dist, m, opts, progress, probes)
+        return _on_boxes(boxes, opts, work, progress, sessions)
+    finally:
+        for probe in probes.values():
+            probe.cancel()
 
 
 def rollback(boxes: Sequence[BoxLike], *, opts: Options = Options(), to: str | None = None,

@@ -1,0 +1,58 @@
+"""A command builds only its own parser: the same arguments and errors as the whole one."""
+
+import pytest
+
+from warpforge_launch import cli
+from warpforge_launch.errors import UsageError
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "a-1", "b-2"],
+    ["--json", "--inventory", "inv.yaml", "status", "a-1"],
+    ["--inventory=inv.yaml", "--debug", "list", "--state", "running", "--lim", "3"],
+    ["submit", "--source", "m.py", "--inputs", "[(1, 8)]", "--gpu", "amd", "--env", "A=1"],
+    ["logs", "-f", "a-1"],
+    ["cluster-info", "--scheduler", "hpc", "--json"],
+    ["schedulers"],
+    ["serve", "--port", "0"],
+    ["--inv", "x.yaml", "status", "a-1"],
+])
+def test_one_command_parses_as_the_whole_parser(argv):
+    assert vars(cli.parse(argv)) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [
+    ["status"], ["list", "--state", "DONE"], ["status", "a-1", "--nope"], ["frobnicate"],
+    ["submit", "--source", "x.py", "--gpu-count", "two"],
+])
+def test_errors_are_worded_by_the_whole_parser(argv):
+    with pytest.raises(UsageError) as fast:
+        cli.parse(argv)
+    with pytest.raises(UsageError) as whole:
+        cli.build_parser().parse_args(argv)
+    assert str(fast.value) == str(whole.value) and fast.value.hint == whole.value.hint
+
+
+def test_every_command_is_in_the_whole_help(capsys):
+    cli.build_parser().print_help()
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli.COMMANDS)
+
+
+def test_only_the_named_command_is_built():
+    sub = next(a for a in cli.build_parser(only="status")._actions if a.dest == "command")
+    assert list(sub.choices) == ["status"]
+    assert cli._command_named(["--inventory", "status", "list"]) == "list"
+    assert cli._command_named(["--help", "status"]) is None
+    assert cli._command_named(["--inv", "x", "status"]) is None
+
+
+def test_an_adder_of_several_commands_runs_once(monkeypatch):
+    def both(sub, parents):
+        for name in ("aa", "bb"):
+            sub.add_parser(name, parents=parents).add_argument("x")
+
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "aa": both, "bb": both})
+    assert cli.parse(["bb", "1"]).command == "bb"
+    assert vars(cli.parse(["--json", "aa", "2"])) == vars(cli.build_parser().parse_args(
+        ["--json", "aa", "2"]))

@@ -1,0 +1,97 @@
+"""`status` of finished jobs from the store alone: the same output as the full path."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from warpforge_launch import cli, commands, quickstatus
+from warpforge_launch.jobs import JobState, JobStatus, utcnow
+from warpforge_launch.store import JobRecord, JobStore, home
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add(store, job_id, state, **status):
+    store.add(JobRecord(job_id, "local", "local", job_id.split("-", 1)[1], "c-" + job_id, "m",
+                        "me", utcnow(), {}, {}, {"snakegrinder": "/x"},
+                        JobStatus(job_id, "c-" + job_id, state, utcnow(), **status)))
+
+
+@pytest.fixture
+def store():
+    s = JobStore(home() / "jobs.sqlite3")
+    add(s, "local-done", JobState.COMPLETED, node_name="vm", elapsed=timedelta(seconds=1.25),
+        scheduler_metadata={"exit_code": 0, "nested": {"a": [1, 2]}})
+    add(s, "local-bad", JobState.FAILED, message="boom \x1b[31mred\x1b[0m [/x]",
+        elapsed=timedelta(microseconds=49999))
+    add(s, "local-gone", JobState.CANCELLED)
+    add(s, "local-live", JobState.RUNNING)
+    yield s
+    s.close()
+
+
+def both(capsys, argv):
+    """(fast path's output, full path's output) of the same command line."""
+    assert cli.main(argv) == 0
+    fast = capsys.readouterr()
+    assert commands.cmd_status(cli.parse(argv)) == 0
+    full = capsys.readouterr()
+    return fast.out, full.out
+
+
+def test_the_fields_are_the_job_models():
+    assert quickstatus.STATUS_FIELDS == {f.name for f in dataclasses.fields(JobStatus)}
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "local-done"],
+    ["status", "local-bad"],
+    ["status", "local-done", "local-bad", "local-gone", "local-done"],
+    ["--json", "status", "local-done"],
+    ["status", "--json", "local-gone", "local-bad", "local-gone"],
+])
+def test_same_output_as_the_full_path(capsys, store, argv):
+    assert quickstatus.stored_final([a for a in argv if a.startswith("local-")]) is not None
+    fast, full = both(capsys, argv)
+    assert fast == full and fast.strip()
+    if "--json" in argv:
+        json.loads(fast)
+
+
+def test_not_final_or_unknown_takes_the_full_path(store):
+    assert quickstatus.stored_final(["local-live"]) is None
+    assert quickstatus.stored_final(["local-done", "local-live"]) is None
+    assert quickstatus.stored_final(["local-done", "local-nope"]) is None
+
+
+def test_submitting_and_naive_times_take_the_full_path(store):
+    store.db.execute("UPDATE jobs SET state = 'SUBMITTING' WHERE job_id = 'local-gone'")
+    assert quickstatus.stored_final(["local-gone"]) is None
+    row = json.loads(store.db.execute("SELECT status FROM jobs WHERE job_id = 'local-done'"
+                                      ).fetchone()[0])
+    row["state_changed_at"] = "2026-01-01T00:00:00"
+    store.db.execute("UPDATE jobs SET status = ? WHERE job_id = 'local-done'", (json.dumps(row),))
+    assert quickstatus.stored_final(["local-done"]) is None
+    assert quickstatus.stored_final(["local-bad"]) is not None
+
+
+def test_no_store_is_not_created():
+    assert quickstatus.stored_final(["local-x"]) is None
+    assert not os.path.exists(home() / "jobs.sqlite3")
+
+
+def test_finished_status_loads_no_job_model(store):
+    code = ("import sys; from warpforge_launch.cli import main; rc = main(['status', "
+            "'local-done']); heavy = [m for m in ('warpforge_launch.jobs', 'dataclasses', "
+            "'warpforge_launch.launcher', 'warpforge_launch.inventory') if m in sys.modules]; "
+            "assert rc == 0 and not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("local-done  COMPLETED  elapsed 1.2s  node vm")

@@ -1,0 +1,96 @@
+"""Is the box already on this release? One OpenSSH round trip, before any Fabric session.
+
+A re-push of an unchanged dist is the common case, and its whole answer is the box's state
+probe (boxstate): taking the lock, reading `current` and checking the release's files
+against the listing recorded when it was verified. Run through the OpenSSH client (C crypto,
+no paramiko import, no Python key exchange), that probe answers in a few milliseconds on
+top of the login, and the login runs while this machine scans the dist. When the decision
+is "unchanged" the box is done; anything else (a push, a busy lock, a foreign entry, an
+unreachable box, an unknown host key) goes the full way, which does and words everything as
+before. The probe only looks (a stale partial upload is left for the full way to sweep and
+report), so killing it early is harmless: it is started for a box this machine has pushed
+to, and let go when the dist turns out to differ from what the box was left on.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import time
+
+from warpforge_launch import ssh
+from warpforge_launch.errors import LaunchError
+from warpforge_launch.lab import pushplan
+from warpforge_launch.lab.boxstate import LOCKED, lock_argv, parse_state
+from warpforge_launch.lab.processes import Started
+
+# The probe carries no secret (a lock command out; release names and one digest back), so
+# it may skip the post-quantum hybrid key exchange, which costs about 90 ms of CPU on each
+# side of a loopback login here; every default stays allowed after it.
+_PROBE_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
+
+
+def usable(box, opts) -> bool:
+    """Whether the probe can answer for this box: strict host keys over OpenSSH, and no
+    full verification asked for."""
+    policy = opts.host_key_policy or getattr(box, "host_key_policy", "strict")
+    return (box.transport == "ssh" and policy == "strict" and opts.bulk != "paramiko"
+            and not (opts.verify_all or opts.repair) and shutil.which("ssh") is not None)
+
+
+class Probe:
+    """The state probe of one box, started now (the lock is taken without waiting: a busy
+    box goes the full way, which waits for it) and read by ``unchanged``."""
+
+    def __init__(self, box, install_dir: str, opts):
+        self.box, self.install_dir, self.opts = box, install_dir, opts
+        ep = ssh.Endpoint.of(box, "strict")
+        command = shlex.join(lock_argv(install_dir, 0, sweep=False))
+        argv = ssh.argv(ep, command, connect_timeout=opts.timeouts.connect,
+                        kex_first=_PROBE_KEX)
+        self.t0 = time.time()
+        self.started = Started(box.name, argv, ["probe"], stdin=False)
+
+    def cancel(self) -> None:
+        """Not needed: end our ssh client now (the box's side ends with the connection)."""
+        if self.started.used:
+            return
+        self.started.used = True
+        self.started.proc.kill()
+        self.started.proc.wait(timeout=10)
+
+    def unchanged(self, m, result_type):
+        """A BoxResult "unchanged" when the box is on m's release, else None."""
+        try:
+            done = self.started.finish(None, self.opts.timeouts.connect
+                                       + self.opts.timeouts.command)
+        except LaunchError:
+            return None
+        t1 = time.time()
+        said, marker, _ = done.stdout.partition(LOCKED + b"\n")
+        if done.exit_code != 0 or not marker:
+            return None
+        state = parse_state(said.decode(errors="replace"))
+        if state.current_foreign or state.bin_foreign or state.stale:
+            return None  # the full way refuses, or sweeps and says so
+        d = pushplan.decide(state, m, keep=self.opts.keep, suffix="-")
+        if d.action != pushplan.UNCHANGED:
+            return None
+        r = result_type(self.box.name, action="unchanged", release=d.release,
+                        previous=state.current, locked=(self.t0, t1))
+        r.notes += [f"left alone (not made by warpforge): {self.install_dir}/releases/{n}"
+                    for n in state.foreign]
+        return r
+
+
+def start(boxes, opts, install_dir, hinted) -> dict[str, Probe]:
+    """Probes for the boxes this machine left on some release (``hinted(box, dir)``)."""
+    probes: dict[str, Probe] = {}
+    for box in boxes:
+        try:
+            d = install_dir(box)
+            if usable(box, opts) and hinted(box, d):
+                probes[box.name] = Probe(box, d, opts)
+        except LaunchError:
+            continue  # the full way says what is wrong with this box
+    return probes

@@ -1,0 +1,38 @@
+"""Where the job store lives and which schema it has.
+
+Kept apart from store.py (and free of the job model) so that `status` of finished jobs
+can read the store without importing the dataclasses (quickstatus.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SCHEMA_VERSION = 3
+# A row's ``state`` is a JobState value, or SUBMITTING: recorded before the backend was
+# asked, completed after it answered (a crash in between leaves it for ``reconcile``).
+SUBMITTING = "SUBMITTING"
+
+
+def home_dir() -> str:
+    """$WARPFORGE_HOME, default ~/.local/state/warpforge-launch (as a string: no pathlib)."""
+    env = os.environ.get("WARPFORGE_HOME")
+    if env:
+        return os.path.expanduser(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state, "warpforge-launch")
+
+
+def home() -> Path:
+    """$WARPFORGE_HOME, default ~/.local/state/warpforge-launch."""
+    from pathlib import Path
+
+    return Path(home_dir())
+
+
+def store_file() -> str:
+    return os.path.join(home_dir(), "jobs.sqlite3")
