@@ -63,3 +63,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.section(f"{len(skipped)} TESTS SKIPPED", sep="!", red=True, bold=True)
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
         terminalreporter.write_line(f"{count:5d}  {reason}", red=True)
+
+
+@pytest.fixture
+def black_hole():
+    """The port of a listener that accepts and never answers (tests/testlab/blackhole.py)."""
+    from tests.testlab.blackhole import black_hole as hole
+
+    with hole() as port:
+        yield port

@@ -6,32 +6,9 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 
-import pytest
-
 from tests.helpers import run_cli
-
-
-@pytest.fixture
-def black_hole():
-    """A listener that accepts and never answers: a hung dashboard."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-
-    def swallow():
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=swallow, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
-    for conn in held:
-        conn.close()
 
 
 def write(tmp_path, schedulers: dict) -> str:

@@ -288,15 +288,6 @@ def test_an_answer_that_is_not_json_is_one_line(plain_api):
         api.call("GET", "/html", "list pods")
 
 
-@pytest.fixture()
-def black_hole():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield server.getsockname()[1]
-    server.close()
-
-
 def test_a_black_hole_is_a_connect_timeout_over_tls(black_hole):
     creds = auth.Credentials(server=f"https://127.0.0.1:{black_hole}", insecure=True)
     t0 = time.monotonic()

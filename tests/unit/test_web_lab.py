@@ -26,15 +26,6 @@ NEW = "fedcba9876543210fedcba9876543210"
 
 
 @pytest.fixture
-def black_hole():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(8)  # the kernel completes handshakes; nobody ever accepts or answers
-    yield s.getsockname()[1]
-    s.close()
-
-
-@pytest.fixture
 def closed_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

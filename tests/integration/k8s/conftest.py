@@ -6,8 +6,6 @@ port, at a black hole and with a token that has no rights.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 import uuid
 from pathlib import Path
 
@@ -60,28 +58,10 @@ def out_root(k8s_cluster) -> Path:
 @pytest.fixture(scope="session")
 def black_hole():
     """A listener that accepts connections and never answers (not even the TLS handshake)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
+    from tests.testlab.blackhole import black_hole as hole
 
-    def accept():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    server.close()
+    with hole() as port:
+        yield port
 
 
 def _kubeconfig(path: Path, server: str, token: str = "unused") -> Path:

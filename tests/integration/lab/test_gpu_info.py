@@ -10,8 +10,6 @@ wake-on-LAN path for the sleeping box, and a black-hole listener for the timeout
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pytest
@@ -124,25 +122,6 @@ def test_wake_wakes_the_sleeper_then_reads_it(ssh_lab, sleeping_box, install_dir
     sent = ssh_lab.wol_received()[packets:]
     assert [p["box"] for p in sent] == [sleeping_box]
 
-
-@pytest.fixture
-def black_hole():
-    """A listener that accepts connections and never says a word (no SSH banner)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-
-    def swallow():
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=swallow, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
-    for conn in held:
-        conn.close()
 
 
 def test_black_hole_box_is_reported_within_the_timeout(ssh_lab, bindir, inventory, black_hole,

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -83,22 +81,10 @@ def dead_url() -> str:
 def black_hole_url():
     """A dashboard that accepts connections, reads requests and never answers: what a hung
     head or a stuck proxy looks like, unlike a refused port that fails in milliseconds."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
+    from tests.testlab.blackhole import black_hole
 
-    def swallow():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            held.append(conn)
-
-    threading.Thread(target=swallow, daemon=True).start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.close()
-    for conn in held:
-        conn.close()
+    with black_hole() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def pytest_report_header(config):

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -256,32 +254,9 @@ def test_slurmdbd_down(slurm_cluster, shared_dir, _private_home):
 
 
 # -- the login node -------------------------------------------------------------------------------
-class BlackHole:
-    """Accepts TCP connections and never says a word."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.held.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self):
-        self.sock.close()
-        for c in self.held:
-            c.close()
-
-
 def test_hung_login_node_is_exit_3_within_the_timeout(slurm_cluster, shared_dir, tmp_path):
     from tests.integration.slurm.test_slurm_cli import inventory
+    from tests.testlab.blackhole import BlackHole
 
     hole = BlackHole()
     try:
