@@ -312,8 +312,7 @@ class SlurmScheduler(Scheduler):
         return ids
 
     def _run_driver(self, work_dir: str, jobs, values, extra_time: float) -> Completed:
-        argv = ["bash", "-c", remote.SUBMIT_DRIVER, "warpforge-submit", work_dir,
-                *(j.name for j in jobs)]
+        argv = ["bash", "-c", remote.SUBMIT_DRIVER, "warpforge-submit", work_dir]
         done = self._run(argv, input=remote.submit_input(jobs, values), program="sbatch",
                          timeout=self.config.command_timeout + extra_time, check=False)
         where = self.transport.where
