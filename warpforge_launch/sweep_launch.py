@@ -35,23 +35,35 @@ def new_sweep_id() -> str:
     return f"sweep-{uuid.uuid4().hex[:8]}"
 
 
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def plan(launcher: Launcher, spec: sweeps.SweepSpec) -> list[Group]:
     """Every cell planned (pure: nothing is sent); a cell its scheduler cannot run is bad
     input before anything goes out."""
     groups: dict[str, Group] = {}
+    gpus: dict[str, frozenset] = {}  # per instance, asked once
+    user, now = _user(), utcnow()  # as JobSubmission.new has them, once per sweep
     for cell in sweeps.expand(spec):
         entry = launcher.inventory.scheduler(cell.scheduler)
         group = groups.get(entry.name)
         if group is None:
             sched = launcher._instance(entry.name, entry.type, entry.config)
             group = groups[entry.name] = Group(sched, [], [], None)  # type: ignore[arg-type]
+            gpus[entry.name] = frozenset(sched.capabilities().supported_gpu_types)
         gpu = cell.definition.resources.gpu_type
-        if gpu not in group.scheduler.capabilities().supported_gpu_types:
+        if gpu not in gpus[entry.name]:
             raise UsageError(f"cell {cell.index} ({cell.model} {cell.shape} {cell.gpu}): "
                              f"scheduler {entry.name!r} cannot give a job {gpu.value} GPUs",
                              hint="remove the GPU type or the scheduler from the sweep")
         group.cells.append(cell)
-        group.submissions.append(JobSubmission.new(cell.definition))
+        group.submissions.append(JobSubmission(cell.definition, user, now, str(uuid.uuid4())))
     for group in groups.values():
         group.batch = group.scheduler.plan_batch(group.submissions, throttle=spec.throttle)
     return list(groups.values())

@@ -360,8 +360,8 @@ class SlurmScheduler(Scheduler):
         """One job array per resource shape (slurm_array.py says why not one in all)."""
         from warpforge_launch.schedulers import slurm_array
 
-        for sub in submissions:
-            _check_source(sub.definition.source)
+        for source in {sub.definition.source for sub in submissions}:  # cells share sources
+            _check_source(source)
         return slurm_array.plan_batch(self, submissions, throttle)
 
     def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:

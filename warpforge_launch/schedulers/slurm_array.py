@@ -127,9 +127,35 @@ def render(tasks: Sequence[Any], throttle: int | None = None,
         time_minutes=head.time_minutes, extra_options=list(head.extra_options),
         runtime=head.runtime, gpu_type=head.gpu_type, gpu_flag=head.gpu_flag,
         image=head.image, images=ss._Images(head.images), secret_env=list(head.secret_env),
-        rows=[{"correlation_id": t.correlation_id, "argv": list(t.argv),
-               "environment": list(t.environment)} for t in tasks])
+        tasks=len(tasks), cases=case_rows(tasks, head.gres))
     return ArrayRequest(batch_id, array, tuple(tasks), script)
+
+
+def case_rows(tasks: Sequence[Any], gres: str | None) -> str:
+    """The ``case`` arms of the script, one per task, quoted by slurm_script's filters (the
+    words cells share, such as the payload path and flags, are quoted once)."""
+    words: dict[str, str] = {}
+    values: dict[str, str] = {}
+
+    def word(arg: str) -> str:  # an argv word: the output-dir token becomes "$OUT_DIR"
+        quoted = words.get(arg)
+        if quoted is None:
+            quoted = words[arg] = ss.sh_argv([arg])
+        return quoted
+
+    def value(text: str) -> str:  # an environment value: quoted as it is
+        quoted = values.get(text)
+        if quoted is None:
+            quoted = values[text] = ss.sh(text)
+        return quoted
+
+    row_gres = ss.sh(gres or "")
+    out = []
+    for i, t in enumerate(tasks):
+        env = "".join(f"{ss.env_name(k)}={value(v)} " for k, v in t.environment)
+        out.append(f"{i})\n  CORRELATION_ID={ss.sh(t.correlation_id)}\n  ROW_GRES={row_gres}\n"
+                   f"  ROW_ENV=({env})\n  ARGV=({' '.join(word(a) for a in t.argv)})\n  ;;\n")
+    return "".join(out)
 
 
 def plan_batch(sched, submissions: Sequence[Any], throttle: int | None) -> BatchPlan:
