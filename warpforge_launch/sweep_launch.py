@@ -75,6 +75,17 @@ def submit(launcher: Launcher, spec: sweeps.SweepSpec) -> tuple[str, dict[str, s
 
     groups = plan(launcher, spec)
     secrets.resolve(spec.secret_env)  # a missing secret fails before anything is recorded
+    try:
+        return _submit(launcher, spec, groups)
+    finally:
+        for g in groups:  # a head start execute_batch did not use (an error on the way)
+            g.scheduler.release_batch(g.batch)
+
+
+def _submit(launcher: Launcher, spec: sweeps.SweepSpec, groups: list[Group]
+            ) -> tuple[str, dict[str, str]]:
+    for g in groups:  # the backend starts up while the rows are written; nothing is sent
+        g.scheduler.prepare_batch(g.batch)
     sweep_id = new_sweep_id()
     now = utcnow()
     me = _me()

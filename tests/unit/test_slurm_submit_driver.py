@@ -162,3 +162,37 @@ def test_driver_stopped_at_the_deadline_leaves_no_scripts(lab):
     with pytest.raises(InfrastructureError, match="`sbatch` did not answer within 2s"):
         make(command_timeout=1.0).submit_many([submission(queue="slow"), submission()])
     assert len(seen()) == 1 and list(work.iterdir()) == []
+
+
+def test_a_driver_started_ahead_and_abandoned_submits_nothing(lab):
+    make, seen, _transport, work = lab
+    sched = make()
+    started = sched.start_driver(str(work), 1)  # checks (and makes) the work dir, then waits
+    started.abandon()
+    assert seen() == [] and list(work.iterdir()) == []
+
+
+def test_a_driver_started_ahead_submits_once_the_scripts_come(lab):
+    make, seen, _transport, work = lab
+    sched = make()
+    from warpforge_launch.schedulers import slurm_remote as remote
+
+    script = sched.plan(submission()).request.script
+    started = sched.start_driver(str(work), 1)
+    done = sched._run_driver(str(work), [remote.Job("a.sbatch", script)], {}, started)
+    assert remote.submit_results(done.stdout) == {"a.sbatch": (0, "101")}
+    assert [r["text"] for r in seen()] == [script] and sched.calls["sbatch"] == 1
+
+
+@pytest.mark.parametrize("cut", [1, 10, 200])
+def test_a_script_cut_short_is_refused_not_submitted(lab, cut):
+    make, seen, transport, work = lab
+    from warpforge_launch.schedulers import slurm_remote as remote
+
+    sched = make()
+    script = sched.plan(submission()).request.script
+    data = remote.submit_input([remote.Job("a.sbatch", script)], {})
+    done = transport.run(["bash", "-c", remote.SUBMIT_DRIVER, "x", str(work)],
+                         input=data[:-cut], timeout=30)
+    assert done.returncode == remote.CANNOT_UNPACK and "cut short" in done.stderr
+    assert seen() == []

@@ -181,6 +181,24 @@ def plan_batch(sched, submissions: Sequence[Any], throttle: int | None) -> Batch
     return BatchPlan(sched.name, "sbatch-array", tuple(jobs), tuple(requests))
 
 
+def _key(batch: BatchPlan) -> tuple[str, ...]:
+    return tuple(a.batch_id for a in batch.requests)
+
+
+def prepare(sched, batch: BatchPlan) -> None:
+    """Start the driver of the batch's first round trip; the scripts follow in
+    ``execute_batch``, so nothing is submitted before then."""
+    if batch.requests and _key(batch) not in sched.prepared:
+        sched.prepared[_key(batch)] = sched.start_driver(
+            batch.requests[0].tasks[0].work_dir, min(len(batch.requests), remote.MAX_JOBS))
+
+
+def release(sched, batch: BatchPlan) -> None:
+    started = sched.prepared.pop(_key(batch), None)
+    if started is not None:
+        started.abandon()  # it reads EOF instead of scripts: nothing is submitted
+
+
 def execute_batch(sched, batch: BatchPlan) -> dict[str, Any]:
     """Every array in ONE round trip; the cells of an array sbatch refused get its error,
     the others ``Submitted(<array job>_<task>)``."""
@@ -192,14 +210,21 @@ def execute_batch(sched, batch: BatchPlan) -> dict[str, Any]:
     arrays = list(batch.requests)
     if not arrays:
         return {}
+    started = sched.prepared.pop(_key(batch), None)
     stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
     jobs = [remote.Job(f"warpforge-{stamp}-{k}.sbatch", a.script, a.secret_env)
             for k, a in enumerate(arrays)]
-    values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
+    try:
+        values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
+    except BaseException:
+        if started is not None:
+            started.abandon()
+        raise
     results, stderr = {}, ""
     for k in range(0, len(jobs), remote.MAX_JOBS):
         chunk = jobs[k:k + remote.MAX_JOBS]
-        done = sched._run_driver(arrays[0].tasks[0].work_dir, chunk, values, 0.5 * len(chunk))
+        done = sched._run_driver(arrays[0].tasks[0].work_dir, chunk, values,
+                                 started if k == 0 else None)
         results.update(remote.submit_results(done.stdout))
         stderr = done.stderr
     by_array: dict[str, Any] = {}

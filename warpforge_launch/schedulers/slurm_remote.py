@@ -31,7 +31,7 @@ class Job:
 
 def submit_input(jobs: Sequence[Job], secrets: Mapping[str, str]) -> str:
     """The driver's stdin: ``S <name>`` + newline + the raw value + NUL per secret,
-    ``J <script> <bytes> <names...>`` per job, ``SCRIPTS``, then the scripts back to back.
+    ``J <script> <bytes> <names...>`` per job, ``SCRIPTS``, then each script and SCRIPT_END.
     Byte counts use the encoding the transport writes stdin with (text mode: the locale's)."""
     encoding = locale.getpreferredencoding(False)
     head = []
@@ -44,9 +44,14 @@ def submit_input(jobs: Sequence[Job], secrets: Mapping[str, str]) -> str:
     for job in jobs:
         if not _SCRIPT_NAME.match(job.name) or not job.script.startswith("#!"):
             raise ValueError(f"invalid job script {job.name!r}")
-        head.append(f"J {job.name} {len(job.script.encode(encoding))} "
-                    f"{' '.join(job.secret_env)}\n")
-    return "".join([*head, "SCRIPTS\n", *(job.script for job in jobs)])
+        size = len(job.script.encode(encoding)) + len(SCRIPT_END)
+        head.append(f"J {job.name} {size} {' '.join(job.secret_env)}\n")
+    return "".join([*head, "SCRIPTS\n", *(job.script + SCRIPT_END for job in jobs)])
+
+
+# After each script on the driver's stdin, stripped before sbatch sees it: a script cut short
+# (the sender died mid-write) or misaligned lacks it, and is refused instead of submitted.
+SCRIPT_END = "\n#warpforge-end\n"
 
 
 _SCRIPT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -66,11 +71,11 @@ def submit_results(stdout: str) -> dict[str, tuple[int, str]]:
 # Submit: arg work_dir; stdin as submit_input writes it. The work dir must be safe before
 # anything is written: every existing ancestor owned by root or this user and not writable by
 # others unless sticky, the work dir itself owned by this user, no symlink, not writable by
-# others. Job scripts never touch a disk: each sbatch reads its script from a pipe (the last
-# one straight from the driver's stdin; the others through `head -c`, each read whole before
-# its sbatch starts, so a rejected job cannot shift the next script). One stat process for
-# the whole path (a second only when a component is a symlink), no temp files, one fork per
-# sbatch: the floor is one sbatch.
+# others. It is checked before stdin is read, so the caller can start the driver first and
+# send the scripts once its own records are written (EOF instead: nothing is submitted).
+# Job scripts never touch a disk: each is read whole from stdin (`head -c`), checked for its
+# end mark, and piped into its sbatch. One stat process for the whole path (a second only
+# when a component is a symlink), no temp files.
 SUBMIT_DRIVER = r"""
 set -u
 umask 077
@@ -117,6 +122,11 @@ check_dir() {
   done
   return 0
 }
+check_dir  # before reading stdin: the caller may still be writing its records
+if [ ! -d "$dir" ]; then
+  mkdir -p -- "$dir" || exit 90
+  check_dir
+fi
 declare -A val
 names=() sizes=() keys=()
 while IFS=' ' read -r tag a b c; do
@@ -130,26 +140,18 @@ while IFS=' ' read -r tag a b c; do
     *) exit 95 ;;
   esac
 done
-[ "${tag:-}" = SCRIPTS ] || exit 95
-check_dir
-if [ ! -d "$dir" ]; then
-  mkdir -p -- "$dir" || exit 90
-  check_dir
-fi
-last=$((${#names[@]} - 1))
-for ((j = 0; j <= last; j++)); do
-  if [ "$j" -lt "$last" ]; then
-    s=$(head -c "${sizes[j]}"; echo .)
-    s=${s%.}
-    case $s in '#!'*) ;; *) echo "job script ${names[j]} arrived damaged" >&2; exit 91 ;; esac
-  fi
+[ "${tag:-}" = SCRIPTS ] || exit 95  # the caller gave up before sending: nothing to do
+end=$'\n#warpforge-end\n'
+for ((j = 0; j < ${#names[@]}; j++)); do
+  s=$(head -c "${sizes[j]}"; echo .)  # whole, before its sbatch starts
+  s=${s%.}
+  case $s in
+    '#!'*"$end") s=${s%"$end"} ;;
+    *) echo "job script ${names[j]} arrived cut short or damaged" >&2; exit 91 ;;
+  esac
   out=$(for k in "${!val[@]}"; do unset "$k"; done   # only the secrets this job named
         for k in ${keys[j]}; do export "$k=${val[$k]}"; done
-        if [ "$j" -lt "$last" ]; then
-          printf '%s' "$s" | sbatch --parsable 2>&1
-        else
-          exec sbatch --parsable 2>&1
-        fi); rc=$?
+        printf '%s' "$s" | sbatch --parsable 2>&1); rc=$?
   printf 'WF %s %d %s\n' "${names[j]}" "$rc" "${out//$'\n'/ // }"
 done
 """
