@@ -6,9 +6,11 @@ repeats the important parts with the real sbatch, locally and through the SSH lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
+import uuid
 
 import pytest
 
@@ -42,9 +44,9 @@ class Recording(LocalTransport):
         super().__init__(**kw)
         self.argvs: list[list[str]] = []
 
-    def run(self, argv, **kw):
+    def start(self, argv, **kw):  # run() starts through here too
         self.argvs.append(list(argv))
-        return super().run(argv, **kw)
+        return super().start(argv, **kw)
 
 
 @pytest.fixture
@@ -196,3 +198,21 @@ def test_a_script_cut_short_is_refused_not_submitted(lab, cut):
                          input=data[:-cut], timeout=30)
     assert done.returncode == remote.CANNOT_UNPACK and "cut short" in done.stderr
     assert seen() == []
+
+
+def test_a_prepared_batch_is_sent_by_its_started_driver_or_released_unsent(lab):
+    make, seen, transport, work = lab
+    sched = make()
+    subs = [dataclasses.replace(submission(), correlation_id=str(uuid.uuid4()))
+            for _ in range(3)]
+    batch = sched.plan_batch(subs)
+    sched.prepare_batch(batch)
+    sched.release_batch(batch)
+    assert seen() == [] and sched.prepared == {}
+    sched.prepare_batch(batch)
+    outcomes = sched.execute_batch(batch)
+    assert sorted(o.native_id for o in outcomes.values()) == ["101_0", "101_1", "101_2"]
+    assert sched.calls["sbatch"] == 2 and len(transport.argvs) == 2
+    assert [r["text"] for r in seen()] == [batch.requests[0].script]
+    sched.release_batch(batch)  # after use: nothing left to release
+    assert len(seen()) == 1
