@@ -216,3 +216,11 @@ def test_a_prepared_batch_is_sent_by_its_started_driver_or_released_unsent(lab):
     assert [r["text"] for r in seen()] == [batch.requests[0].script]
     sched.release_batch(batch)  # after use: nothing left to release
     assert len(seen()) == 1
+
+
+def test_big_scripts_arrive_whole_and_in_order(lab):
+    make, seen, _transport, _work = lab
+    sched = make()
+    subs = [submission(env={"BIG": "\u00e9x" * 150_000}), submission(env={"N": "second"})]
+    assert sched.submit_many(subs) == ["hpc-101", "hpc-102"]
+    assert [r["text"] for r in seen()] == [sched.plan(s).request.script for s in subs]

@@ -73,9 +73,9 @@ def submit_results(stdout: str) -> dict[str, tuple[int, str]]:
 # others unless sticky, the work dir itself owned by this user, no symlink, not writable by
 # others. It is checked before stdin is read, so the caller can start the driver first and
 # send the scripts once its own records are written (EOF instead: nothing is submitted).
-# Job scripts never touch a disk: each is read whole from stdin (`head -c`), checked for its
-# end mark, and piped into its sbatch. One stat process for the whole path (a second only
-# when a component is a symlink), no temp files.
+# Job scripts never touch a disk: each is read whole from stdin (`read -N`, which reads a pipe
+# in blocks), checked for its end mark, and piped into its sbatch. One stat process for the
+# whole path (a second only when a component is a symlink), no temp files.
 SUBMIT_DRIVER = r"""
 set -u
 umask 077
@@ -143,8 +143,8 @@ done
 [ "${tag:-}" = SCRIPTS ] || exit 95  # the caller gave up before sending: nothing to do
 end=$'\n#warpforge-end\n'
 for ((j = 0; j < ${#names[@]}; j++)); do
-  s=$(head -c "${sizes[j]}"; echo .)  # whole, before its sbatch starts
-  s=${s%.}
+  # whole, before its sbatch starts; bytes, not characters (LC_ALL=C for this read only)
+  LC_ALL=C IFS= read -r -d '' -N "${sizes[j]}" s || s=
   case $s in
     '#!'*"$end") s=${s%"$end"} ;;
     *) echo "job script ${names[j]} arrived cut short or damaged" >&2; exit 91 ;;
