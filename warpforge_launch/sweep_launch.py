@@ -49,7 +49,7 @@ def plan(launcher: Launcher, spec: sweeps.SweepSpec) -> list[Group]:
     input before anything goes out."""
     groups: dict[str, Group] = {}
     gpus: dict[str, frozenset] = {}  # per instance, asked once
-    user, now = _user(), utcnow()  # as JobSubmission.new has them, once per sweep
+    user = _user()  # as JobSubmission.new has it, asked once per sweep
     for cell in sweeps.expand(spec):
         entry = launcher.inventory.scheduler(cell.scheduler)
         group = groups.get(entry.name)
@@ -63,7 +63,8 @@ def plan(launcher: Launcher, spec: sweeps.SweepSpec) -> list[Group]:
                              f"scheduler {entry.name!r} cannot give a job {gpu.value} GPUs",
                              hint="remove the GPU type or the scheduler from the sweep")
         group.cells.append(cell)
-        group.submissions.append(JobSubmission(cell.definition, user, now, str(uuid.uuid4())))
+        group.submissions.append(JobSubmission(cell.definition, user, utcnow(),
+                                               str(uuid.uuid4())))
     for group in groups.values():
         group.batch = group.scheduler.plan_batch(group.submissions, throttle=spec.throttle)
     return list(groups.values())
