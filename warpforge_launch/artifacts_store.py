@@ -123,6 +123,11 @@ class Staging:
     source: str = ""
     bytes_written: int = 0
     _made: set[str] = field(default_factory=set, repr=False)
+    _root: str = field(default="", repr=False)
+
+    def _set_root(self) -> str:
+        self._root = os.fspath(self.dir)
+        return self._root
 
     def keep(self, path: str, size: int, source_mtime: str) -> bool:
         """The source still has ``path`` as the last fetch saw it: keep the copy we hold."""
@@ -139,15 +144,15 @@ class Staging:
         safe_relpath(path)
         if path in self.new or path == MANIFEST:
             raise TransferError(f"{self.job_id}: {path} arrived twice")
-        target = self.dir / path
+        root = self._root or self._set_root()  # plain strings: pathlib costs per file
         parts = path.split("/")[:-1]
         for i in range(1, len(parts) + 1):  # top down, each once: no failing mkdir calls
             sub = "/".join(parts[:i])
             if sub not in self._made:
-                os.mkdir(self.dir / sub, 0o700)
+                os.mkdir(f"{root}/{sub}", 0o700)
                 self._made.add(sub)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        fd = os.open(f"{root}/{path}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                     os.O_CLOEXEC, 0o600)
         digest, n = hashlib.sha256(), 0
         try:  # plain descriptor writes: no buffering, no tty probe, one syscall per chunk
             for chunk in chunks:

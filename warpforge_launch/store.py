@@ -170,8 +170,10 @@ class JobStore:
                                 "VALUES (?,?,?,?)",
                                 [(sweep.sweep_id, c["index"], corr, json.dumps(c))
                                  for corr, c in sweep.cells])
+            configs: dict[int, str] = {}  # the cells of one instance share its config object
             self.db.executemany(f"INSERT INTO jobs ({_COLUMNS}) VALUES "
-                                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", map(_row, records))
+                                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                [_row(r, configs) for r in records])
 
     def get_sweep(self, sweep_id: str) -> SweepRecord:
         row = self.db.execute("SELECT sweep_id, name, submitted_by, submitted_at, spec FROM "
@@ -236,10 +238,29 @@ class JobStore:
 
     def complete_many(self, done: list[tuple[str, str, str, JobStatus]]) -> None:
         """``complete_submit`` for many (correlation id, job id, native id, status) at once,
-        in one transaction (a sweep of 100 cells is one commit, not 100)."""
+        in one transaction of a few batched statements (a sweep of 100 cells is one commit
+        and one executemany, not 300 statements)."""
+        if not done:
+            return
+        now = utcnow().isoformat()
         with self._transaction():
-            for args in done:
-                self._complete(*args)
+            waiting: set[str] = set()
+            for chunk in _chunks([d[0] for d in done]):
+                waiting.update(r[0] for r in self.db.execute(
+                    f"SELECT correlation_id FROM jobs WHERE state = ? AND correlation_id IN "
+                    f"({','.join('?' * len(chunk))})", [SUBMITTING, *chunk]))
+            done = [d for d in done if d[0] in waiting]
+            corr_of = {d[1]: d[0] for d in done}
+            for chunk in _chunks(list(corr_of)):  # an id the backend gave to a newer job
+                for old in self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id IN "
+                                           f"({','.join('?' * len(chunk))})", chunk).fetchall():
+                    if old[4] != corr_of[old[0]]:
+                        self._supersede(_record(old), old[0], now)
+            self.db.executemany(
+                "UPDATE jobs SET job_id = ?, native_id = ?, state = ?, status = ?, "
+                "updated_at = ? WHERE correlation_id = ? AND state = ?",
+                [(job_id, native_id, status.state.value, json.dumps(status.to_dict()), now,
+                  corr, SUBMITTING) for corr, job_id, native_id, status in done])
 
     def _complete(self, correlation_id: str, job_id: str, native_id: str,
                   status: JobStatus) -> bool:
@@ -418,12 +439,24 @@ class _Transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _row(record: JobRecord) -> tuple:
+def _chunks(items: list, size: int = 500) -> list[list]:
+    """Bound the ``?`` placeholders of one statement (SQLite's limit)."""
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
+def _row(record: JobRecord, configs: dict[int, str] | None = None) -> tuple:
+    """A record as a row; ``configs`` memoizes the JSON of config objects shared by rows."""
     state = SUBMITTING if record.submitting else record.status.state.value
+    if configs is None:
+        config = json.dumps(record.config)
+    else:
+        config = configs.get(id(record.config))
+        if config is None:
+            config = configs[id(record.config)] = json.dumps(record.config)
     return (record.job_id, record.instance, record.scheduler_type, record.native_id,
             record.correlation_id, record.name, record.submitted_by,
             record.submitted_at.isoformat(), json.dumps(record.submission),
-            json.dumps(record.plan), json.dumps(record.config), state,
+            json.dumps(record.plan), config, state,
             json.dumps(record.status.to_dict()), utcnow().isoformat(), record.superseded_by)
 
 

@@ -35,11 +35,22 @@ def new_sweep_id() -> str:
     return f"sweep-{uuid.uuid4().hex[:8]}"
 
 
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def plan(launcher: Launcher, spec: sweeps.SweepSpec, **overrides: Any) -> list[Group]:
     """Every cell planned (pure: nothing is sent); a cell its scheduler cannot run is bad
     input before anything goes out. ``overrides`` replace scheduler settings (e.g. the
     snakegrinder path), as ``submit --snakegrinder`` does."""
     groups: dict[str, Group] = {}
+    gpus: dict[str, frozenset] = {}  # per instance, asked once
+    user = _user()  # as JobSubmission.new has it, asked once per sweep
     for cell in sweeps.expand(spec):
         entry = launcher.inventory.scheduler(cell.scheduler)
         group = groups.get(entry.name)
@@ -47,13 +58,15 @@ def plan(launcher: Launcher, spec: sweeps.SweepSpec, **overrides: Any) -> list[G
             entry, config = launcher._config(entry.name, overrides)
             sched = launcher._instance(entry.name, entry.type, config)
             group = groups[entry.name] = Group(sched, [], [], None)  # type: ignore[arg-type]
+            gpus[entry.name] = frozenset(sched.capabilities().supported_gpu_types)
         gpu = cell.definition.resources.gpu_type
-        if gpu not in group.scheduler.capabilities().supported_gpu_types:
+        if gpu not in gpus[entry.name]:
             raise UsageError(f"cell {cell.index} ({cell.model} {cell.shape} {cell.gpu}): "
                              f"scheduler {entry.name!r} cannot give a job {gpu.value} GPUs",
                              hint="remove the GPU type or the scheduler from the sweep")
         group.cells.append(cell)
-        group.submissions.append(JobSubmission.new(cell.definition))
+        group.submissions.append(JobSubmission(cell.definition, user, utcnow(),
+                                               str(uuid.uuid4())))
     for group in groups.values():
         group.batch = group.scheduler.plan_batch(group.submissions, throttle=spec.throttle)
     return list(groups.values())
@@ -66,6 +79,17 @@ def submit(launcher: Launcher, spec: sweeps.SweepSpec, **overrides: Any
 
     groups = plan(launcher, spec, **overrides)
     secrets.resolve(spec.secret_env)  # a missing secret fails before anything is recorded
+    try:
+        return _submit(launcher, spec, groups)
+    finally:
+        for g in groups:  # a head start execute_batch did not use (an error on the way)
+            g.scheduler.release_batch(g.batch)
+
+
+def _submit(launcher: Launcher, spec: sweeps.SweepSpec, groups: list[Group]
+            ) -> tuple[str, dict[str, str]]:
+    for g in groups:  # the backend starts up while the rows are written; nothing is sent
+        g.scheduler.prepare_batch(g.batch)
     sweep_id = new_sweep_id()
     now = utcnow()
     me = _me()

@@ -4,6 +4,7 @@ by tests/integration/slurm."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -113,7 +114,7 @@ def test_sbatch_rejection_is_usage_error(tmp_path):
     class Submit(Scripted):
         def run(self, argv, *, input=None, timeout, program=None):
             self.argvs.append(list(argv))
-            name = argv[5]
+            name = re.search(r"^J (\S+) ", input, re.M).group(1)  # the driver's stdin
             return Completed(0, driver_out.replace("warpforge-x-0.sbatch", name), "")
 
     t = Submit({})
@@ -213,8 +214,9 @@ def test_sbatch_configuration_failure_is_exit_3(tmp_path, stderr):
     class Driver(Scripted):
         def run(self, argv, *, input=None, timeout, program=None):
             self.argvs.append(list(argv))
-            return Completed(0, f"WF {argv[5]} 1 {stderr.strip().replace(chr(10), ' // ')}\n",
-                             "")
+            name = re.search(r"^J (\S+) ", input, re.M).group(1)  # the driver's stdin
+            said = stderr.strip().replace(chr(10), " // ")
+            return Completed(0, f"WF {name} 1 {said}\n", "")
 
     from tests.unit.test_slurm_script import submission
 

@@ -1,16 +1,16 @@
 """The submit driver (slurm_remote.SUBMIT_DRIVER) run by the real bash on this machine, with
-a recording stand-in for `sbatch` on PATH: where the scripts land, their modes, that they are
-gone afterwards (also after a rejection), that secret values reach sbatch's environment and
-nothing else, and which work dirs it refuses. tests/integration/slurm repeats the important
-parts with the real sbatch, locally and through the SSH login node."""
+a recording stand-in for `sbatch` on PATH: that each script reaches sbatch through a pipe and
+never lands in a file (also around a rejection), verbatim, that secret values reach sbatch's
+environment and nothing else, and which work dirs it refuses. tests/integration/slurm
+repeats the important parts with the real sbatch, locally and through the SSH login node."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import shutil
 import stat
-from pathlib import Path
+import uuid
 
 import pytest
 
@@ -23,14 +23,10 @@ SECRET = "tok 'q' \"dq\" $(id) `id`\n\ttab; |&"
 
 FAKE_SBATCH = r"""#!/usr/bin/env python3
 import json, os, stat, sys
-script = os.readlink("/proc/self/fd/0").removesuffix(" (deleted)")  # the script is stdin
-st = os.fstat(0)
+st = os.fstat(0)  # the script is stdin
 text = sys.stdin.read()
 with open(os.environ["WF_RECORD"], "a") as rec:
-    rec.write(json.dumps({"argv": sys.argv[1:], "script": script,
-                          "exists": os.path.exists(script),
-                          "mode": stat.S_IMODE(st.st_mode),
-                          "dir_exists": os.path.exists(os.path.dirname(script)),
+    rec.write(json.dumps({"argv": sys.argv[1:], "fifo": stat.S_ISFIFO(st.st_mode),
                           "secret": os.environ.get("HF_TOKEN"), "text": text}) + "\n")
 if "--partition=slow" in text:
     import time
@@ -43,22 +39,14 @@ n = sum(1 for _ in open(os.environ["WF_RECORD"]))
 print(100 + n)
 """
 
-# tar on PATH: records the mode of the directory the scripts are unpacked into
-SPY_TAR = """#!/bin/sh
-prev=
-for a in "$@"; do [ "$prev" = -C ] && stat -c %a "$a" >> "$WF_RECORD.tar"; prev=$a; done
-exec {tar} "$@"
-"""
-
-
 class Recording(LocalTransport):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.argvs: list[list[str]] = []
 
-    def run(self, argv, **kw):
+    def start(self, argv, **kw):  # run() starts through here too
         self.argvs.append(list(argv))
-        return super().run(argv, **kw)
+        return super().start(argv, **kw)
 
 
 @pytest.fixture
@@ -67,8 +55,6 @@ def lab(tmp_path, monkeypatch):
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH)
     (bin_dir / "sbatch").chmod(0o755)
-    (bin_dir / "tar").write_text(SPY_TAR.format(tar=shutil.which("tar")))
-    (bin_dir / "tar").chmod(0o755)
     record = tmp_path / "record.jsonl"
     transport = Recording(env={"PATH": f"{bin_dir}:{os.environ['PATH']}",
                                "WF_RECORD": str(record)})
@@ -87,31 +73,35 @@ def lab(tmp_path, monkeypatch):
     return make, seen, transport, work
 
 
-def test_scripts_private_deleted_and_secrets_only_in_sbatch_env(lab):
+def test_scripts_only_through_pipes_and_secrets_only_in_sbatch_env(lab):
     make, seen, transport, work = lab
     sched = make()
-    ids = sched.submit_many([submission(secret_env=("HF_TOKEN",)), submission()])
+    subs = [submission(secret_env=("HF_TOKEN",)), submission(env={"NOTE": "caf\u00e9 \u2603"})]
+    ids = sched.submit_many(subs)
     assert ids == ["hpc-101", "hpc-102"]
     first, second = seen()
     assert first["secret"] == SECRET and second["secret"] is None  # only the job that asked
-    assert Path(f"{transport.env['WF_RECORD']}.tar").read_text().split() == ["700"]
-    for rec in (first, second):
-        assert rec["mode"] == 0o600
+    for rec, sub in zip((first, second), subs, strict=True):
+        assert rec["fifo"] is True  # never a file: nobody else can read or swap it
+        assert rec["text"] == sched.plan(sub).request.script  # verbatim, whole
         assert "tok 'q'" not in rec["text"] and "tok 'q'" not in " ".join(rec["argv"])
-        assert rec["exists"] is False and rec["dir_exists"] is False  # gone before sbatch
         assert rec["argv"] == ["--parsable"]
-    assert not Path(first["script"]).parent.exists()  # the private script dir is gone
+    assert "caf\u00e9 \u2603" in second["text"]  # multi-byte text: the byte counts hold
     assert stat.S_IMODE(work.stat().st_mode) == 0o700
     assert not any(SECRET in " ".join(argv) for argv in transport.argvs)  # never on a cmdline
     assert list(work.iterdir()) == []
 
 
-def test_rejected_script_is_deleted_too(lab):
+def test_a_rejected_script_does_not_shift_the_next_one(lab):
     make, seen, _transport, work = lab
-    with pytest.raises(UsageError, match="Invalid partition name"):
-        make().submit(submission(queue="nosuch"))
-    (rec,) = seen()
-    assert not Path(rec["script"]).exists() and list(work.iterdir()) == []
+    subs = [submission(env={"N": "one"}), submission(queue="nosuch", env={"N": "two"}),
+            submission(env={"N": "three \u00e9"}), submission(env={"N": "four"})]
+    sched = make()
+    with pytest.raises(UsageError, match="Invalid partition name.*3 of 4 submitted"):
+        sched.submit_many(subs)
+    recs = seen()
+    assert len(recs) == 4 and list(work.iterdir()) == []
+    assert [r["text"] for r in recs] == [sched.plan(s).request.script for s in subs]
 
 
 def test_missing_secret_is_bad_input_and_nothing_is_sent(lab, monkeypatch):
@@ -174,3 +164,63 @@ def test_driver_stopped_at_the_deadline_leaves_no_scripts(lab):
     with pytest.raises(InfrastructureError, match="`sbatch` did not answer within 2s"):
         make(command_timeout=1.0).submit_many([submission(queue="slow"), submission()])
     assert len(seen()) == 1 and list(work.iterdir()) == []
+
+
+def test_a_driver_started_ahead_and_abandoned_submits_nothing(lab):
+    make, seen, _transport, work = lab
+    sched = make()
+    started = sched.start_driver(str(work), 1)  # checks (and makes) the work dir, then waits
+    started.abandon()
+    assert seen() == [] and list(work.iterdir()) == []
+
+
+def test_a_driver_started_ahead_submits_once_the_scripts_come(lab):
+    make, seen, _transport, work = lab
+    sched = make()
+    from warpforge_launch.schedulers import slurm_remote as remote
+
+    script = sched.plan(submission()).request.script
+    started = sched.start_driver(str(work), 1)
+    done = sched._run_driver(str(work), [remote.Job("a.sbatch", script)], {}, started)
+    assert remote.submit_results(done.stdout) == {"a.sbatch": (0, "101")}
+    assert [r["text"] for r in seen()] == [script] and sched.calls["sbatch"] == 1
+
+
+@pytest.mark.parametrize("cut", [1, 10, 200])
+def test_a_script_cut_short_is_refused_not_submitted(lab, cut):
+    make, seen, transport, work = lab
+    from warpforge_launch.schedulers import slurm_remote as remote
+
+    sched = make()
+    script = sched.plan(submission()).request.script
+    data = remote.submit_input([remote.Job("a.sbatch", script)], {})
+    done = transport.run(["bash", "-c", remote.SUBMIT_DRIVER, "x", str(work)],
+                         input=data[:-cut], timeout=30)
+    assert done.returncode == remote.CANNOT_UNPACK and "cut short" in done.stderr
+    assert seen() == []
+
+
+def test_a_prepared_batch_is_sent_by_its_started_driver_or_released_unsent(lab):
+    make, seen, transport, work = lab
+    sched = make()
+    subs = [dataclasses.replace(submission(), correlation_id=str(uuid.uuid4()))
+            for _ in range(3)]
+    batch = sched.plan_batch(subs)
+    sched.prepare_batch(batch)
+    sched.release_batch(batch)
+    assert seen() == [] and sched.prepared == {}
+    sched.prepare_batch(batch)
+    outcomes = sched.execute_batch(batch)
+    assert sorted(o.native_id for o in outcomes.values()) == ["101_0", "101_1", "101_2"]
+    assert sched.calls["sbatch"] == 2 and len(transport.argvs) == 2
+    assert [r["text"] for r in seen()] == [batch.requests[0].script]
+    sched.release_batch(batch)  # after use: nothing left to release
+    assert len(seen()) == 1
+
+
+def test_big_scripts_arrive_whole_and_in_order(lab):
+    make, seen, _transport, _work = lab
+    sched = make()
+    subs = [submission(env={"BIG": "\u00e9x" * 150_000}), submission(env={"N": "second"})]
+    assert sched.submit_many(subs) == ["hpc-101", "hpc-102"]
+    assert [r["text"] for r in seen()] == [sched.plan(s).request.script for s in subs]

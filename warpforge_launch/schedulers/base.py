@@ -166,6 +166,15 @@ class Scheduler(ABC):
         return BatchPlan(self.name, plans[0].kind if plans else "none", plans,
                          tuple(p.request for p in plans))
 
+    def prepare_batch(self, batch: BatchPlan) -> None:
+        """Optional head start for ``execute_batch``, so that the caller's bookkeeping (the
+        SUBMITTING rows) overlaps the backend's start-up: begin only what submits nothing
+        (Slurm: the submit driver's remote shell, which checks the work dir, then waits for
+        the scripts). ``release_batch`` undoes it when the batch will not be sent."""
+
+    def release_batch(self, batch: BatchPlan) -> None:
+        """Drop what ``prepare_batch`` began, if ``execute_batch`` did not use it."""
+
     def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:
         """Send a planned batch: per job (by correlation id) what the backend accepted it
         as, or the error that stopped it. The default sends one job after the other and,

@@ -122,6 +122,7 @@ class SlurmScheduler(Scheduler):
         self.fetched_bytes: Counter[str] = Counter()
         self.watcher = SlurmWatcher(self._run, self.home / "slurm" / f"{name}.json",
                                     config.max_poll_interval)
+        self.prepared: dict[tuple[str, ...], Any] = {}  # batch -> its started submit driver
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -291,7 +292,7 @@ class SlurmScheduler(Scheduler):
         results, stderr = {}, ""
         for k in range(0, len(jobs), remote.MAX_JOBS):
             chunk = jobs[k:k + remote.MAX_JOBS]
-            done = self._run_driver(work_dir, chunk, values, 0.5 * len(chunk))
+            done = self._run_driver(work_dir, chunk, values)
             results.update(remote.submit_results(done.stdout))
             stderr = done.stderr
         ids, failures = [], []
@@ -311,11 +312,22 @@ class SlurmScheduler(Scheduler):
                              f"{done_note}", hint="check partition, GRES and limits with `sinfo`")
         return ids
 
-    def _run_driver(self, work_dir: str, jobs, values, extra_time: float) -> Completed:
-        argv = ["bash", "-c", remote.SUBMIT_DRIVER, "warpforge-submit", work_dir,
-                *(j.name for j in jobs)]
-        done = self._run(argv, input=remote.submit_input(jobs, values), program="sbatch",
-                         timeout=self.config.command_timeout + extra_time, check=False)
+    def start_driver(self, work_dir: str, n_jobs: int):
+        """The submit driver, started: it checks the work dir, then waits for its stdin."""
+        self.calls["sbatch"] += 1
+        self._check_local_conf()
+        argv = ["bash", "-c", remote.SUBMIT_DRIVER, "warpforge-submit", work_dir]
+        return self.transport.start(self._argv(argv), program="sbatch",
+                                    timeout=self.config.command_timeout + 0.5 * n_jobs)
+
+    def _run_driver(self, work_dir: str, jobs, values, started=None) -> Completed:
+        try:
+            data = remote.submit_input(jobs, values)
+        except BaseException:
+            if started is not None:
+                started.abandon()
+            raise
+        done = (started or self.start_driver(work_dir, len(jobs))).finish(data)
         where = self.transport.where
         if done.returncode == remote.UNSAFE_DIR:
             raise UsageError(f"refusing to submit on {where}: {sp.first_line(done.stderr)}",
@@ -361,9 +373,19 @@ class SlurmScheduler(Scheduler):
         """One job array per resource shape (slurm_array.py says why not one in all)."""
         from warpforge_launch.schedulers import slurm_array
 
-        for sub in submissions:
-            _check_source(sub.definition.source)
+        for source in {sub.definition.source for sub in submissions}:  # cells share sources
+            _check_source(source)
         return slurm_array.plan_batch(self, submissions, throttle)
+
+    def prepare_batch(self, batch: BatchPlan) -> None:
+        from warpforge_launch.schedulers import slurm_array
+
+        slurm_array.prepare(self, batch)
+
+    def release_batch(self, batch: BatchPlan) -> None:
+        from warpforge_launch.schedulers import slurm_array
+
+        slurm_array.release(self, batch)
 
     def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:
         """Every array of the batch in ONE round trip to the login node."""

@@ -127,9 +127,35 @@ def render(tasks: Sequence[Any], throttle: int | None = None,
         time_minutes=head.time_minutes, extra_options=list(head.extra_options),
         runtime=head.runtime, gpu_type=head.gpu_type, gpu_flag=head.gpu_flag,
         image=head.image, images=ss._Images(head.images), secret_env=list(head.secret_env),
-        rows=[{"correlation_id": t.correlation_id, "argv": list(t.argv),
-               "environment": list(t.environment)} for t in tasks])
+        tasks=len(tasks), cases=case_rows(tasks, head.gres))
     return ArrayRequest(batch_id, array, tuple(tasks), script)
+
+
+def case_rows(tasks: Sequence[Any], gres: str | None) -> str:
+    """The ``case`` arms of the script, one per task, quoted by slurm_script's filters (the
+    words cells share, such as the payload path and flags, are quoted once)."""
+    words: dict[str, str] = {}
+    values: dict[str, str] = {}
+
+    def word(arg: str) -> str:  # an argv word: the output-dir token becomes "$OUT_DIR"
+        quoted = words.get(arg)
+        if quoted is None:
+            quoted = words[arg] = ss.sh_argv([arg])
+        return quoted
+
+    def value(text: str) -> str:  # an environment value: quoted as it is
+        quoted = values.get(text)
+        if quoted is None:
+            quoted = values[text] = ss.sh(text)
+        return quoted
+
+    row_gres = ss.sh(gres or "")
+    out = []
+    for i, t in enumerate(tasks):
+        env = "".join(f"{ss.env_name(k)}={value(v)} " for k, v in t.environment)
+        out.append(f"{i})\n  CORRELATION_ID={ss.sh(t.correlation_id)}\n  ROW_GRES={row_gres}\n"
+                   f"  ROW_ENV=({env})\n  ARGV=({' '.join(word(a) for a in t.argv)})\n  ;;\n")
+    return "".join(out)
 
 
 def plan_batch(sched, submissions: Sequence[Any], throttle: int | None) -> BatchPlan:
@@ -155,6 +181,24 @@ def plan_batch(sched, submissions: Sequence[Any], throttle: int | None) -> Batch
     return BatchPlan(sched.name, "sbatch-array", tuple(jobs), tuple(requests))
 
 
+def _key(batch: BatchPlan) -> tuple[str, ...]:
+    return tuple(a.batch_id for a in batch.requests)
+
+
+def prepare(sched, batch: BatchPlan) -> None:
+    """Start the driver of the batch's first round trip; the scripts follow in
+    ``execute_batch``, so nothing is submitted before then."""
+    if batch.requests and _key(batch) not in sched.prepared:
+        sched.prepared[_key(batch)] = sched.start_driver(
+            batch.requests[0].tasks[0].work_dir, min(len(batch.requests), remote.MAX_JOBS))
+
+
+def release(sched, batch: BatchPlan) -> None:
+    started = sched.prepared.pop(_key(batch), None)
+    if started is not None:
+        started.abandon()  # it reads EOF instead of scripts: nothing is submitted
+
+
 def execute_batch(sched, batch: BatchPlan) -> dict[str, Any]:
     """Every array in ONE round trip; the cells of an array sbatch refused get its error,
     the others ``Submitted(<array job>_<task>)``."""
@@ -166,14 +210,21 @@ def execute_batch(sched, batch: BatchPlan) -> dict[str, Any]:
     arrays = list(batch.requests)
     if not arrays:
         return {}
+    started = sched.prepared.pop(_key(batch), None)
     stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
     jobs = [remote.Job(f"warpforge-{stamp}-{k}.sbatch", a.script, a.secret_env)
             for k, a in enumerate(arrays)]
-    values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
+    try:
+        values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
+    except BaseException:
+        if started is not None:
+            started.abandon()
+        raise
     results, stderr = {}, ""
     for k in range(0, len(jobs), remote.MAX_JOBS):
         chunk = jobs[k:k + remote.MAX_JOBS]
-        done = sched._run_driver(arrays[0].tasks[0].work_dir, chunk, values, 0.5 * len(chunk))
+        done = sched._run_driver(arrays[0].tasks[0].work_dir, chunk, values,
+                                 started if k == 0 else None)
         results.update(remote.submit_results(done.stdout))
         stderr = done.stderr
     by_array: dict[str, Any] = {}

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from warpforge_launch.artifacts_store import Staging, TransferError, link_leaves, safe_relpath
 from warpforge_launch.errors import InfrastructureError
+from warpforge_launch.tar_stream import TarStream
 
 if TYPE_CHECKING:
     from warpforge_launch.schedulers.slurm import SlurmScheduler
@@ -105,7 +106,7 @@ class _Counting:
         return data
 
     def read1(self) -> bytes:
-        data = self.raw.read1(1 << 16)
+        data = self.raw.read1(1 << 20)
         self.bytes += len(data)
         return data
 
@@ -280,11 +281,11 @@ def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]
     sent = {remote: (w[0], w[1]) for remote, w in expected.items()}
     if not expected:
         return sent
+    back, out.back = out.back, b""
     try:
-        with tarfile.open(fileobj=out, mode="r|", bufsize=1 << 16) as tar:
-            for member in tar:
-                _member(tar, member, expected)
-        while out.read(1 << 16):  # the archive's padding: let the remote tar finish
+        for member, chunks in TarStream(out.read1, back).members():
+            _member(member, chunks, expected)
+        while out.read1():  # the archive's padding: let the remote tar finish
             pass
     except tarfile.TarError as exc:
         raise TransferError(f"the archive from the login node is damaged: {exc}") from None
@@ -315,7 +316,7 @@ def _listing(out: _Counting) -> list[tuple[bytes, bytes]]:
         data, pos = data[pos:] + chunk, 0
 
 
-def _member(tar: tarfile.TarFile, member: tarfile.TarInfo,
+def _member(member: tarfile.TarInfo, chunks: Iterator[bytes],
             expected: dict[str, tuple[Staging, str, int, str]]) -> None:
     want = expected.pop(member.name, None)
     if want is None:
@@ -326,13 +327,7 @@ def _member(tar: tarfile.TarFile, member: tarfile.TarInfo,
     if member.size != size:
         raise TransferError(f"{st.job_id}: {path} arrived with {member.size} bytes, "
                             f"{size} listed")
-    f = tar.extractfile(member)
-
-    def chunks():
-        while chunk := f.read(1 << 20):
-            yield chunk
-
-    st.write(path, chunks(), size=size, mtime_ns=_ns(mtime), source_mtime=mtime)
+    st.write(path, chunks, size=size, mtime_ns=_ns(mtime), source_mtime=mtime)
 
 
 def _ns(mtime: str) -> int:

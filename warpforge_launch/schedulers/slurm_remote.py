@@ -1,6 +1,6 @@
 """The shell programs the Slurm backend runs where sbatch lives, and what they read on stdin.
 
-Fixed text, never formatted: data arrives as "$@" (paths, script names) or on stdin
+Fixed text, never formatted: data arrives as "$@" (paths) or on stdin
 (scripts, secret values). Secret values travel only on stdin, so they are never on a command
 line (``ps``) or in a file: the submit driver puts them into the environment of the one
 ``sbatch`` that needs them, and sbatch exports its environment to the job.
@@ -9,16 +9,14 @@ line (``ps``) or in a file: the submit driver puts them into the environment of 
 from __future__ import annotations
 
 import base64
-import io
+import locale
 import re
-import tarfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # Exit codes of the submit driver before any sbatch ran (the job scripts were not used).
 BAD_INPUT, CANNOT_WRITE, CANNOT_UNPACK, UNSAFE_DIR = 95, 90, 91, 92
-MAX_JOBS = 256
+MAX_JOBS = 256  # scripts per round trip (bounds the driver's run time, see its deadline)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -32,24 +30,31 @@ class Job:
 
 
 def submit_input(jobs: Sequence[Job], secrets: Mapping[str, str]) -> str:
-    """The driver's stdin: ``S <name> <b64 value>`` per secret, ``J <script> <names...>``
-    per job, ``TAR``, then a base64 tar of the scripts (mode 0600)."""
-    lines = []
+    """The driver's stdin: ``S <name>`` + newline + the raw value + NUL per secret,
+    ``J <script> <bytes> <names...>`` per job, ``SCRIPTS``, then each script and SCRIPT_END.
+    Byte counts use the encoding the transport writes stdin with (text mode: the locale's)."""
+    encoding = locale.getpreferredencoding(False)
+    head = []
     for key in sorted({k for job in jobs for k in job.secret_env}):
         if not _NAME.match(key):
             raise ValueError(f"invalid secret name {key!r}")
-        lines.append(f"S {key} {base64.b64encode(secrets[key].encode()).decode()}")
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for job in jobs:
-            if job.secret_env:
-                lines.append(f"J {job.name} {' '.join(job.secret_env)}")
-            data = job.script.encode()
-            info = tarfile.TarInfo(job.name)
-            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    lines += ["TAR", base64.b64encode(archive.getvalue()).decode(), ""]
-    return "\n".join(lines)
+        if "\0" in secrets[key]:
+            raise ValueError(f"secret {key} holds a NUL character")
+        head.append(f"S {key}\n{secrets[key]}\0")
+    for job in jobs:
+        if not _SCRIPT_NAME.match(job.name) or not job.script.startswith("#!"):
+            raise ValueError(f"invalid job script {job.name!r}")
+        size = len(job.script.encode(encoding)) + len(SCRIPT_END)
+        head.append(f"J {job.name} {size} {' '.join(job.secret_env)}\n")
+    return "".join([*head, "SCRIPTS\n", *(job.script + SCRIPT_END for job in jobs)])
+
+
+# After each script on the driver's stdin, stripped before sbatch sees it: a script cut short
+# (the sender died mid-write) or misaligned lacks it, and is refused instead of submitted.
+SCRIPT_END = "\n#warpforge-end\n"
+
+
+_SCRIPT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def submit_results(stdout: str) -> dict[str, tuple[int, str]]:
@@ -63,36 +68,45 @@ def submit_results(stdout: str) -> dict[str, tuple[int, str]]:
     return results
 
 
-# Submit: args work_dir and script names. The work dir must be safe before anything is
-# written: every existing ancestor owned by root or this user and not writable by others
-# unless sticky, the work dir itself owned by this user, no symlink, not writable by others.
-# Scripts are unpacked with umask 077 into a fresh private directory, opened, and all
-# unlinked before the first sbatch starts (each sbatch reads its script from an open
-# descriptor on stdin and sends its own copy to slurmctld); the directory goes on any exit.
-# One call opens at most MAX_JOBS scripts (open files limit); the caller chunks bigger sweeps.
+# Submit: arg work_dir; stdin as submit_input writes it. The work dir must be safe before
+# anything is written: every existing ancestor owned by root or this user and not writable by
+# others unless sticky, the work dir itself owned by this user, no symlink, not writable by
+# others. It is checked before stdin is read, so the caller can start the driver first and
+# send the scripts once its own records are written (EOF instead: nothing is submitted).
+# Job scripts never touch a disk: each is read whole from stdin (`read -N`, which reads a pipe
+# in blocks), checked for its end mark, and piped into its sbatch. One stat process for the
+# whole path (a second only when a component is a symlink), no temp files.
 SUBMIT_DRIVER = r"""
 set -u
 umask 077
-dir=$1; shift
+dir=$1
 me=$EUID
 unsafe() { echo "work dir $dir: $1" >&2; exit 92; }
-check_dir() {  # two stat processes for the whole path, however deep
-  local paths=() p= rest=${dir#/} part i n owner towner mode whole=1
+check_dir() {
+  local paths=() links=() p= rest=${dir#/} part i n owner towner mode whole=1
   while [ -n "$rest" ]; do
     part=${rest%%/*}; rest=${rest#"$part"}; rest=${rest#/}
     [ -n "$part" ] || continue
     p=$p/$part
     if [ ! -e "$p" ] && [ ! -L "$p" ]; then whole=0; break; fi
     paths+=("$p")
+    [ -L "$p" ] && links+=("$p")
   done
   n=${#paths[@]}
   [ "$n" -gt 0 ] || return 0
-  local owners=() targets=()
-  mapfile -t owners < <(stat -c %u -- "${paths[@]}" 2>/dev/null)
+  local targets=() lowners=() owners=()
   mapfile -t targets < <(stat -L -c '%u %a' -- "${paths[@]}" 2>/dev/null)
-  [ "${#owners[@]}" = "$n" ] && [ "${#targets[@]}" = "$n" ] || unsafe "cannot stat its path"
+  [ "${#targets[@]}" = "$n" ] || unsafe "cannot stat its path"
+  if [ "${#links[@]}" -gt 0 ]; then  # a symlink's own owner: whoever may repoint it
+    mapfile -t lowners < <(stat -c %u -- "${links[@]}" 2>/dev/null)
+    [ "${#lowners[@]}" = "${#links[@]}" ] || unsafe "cannot stat its path"
+  fi
+  local k=0
   for ((i = 0; i < n; i++)); do
-    p=${paths[i]}; owner=${owners[i]}; read -r towner mode <<<"${targets[i]}"
+    p=${paths[i]}; read -r towner mode <<<"${targets[i]}"; owner=$towner
+    if [ "$k" -lt "${#links[@]}" ] && [ "${links[k]}" = "$p" ]; then
+      owner=${lowners[k]}; k=$((k + 1))
+    fi
     if [ "$whole" = 0 ] || [ "$i" -lt $((n - 1)) ]; then
       case "$owner:$towner" in 0:0|0:"$me"|"$me":0|"$me:$me") ;;
         *) unsafe "$p belongs to another user (uid $towner)" ;; esac
@@ -108,43 +122,37 @@ check_dir() {  # two stat processes for the whole path, however deep
   done
   return 0
 }
-declare -A val keys fds
-while IFS=' ' read -r tag a b; do
-  case $tag in
-    S) case $a in ''|[!A-Za-z_]*|*[!A-Za-z0-9_]*) exit 95 ;; esac
-       v=$(printf '%s' "$b" | base64 -d && echo .) || exit 95; val[$a]=${v%.} ;;
-    J) keys[$a]=$b ;;
-    TAR) break ;;
-    *) exit 95 ;;
-  esac
-done
-check_dir
+check_dir  # before reading stdin: the caller may still be writing its records
 if [ ! -d "$dir" ]; then
   mkdir -p -- "$dir" || exit 90
   check_dir
 fi
-# leftovers of a driver killed outright (SIGKILL runs no trap); no live driver is that old
-shopt -s nullglob; old=("$dir"/.submit-*); shopt -u nullglob
-[ "${#old[@]}" = 0 ] || find "$dir" -maxdepth 1 -type d -name '.submit-*' -mmin +60 \
-  -exec rm -rf -- {} + 2>/dev/null
-tmp=$(mktemp -d -- "$dir/.submit-XXXXXXXX") || exit 90
-trap 'rm -rf -- "$tmp"' EXIT
-trap 'exit 143' TERM INT HUP
-base64 -d | tar -x -o --no-same-permissions -C "$tmp" -f - || exit 91
-for name in "$@"; do  # open every script, then unlink them all before the first sbatch
-  case $name in ''|*[!A-Za-z0-9._-]*) continue ;; esac
-  exec {fd}<"$tmp/$name" || { echo "cannot open job script $name" >&2; exit 91; }
-  fds[$name]=$fd
+declare -A val
+names=() sizes=() keys=()
+while IFS=' ' read -r tag a b c; do
+  case $tag in
+    S) case $a in ''|[!A-Za-z_]*|*[!A-Za-z0-9_]*) exit 95 ;; esac
+       IFS= read -r -d '' v || exit 95; val[$a]=$v ;;
+    J) case $a in ''|*[!A-Za-z0-9._-]*) exit 95 ;; esac
+       case $b in ''|*[!0-9]*) exit 95 ;; esac
+       names+=("$a"); sizes+=("$b"); keys+=("${c:-}") ;;
+    SCRIPTS) break ;;
+    *) exit 95 ;;
+  esac
 done
-rm -rf -- "$tmp"
-for name in "$@"; do
-  [ -n "${fds[$name]:-}" ] || continue
-  fd=${fds[$name]}
+[ "${tag:-}" = SCRIPTS ] || exit 95  # the caller gave up before sending: nothing to do
+end=$'\n#warpforge-end\n'
+for ((j = 0; j < ${#names[@]}; j++)); do
+  # whole, before its sbatch starts; bytes, not characters (LC_ALL=C for this read only)
+  LC_ALL=C IFS= read -r -d '' -N "${sizes[j]}" s || s=
+  case $s in
+    '#!'*"$end") s=${s%"$end"} ;;
+    *) echo "job script ${names[j]} arrived cut short or damaged" >&2; exit 91 ;;
+  esac
   out=$(for k in "${!val[@]}"; do unset "$k"; done   # only the secrets this job named
-        for k in ${keys[$name]:-}; do export "$k=${val[$k]}"; done
-        exec sbatch --parsable 2>&1 <&"$fd"); rc=$?
-  exec {fd}<&-
-  printf 'WF %s %d %s\n' "$name" "$rc" "${out//$'\n'/ // }"
+        for k in ${keys[j]}; do export "$k=${val[$k]}"; done
+        printf '%s' "$s" | sbatch --parsable 2>&1); rc=$?
+  printf 'WF %s %d %s\n' "${names[j]}" "$rc" "${out//$'\n'/ // }"
 done
 """
 

@@ -13,7 +13,7 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,15 @@ class Completed:
     stderr: str
 
 
+class Started:
+    """A command started ahead of its stdin: ``finish(input)`` sends it and waits for the
+    answer; ``abandon()`` closes its stdin unsent and reaps it."""
+
+    def __init__(self, finish: Callable[[str | None], Completed],
+                 abandon: Callable[[], None] = lambda: None):
+        self.finish, self.abandon = finish, abandon
+
+
 class Transport:
     """Run one argv where the Slurm clients live; raise InfrastructureError on timeout."""
 
@@ -36,6 +45,14 @@ class Transport:
             timeout: float, program: str | None = None) -> Completed:
         """``program`` names the client in messages (argv[0] may be ``env`` or ``bash``)."""
         raise NotImplementedError
+
+    def start(self, argv: Sequence[str], *, timeout: float, program: str | None = None
+              ) -> Started:
+        """``run`` in two steps: start ``argv`` now, give it its stdin later (``finish``),
+        so its start-up (an SSH session, a remote shell) overlaps the caller's own work. By
+        default nothing starts before ``finish``."""
+        return Started(lambda input: self.run(argv, input=input, timeout=timeout,
+                                              program=program))
 
     def command(self, argv: Sequence[str], timeout: float
                 ) -> tuple[list[str], dict[str, str] | None]:
@@ -61,32 +78,46 @@ class LocalTransport(Transport):
         self.prefix = list(prefix)
 
     def run(self, argv, *, input=None, timeout, program=None):
+        return self.start(argv, timeout=timeout, program=program, stdin=input is not None
+                          ).finish(input)
+
+    def start(self, argv, *, timeout, program=None, stdin=True):
         full = [*self.prefix, *argv]
         env = {**os.environ, **self.env} if self.env else None
         program = program or argv[0]
         try:
-            proc = _run_group(full, input, timeout, env)
-        except subprocess.TimeoutExpired as exc:
-            raise InfrastructureError(
-                f"`{program}` did not answer within {timeout:g}s on {self.where}"
-                f"{_said(exc.stderr)}",
-                hint="is slurmctld up? (a down controller blocks every client call)") from None
+            proc = _start_group(full, env, stdin)
         except FileNotFoundError:
             raise InfrastructureError(f"`{program}` is not installed on {self.where}",
                                       hint="install the Slurm client tools") from None
-        return proc
+
+        def finish(input):
+            try:
+                return _finish_group(proc, full, input, timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise InfrastructureError(
+                    f"`{program}` did not answer within {timeout:g}s on {self.where}"
+                    f"{_said(exc.stderr)}", hint="is slurmctld up? (a down controller "
+                    "blocks every client call)") from None
+
+        return Started(finish, lambda: _abandon(proc))
 
     def command(self, argv, timeout):
         return [*self.prefix, *argv], ({**os.environ, **self.env} if self.env else None)
 
 
-def _run_group(argv: list[str], input: str | None, timeout: float,
-               env: Mapping[str, str] | None = None) -> Completed:
-    """Run in a session of its own and kill the whole group at the deadline: an sbatch left
-    retrying behind a killed shell could still submit the job after we reported failure."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else
-                            subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
+def _start_group(argv: list[str], env: Mapping[str, str] | None = None,
+                 stdin: bool = True) -> subprocess.Popen:
+    """Start in a session of its own, so that the whole group can be killed at the deadline:
+    an sbatch left retrying behind a killed shell could still submit the job after we
+    reported failure."""
+    return subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def _finish_group(proc: subprocess.Popen, argv: list[str], input: str | None,
+                  timeout: float) -> Completed:
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -100,6 +131,15 @@ def _run_group(argv: list[str], input: str | None, timeout: float,
         out, err = proc.communicate()  # what the client said before the deadline
         raise subprocess.TimeoutExpired(argv, timeout, output=out, stderr=err) from None
     return Completed(proc.returncode, out, err)
+
+
+def _abandon(proc: subprocess.Popen) -> None:
+    """Close stdin unsent (the command sees EOF), reap it; kill it if it lingers."""
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.communicate()
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -157,19 +197,29 @@ class SshTransport(Transport):
                                   control=self.control_path, persist=self.control_persist)
 
     def run(self, argv, *, input=None, timeout, program=None):
+        return self.start(argv, timeout=timeout, program=program, stdin=input is not None
+                          ).finish(input)
+
+    def start(self, argv, *, timeout, program=None, stdin=True):
         program = program or argv[0]
         # bounded on the login node too (coreutils timeout), so nothing keeps running there
         # after we gave up; the local deadline leaves it a moment to report
         remote = ["timeout", "-k", "2", f"{max(1.0, timeout - 1):g}", *argv]
         full = [*self.base_argv(), "--", self.host, shlex.join(remote)]
         try:
-            proc = _run_group(full, input, timeout + 2)
+            proc = _start_group(full, None, stdin)
+        except FileNotFoundError:
+            raise InfrastructureError("the OpenSSH client `ssh` is not installed") from None
+        return Started(lambda input: self._finish(proc, full, input, timeout, program),
+                       lambda: _abandon(proc))
+
+    def _finish(self, proc, full, input, timeout, program) -> Completed:
+        try:
+            proc = _finish_group(proc, full, input, timeout + 2)
         except subprocess.TimeoutExpired as exc:
             raise InfrastructureError(f"`{program}` on {self.where} did not answer within "
                                       f"{timeout:g}s{_said(exc.stderr)}", hint="is slurmctld "
                                       "up, and the login node reachable?") from None
-        except FileNotFoundError:
-            raise InfrastructureError("the OpenSSH client `ssh` is not installed") from None
         if proc.returncode in (124, 137):  # the remote timeout fired
             raise InfrastructureError(f"`{program}` on {self.where} did not answer within "
                                       f"{timeout:g}s{_said(proc.stderr)}",
