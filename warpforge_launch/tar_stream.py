@@ -1,11 +1,11 @@
 """Read a tar stream member by member without tarfile's per-member objects (``TarFile``
-builds a buffered file object per member and parses every header field through several
-layers; for hundreds of small files that costs more than the files).
+builds a buffered file object per member; for hundreds of small files that costs more than
+the files).
 
 Only what GNU ``tar -c --format=gnu`` of regular files produces is expected: plain headers
-and ``././@LongLink`` long names. A plain GNU header is read quickly (name, size, type, and
-its checksum checked); any other header goes to ``tarfile.TarInfo.frombuf``, which checks
-it in full. Member types other than regular files are handed to the caller to refuse.
+and ``././@LongLink`` long names. Every header is parsed and checked by tarfile itself
+(``TarInfo.frombuf``); member data is handed out without copies. Member types other than
+regular files are handed to the caller to refuse.
 """
 
 from __future__ import annotations
@@ -66,12 +66,10 @@ class TarStream:
             block = self._take(BLOCK)
             if block == _ZERO:  # end of archive (the rest is padding)
                 return
-            info = _plain(block)
-            if info is None:  # anything unusual: tarfile's own parser decides
-                try:
-                    info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-                except tarfile.HeaderError as exc:
-                    raise tarfile.ReadError(f"bad header: {exc}") from None
+            try:
+                info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            except tarfile.HeaderError as exc:
+                raise tarfile.ReadError(f"bad header: {exc}") from None
             padding = -info.size % BLOCK
             if info.type == tarfile.GNUTYPE_LONGNAME:
                 long_name = self._take(info.size).split(b"\0", 1)[0].decode(
@@ -85,19 +83,3 @@ class TarStream:
             self._skip(self._left + padding)
             self._left = 0
 
-
-def _plain(block: bytes) -> tarfile.TarInfo | None:
-    """The common header quickly: GNU magic, octal size, a checksum that holds; else None.
-    Only name, size and type are read (all the fetch uses)."""
-    if block[257:265] != b"ustar  \0":
-        return None
-    try:
-        size = int(block[124:136].split(b"\0", 1)[0] or b"0", 8)
-        checksum = int(block[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
-    except ValueError:  # base-256 sizes and the like
-        return None
-    if checksum != sum(block) - sum(block[148:156]) + 8 * 32:
-        return None
-    info = tarfile.TarInfo(block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape"))
-    info.size, info.type = size, block[156:157]
-    return info
