@@ -32,3 +32,31 @@ def report(title: str, medians: dict[str, float], baseline: str | None = None) -
             base = medians[baseline]
             extra = f"  ratio {m / base:.2f}  (+{(m - base) * 1000:.0f} ms)"
         print(f"  {name:<40} median {m * 1000:8.1f} ms{extra}")
+
+
+TARGETS: list[tuple[str, str, str, bool]] = []  # (what, target, measured, met)
+
+
+def target(what: str, goal: str, measured: str, met: bool) -> None:
+    """Record one target for ``report_targets``."""
+    TARGETS.append((what, goal, measured, met))
+
+
+def report_targets() -> bool:
+    """Print the table of targets vs measured; True when every target is met."""
+    width = max(len(t[0]) for t in TARGETS)
+    print(f"\n== targets\n  {'what':<{width}}  {'target':>10}  {'measured':>10}  result")
+    for what, goal, measured, met in TARGETS:
+        print(f"  {what:<{width}}  {goal:>10}  {measured:>10}  {'met' if met else 'MISSED'}")
+    return all(t[3] for t in TARGETS)
+
+
+def timed(fn, *a, **kw):
+    """(seconds, result) of one call."""
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    return time.perf_counter() - t0, out
+
+
+def med(xs):
+    return statistics.median(xs)

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._util import med, report_targets, target, timed  # noqa: E402
 from tests.testlab import slurm as lab  # noqa: E402
 from warpforge_launch.jobs import (  # noqa: E402
     InputSpec,
@@ -49,29 +49,6 @@ PAYLOAD = REPO / "tests" / "integration" / "slurm" / "fake_snakegrinder.sh"
 MODEL = REPO / "tests" / "unit" / "fixtures" / "slurm" / "models" / "simple_mlp.py"
 
 
-TARGETS: list[tuple[str, str, str, bool]] = []  # (what, target, measured, met)
-
-
-def target(what: str, goal: str, measured: str, met: bool) -> None:
-    TARGETS.append((what, goal, measured, met))
-
-
-def report_targets() -> bool:
-    width = max(len(t[0]) for t in TARGETS)
-    print(f"\n== targets\n  {'what':<{width}}  {'target':>10}  {'measured':>10}  result")
-    for what, goal, measured, met in TARGETS:
-        print(f"  {what:<{width}}  {goal:>10}  {measured:>10}  {'met' if met else 'MISSED'}")
-    return all(t[3] for t in TARGETS)
-
-
-def timed(fn, *a, **kw):
-    t0 = time.perf_counter()
-    out = fn(*a, **kw)
-    return time.perf_counter() - t0, out
-
-
-def med(xs):
-    return statistics.median(xs)
 
 
 def definition(env=None) -> JobDefinition:

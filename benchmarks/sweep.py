@@ -28,7 +28,6 @@ import argparse
 import http.client
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._util import med, report_targets, target, timed  # noqa: E402
 from tests.testlab import ray as raylab  # noqa: E402
 from tests.testlab import slurm as lab  # noqa: E402
 from warpforge_launch import sweep_launch, sweeps  # noqa: E402
@@ -51,29 +51,6 @@ from warpforge_launch.schedulers.slurm import SlurmScheduler  # noqa: E402
 
 PAYLOAD = REPO / "tests" / "integration" / "slurm" / "fake_snakegrinder.sh"
 MODEL = REPO / "tests" / "unit" / "fixtures" / "slurm" / "models" / "simple_mlp.py"
-TARGETS: list[tuple[str, str, str, bool]] = []
-
-
-def target(what: str, goal: str, measured: str, met: bool) -> None:
-    TARGETS.append((what, goal, measured, met))
-
-
-def report_targets() -> bool:
-    width = max(len(t[0]) for t in TARGETS)
-    print(f"\n== targets\n  {'what':<{width}}  {'target':>10}  {'measured':>10}  result")
-    for what, goal, measured, met in TARGETS:
-        print(f"  {what:<{width}}  {goal:>10}  {measured:>10}  {'met' if met else 'MISSED'}")
-    return all(t[3] for t in TARGETS)
-
-
-def timed(fn, *a, **kw):
-    t0 = time.perf_counter()
-    out = fn(*a, **kw)
-    return time.perf_counter() - t0, out
-
-
-def med(xs):
-    return statistics.median(xs)
 
 
 def sweep_spec(cells: int, *, sleep: str | None = None) -> sweeps.SweepSpec:
