@@ -296,6 +296,9 @@ def _hosts_ok(node: str) -> bool:
         return False
 
 
+_IN_USE: dict[tuple[Path, bool], list] = {}  # (base, accounting) -> [SlurmLab, users]
+
+
 def start(base: Path | None = None, *, accounting: bool = True, cpus: int | None = None,
           deadline_s: float = 90) -> SlurmLab:
     """Start (or reuse) the lab cluster; returns it with ``started`` naming what we launched."""
@@ -304,7 +307,10 @@ def start(base: Path | None = None, *, accounting: bool = True, cpus: int | None
         raise LabError(f"missing Slurm lab binaries: {', '.join(miss)} "
                        "(run .ci/setup.d/50-slurm.sh)")
     base = base or lab_root() / ("cluster" if accounting else "noacct")
-    lab = SlurmLab(base=base, accounting=accounting)
+    held = _IN_USE.get((base, accounting))
+    # one object per cluster in this process: fixtures that import the session fixture into
+    # other modules share it, so whatever one of them starts or restarts, the last stops
+    lab = held[0] if held else SlurmLab(base=base, accounting=accounting)
     if not _hosts_ok(lab.node):
         raise LabError(f"host name {lab.node} must resolve to 127.x via /etc/hosts")
     if accounting:  # the session's clients talk to this one; the other variant uses a prefix
@@ -369,6 +375,10 @@ def start(base: Path | None = None, *, accounting: bool = True, cpus: int | None
 
     _wait("node idle", node_idle, deadline_s, interval=0.5, log=b / "log" / "slurmd.log",
           died=lambda: lab.alive("slurmd") is None)
+    if held:
+        held[1] += 1
+    else:
+        _IN_USE[(base, accounting)] = [lab, 1]
     return lab
 
 
@@ -424,7 +434,14 @@ def _alive_pid(pid: int) -> bool:
 
 
 def stop(lab: SlurmLab) -> None:
-    """Stop, in reverse start order, only the daemons this lab object started."""
+    """Stop, in reverse start order, only the daemons this lab object started; a cluster
+    ``start`` handed out more than once is stopped by the last ``stop``."""
+    held = _IN_USE.get((lab.base, lab.accounting))
+    if held and held[0] is lab:
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del _IN_USE[(lab.base, lab.accounting)]
     for _daemon, pid in reversed(lab.started):
         if pid:
             stop_pid(pid)
