@@ -193,8 +193,31 @@ COMMANDS = {"submit": _submit, "status": _status, "cancel": _cancel, "result": _
             "fetch": _artifacts, "artifacts": _artifacts, "sweep": _sweep}
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or with ``only`` the top level and that one subcommand."""
+class _Names:
+    """Stands in for the subparsers action: registers each subcommand with its help line
+    only. Top-level --help shows no more, and building every command's arguments for it
+    would cost more than the rest of printing it."""
+
+    def __init__(self, sub) -> None:
+        self._sub = sub
+        self._parser_class = sub._parser_class
+
+    def add_parser(self, name: str, **kwargs):
+        self._sub.add_parser(name, help=kwargs.get("help"))
+        return _Ignored()
+
+
+class _Ignored:
+    """Takes any argument definition (add_argument, set_defaults, nested subparsers)."""
+
+    def __getattr__(self, _name: str):
+        return lambda *args, **kwargs: self
+
+
+def build_parser(only: str | None = None, *, names_only: bool = False
+                 ) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` the top level and that one subcommand; with
+    ``names_only`` the top level and the subcommands' names and help lines (for --help)."""
     top = _Parser(prog="warpforge-launch", parents=[_common(False)],
                   description="Submit snakegrinder jobs to Local, Ray, Slurm and Kubernetes, "
                   "and track them.")
@@ -203,8 +226,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     common = [_common()]
     adders = [COMMANDS[only]] if only is not None else COMMANDS.values()
     for add in dict.fromkeys(adders):
-        add(sub, common)
+        add(_Names(sub) if names_only else sub, common)
     return top
+
+
+def _top_level_help(argv: list[str]) -> bool:
+    """-h/--help before any command: argparse prints the top level's help for it."""
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
 
 
 def _command_named(argv: list[str]) -> str | None:
@@ -226,6 +259,8 @@ def _command_named(argv: list[str]) -> str | None:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     name = _command_named(argv)
+    if name is None and _top_level_help(argv):
+        build_parser(names_only=True).parse_args(argv)  # prints the help and exits
     if name is not None:
         try:
             args = build_parser(only=name).parse_args(argv)
@@ -248,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args = parse(default_submit(list(argv)))
         if not args.command:
-            build_parser().print_help()
+            build_parser(names_only=True).print_help()
             return 2
         if getattr(args, "run", None):  # a command that lives in its own package (serve)
             return args.run(args)

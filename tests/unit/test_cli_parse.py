@@ -56,3 +56,19 @@ def test_an_adder_of_several_commands_runs_once(monkeypatch):
     assert cli.parse(["bb", "1"]).command == "bb"
     assert vars(cli.parse(["--json", "aa", "2"])) == vars(cli.build_parser().parse_args(
         ["--json", "aa", "2"]))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--json", "--help"], []])
+def test_top_level_help_is_the_whole_parsers_help(argv, capsys, monkeypatch):
+    """Top-level help is built from the commands' names and help lines only, and says
+    exactly what the whole parser says."""
+    monkeypatch.setenv("COLUMNS", "100")
+    whole = cli.build_parser().format_help()
+    assert cli.build_parser(names_only=True).format_help() == whole
+    code = None
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's --help
+        code = exc.code
+    assert code == (2 if not argv else 0)
+    assert capsys.readouterr().out == whole
