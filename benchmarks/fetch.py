@@ -160,12 +160,7 @@ def main() -> int:
     os.environ["SLURM_CONF"] = str(cluster.conf)
     login = None
     try:
-        shared = lab.lab_root() / "shared"
-        lab.shared_work_dir(shared)
-        (shared / "bin").mkdir(parents=True, exist_ok=True)
-        (shared / "bin").chmod(0o755)
-        (shared / "bin" / "fake_snakegrinder.sh").write_bytes(PAYLOAD.read_bytes())
-        (shared / "bin" / "fake_snakegrinder.sh").chmod(0o755)
+        shared = lab.shared_with_payload(PAYLOAD)
         login = lab.start_login_node(cluster.conf)
         with tempfile.TemporaryDirectory(prefix="wf-fetch-bench-") as tmp:
             os.environ["WARPFORGE_HOME"] = str(Path(tmp) / "home")

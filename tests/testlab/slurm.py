@@ -506,6 +506,18 @@ def shared_work_dir(shared: Path) -> str:
     return f"{users}/$USER/warpforge"
 
 
+def shared_with_payload(payload: Path) -> Path:
+    """The lab's shared storage with its work dir and ``bin/fake_snakegrinder.sh`` (a copy of
+    ``payload``), as the benchmarks' clusters use it."""
+    shared = lab_root() / "shared"
+    shared_work_dir(shared)
+    (shared / "bin").mkdir(parents=True, exist_ok=True)
+    (shared / "bin").chmod(0o755)
+    (shared / "bin" / "fake_snakegrinder.sh").write_bytes(payload.read_bytes())
+    (shared / "bin" / "fake_snakegrinder.sh").chmod(0o755)
+    return shared
+
+
 def user_work_dir(shared: Path, user: str) -> Path:
     return shared / "users" / user / "warpforge"
 
