@@ -43,8 +43,10 @@ PORTS = {
     "--metrics-export-port": 16384,
     "--node-manager-port": 16385,
     "--object-manager-port": 16386,
-    "--min-worker-port": 16400,
-    "--max-worker-port": 16499,
+    # its own hundred: the Kubernetes lab's apiserver (16443) and dead port (16449) sit in
+    # 16400-16499, and a worker that took one of them kept the node from starting
+    "--min-worker-port": 16500,
+    "--max-worker-port": 16599,
 }
 NUM_CPUS = 8  # declared, not real: lets the tiny test payloads run side by side
 NUM_GPUS = 1
