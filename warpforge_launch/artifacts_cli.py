@@ -42,11 +42,9 @@ def _missing_verb() -> int:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+    from warpforge_launch.output import human_size  # not on the parser's path
+
+    return human_size(n)
 
 
 def fetch_and_report(launcher, job_ids, to, as_json: bool) -> tuple[int, list]:

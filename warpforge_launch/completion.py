@@ -17,6 +17,10 @@ import json
 import os
 from typing import Any
 
+# the store's own location functions: storefile imports nothing heavy
+from warpforge_launch.storefile import home_dir as _state_dir
+from warpforge_launch.storefile import store_file
+
 BASH = r"""# warpforge-launch completion for bash: eval "$(warpforge-launch completion bash)"
 _warpforge_launch_complete() {
     local cur=${COMP_WORDS[COMP_CWORD]} IFS=$'\n'
@@ -60,13 +64,16 @@ def script(shell: str) -> str:
 
 
 # ---- names: inventory and job store, cheaply ----------------------------------------------
-def _state_dir() -> str:
-    """store.home(), without importing the store (its job model costs a Tab press ~50 ms)."""
-    env = os.environ.get("WARPFORGE_HOME")
-    if env:
-        return os.path.expanduser(env)
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(state, "warpforge-launch")
+def _cached(path: str, key: Any, field: str) -> Any:
+    """``field`` of a JSON cache file written with this ``key``, else None."""
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+        if cached.get("key") == key:
+            return cached[field]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    return None
 
 
 def _inventory_path(words: list[str]) -> str | None:
@@ -122,13 +129,9 @@ def inventory_names(words: list[str]) -> dict[str, list[str]]:
     except OSError:
         return {"schedulers": [], "boxes": []}
     cache = os.path.join(_state_dir(), "completion-cache.json")
-    try:
-        with open(cache) as f:
-            cached = json.load(f)
-        if cached.get("key") == key:
-            return cached["names"]
-    except (OSError, ValueError, KeyError, AttributeError):
-        pass
+    names = _cached(cache, key, "names")
+    if names is not None:
+        return names
     try:
         names = _read_names(path)
     except Exception:  # noqa: BLE001 - a broken inventory completes nothing, quietly
@@ -142,7 +145,7 @@ def job_ids(prefix: str = "") -> list[str]:
     import sqlite3
     import urllib.parse
 
-    db_path = os.path.join(_state_dir(), "jobs.sqlite3")
+    db_path = store_file()
     if not os.path.exists(db_path):
         return []
     try:
@@ -229,13 +232,9 @@ def parser_spec() -> dict[str, Any]:
     """The CLI's spec from the cache while no module changed, else from build_parser()."""
     key = _package_key()
     cache = os.path.join(_state_dir(), "completion-parser.json")
-    try:
-        with open(cache) as f:
-            cached = json.load(f)
-        if cached.get("key") == key:
-            return cached["spec"]
-    except (OSError, ValueError, KeyError, AttributeError):
-        pass
+    spec = _cached(cache, key, "spec")
+    if spec is not None:
+        return spec
     from warpforge_launch.cli import build_parser
 
     spec = spec_of(build_parser())

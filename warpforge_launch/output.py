@@ -22,6 +22,15 @@ _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0))}
 _KEEP_LINES = {k: v for k, v in _CONTROLS.items() if chr(k) not in "\n\t"}
 
 
+def human_size(n: float) -> str:
+    """Bytes in SI units: 512 B, 1.5 kB, 6.8 MB."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
 def safe(text: Any, *, multiline: bool = False) -> str:
     """``text`` with control characters shown as ``\\xNN``; newlines kept if ``multiline``."""
     return str(text).translate(_KEEP_LINES if multiline else _CONTROLS)

@@ -9,20 +9,13 @@ import threading
 from collections.abc import Sequence
 
 from warpforge_launch.lab.releases import BoxResult, Progress
+from warpforge_launch.output import human_size
 
 
 def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=True, stderr=stderr)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class BarProgress(Progress):
@@ -99,7 +92,7 @@ def distribute_table(results: Sequence[BoxResult], verb: str = "distribute") -> 
         t.add_column(h, overflow="fold")
     for r in results:
         t.add_row(r.box, r.action if r.ok else "FAILED", r.release or "-", r.previous or "-",
-                  _size(r.bytes_sent), str(r.files_sent), str(r.files_linked),
+                  human_size(r.bytes_sent), str(r.files_sent), str(r.files_linked),
                   f"{r.seconds:.2f}s")
     console = _console()
     console.print(t)
