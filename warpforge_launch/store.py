@@ -20,15 +20,18 @@ from typing import Any
 from warpforge_launch.errors import LaunchError, NotFoundError
 from warpforge_launch.jobs import (
     ACTIVE_STATES,
-    TERMINAL_STATES,
     JobQuery,
     JobState,
     JobStatus,
     utcnow,
 )
-from warpforge_launch.storefile import SCHEMA_VERSION, SUBMITTING, home  # noqa: F401
+from warpforge_launch.storefile import (  # noqa: F401
+    SCHEMA_VERSION,
+    STATUS_UPDATE_SQL,
+    SUBMITTING,
+    home,
+)
 
-_TERMINAL_SQL = ",".join(f"'{s.value}'" for s in sorted(TERMINAL_STATES))
 # A sweep and its cells; a cell names its job by correlation id (stable from the SUBMITTING
 # row on, while the job id is only known once the backend answered).
 _SWEEP_SCHEMA = (
@@ -220,9 +223,7 @@ class JobStore:
         now = utcnow().isoformat()
         rows = [(s.state.value, json.dumps(s.to_dict()), now, s.job_id) for s in statuses]
         with self._transaction():
-            self.db.executemany(
-                "UPDATE jobs SET state = ?, status = ?, updated_at = ? WHERE job_id = ? "
-                f"AND state NOT IN ({_TERMINAL_SQL}, '{SUBMITTING}')", rows)
+            self.db.executemany(STATUS_UPDATE_SQL, rows)
 
     def complete_submit(self, correlation_id: str, job_id: str, native_id: str,
                         status: JobStatus) -> JobRecord | None:

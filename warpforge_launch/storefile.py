@@ -16,6 +16,11 @@ SCHEMA_VERSION = 3
 # A row's ``state`` is a JobState value, or SUBMITTING: recorded before the backend was
 # asked, completed after it answered (a crash in between leaves it for ``reconcile``).
 SUBMITTING = "SUBMITTING"
+# A fresh status (state, status JSON, updated_at, job_id): a final or SUBMITTING row never
+# changes this way (a SUBMITTING row is completed only by the submit's own reconciliation).
+STATUS_UPDATE_SQL = ("UPDATE jobs SET state = ?, status = ?, updated_at = ? WHERE job_id = ? "
+                     "AND state NOT IN ('CANCELLED','COMPLETED','FAILED','TIMEOUT', "
+                     f"'{SUBMITTING}')")
 
 
 def home_dir() -> str:

@@ -12,6 +12,7 @@ import pytest
 
 from warpforge_launch import cli, commands, quickstatus
 from warpforge_launch.jobs import JobState, JobStatus, utcnow
+from warpforge_launch.schedulers import slurm_parse as sp
 from warpforge_launch.store import JobRecord, JobStore, home
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def test_the_fields_are_the_job_models():
     ["status", "--json", "local-gone", "local-bad", "local-gone"],
 ])
 def test_same_output_as_the_full_path(capsys, store, argv):
-    assert quickstatus.stored_final([a for a in argv if a.startswith("local-")]) is not None
+    assert quickstatus.statuses([a for a in argv if a.startswith("local-")]) is not None
     fast, full = both(capsys, argv)
     assert fast == full and fast.strip()
     if "--json" in argv:
@@ -65,24 +66,24 @@ def test_same_output_as_the_full_path(capsys, store, argv):
 
 
 def test_not_final_or_unknown_takes_the_full_path(store):
-    assert quickstatus.stored_final(["local-live"]) is None
-    assert quickstatus.stored_final(["local-done", "local-live"]) is None
-    assert quickstatus.stored_final(["local-done", "local-nope"]) is None
+    assert quickstatus.statuses(["local-live"]) is None
+    assert quickstatus.statuses(["local-done", "local-live"]) is None
+    assert quickstatus.statuses(["local-done", "local-nope"]) is None
 
 
 def test_submitting_and_naive_times_take_the_full_path(store):
     store.db.execute("UPDATE jobs SET state = 'SUBMITTING' WHERE job_id = 'local-gone'")
-    assert quickstatus.stored_final(["local-gone"]) is None
+    assert quickstatus.statuses(["local-gone"]) is None
     row = json.loads(store.db.execute("SELECT status FROM jobs WHERE job_id = 'local-done'"
                                       ).fetchone()[0])
     row["state_changed_at"] = "2026-01-01T00:00:00"
     store.db.execute("UPDATE jobs SET status = ? WHERE job_id = 'local-done'", (json.dumps(row),))
-    assert quickstatus.stored_final(["local-done"]) is None
-    assert quickstatus.stored_final(["local-bad"]) is not None
+    assert quickstatus.statuses(["local-done"]) is None
+    assert quickstatus.statuses(["local-bad"]) is not None
 
 
 def test_no_store_is_not_created():
-    assert quickstatus.stored_final(["local-x"]) is None
+    assert quickstatus.statuses(["local-x"]) is None
     assert not os.path.exists(home() / "jobs.sqlite3")
 
 
@@ -95,3 +96,33 @@ def test_finished_status_loads_no_job_model(store):
                           timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("local-done  COMPLETED  elapsed 1.2s  node vm")
+
+
+def test_update_sql_spares_exactly_the_final_and_submitting_rows():
+    from warpforge_launch.states import TERMINAL_STATES
+    from warpforge_launch.storefile import STATUS_UPDATE_SQL, SUBMITTING
+
+    spared = STATUS_UPDATE_SQL.partition("NOT IN (")[2].rstrip(")").replace("'", "")
+    assert {s.strip() for s in spared.split(",")} == {s.value for s in TERMINAL_STATES} | {
+        SUBMITTING}
+
+
+SQUEUE = "42|RUNNING|1:02:03|vm|None|2026-11-30T01:00:00|2026-11-30T01:00:05\n"
+SACCT = ("43|CANCELLED by 0|0:15|00:00:07|vm|2026-11-30T01:00:00|2026-11-30T01:00:01|"
+         "2026-11-30T01:00:08|None\n44|FAILED|2:0|00:01:00|vm|2026-11-30T01:00:00|"
+         "2026-11-30T01:00:01|2026-11-30T01:01:01|NonZeroExitCode\n"
+         "45_[3-4]|PENDING|0:0|00:00:00|None assigned|2026-11-30T01:00:00|Unknown|Unknown|"
+         "Priority\n")
+
+
+@pytest.mark.parametrize("rec", [*sp.parse_squeue(SQUEUE).values(),
+                                 *sp.parse_sacct(SACCT).values()],
+                         ids=lambda r: f"{r.source}-{r.native_id}")
+def test_documents_are_what_the_job_model_writes(rec):
+    """The lean path's JSON equals JobStatus(...).to_dict() of the same backend fields, with
+    the stored correlation id filled in as the launcher stamps it."""
+    fields = sp.status_fields(rec)
+    doc = quickstatus.document("hpc-" + rec.native_id, "corr-1", fields)
+    model = JobStatus(job_id="hpc-" + rec.native_id, **{**fields, "correlation_id": "corr-1"})
+    assert doc == json.loads(json.dumps(model.to_dict()))
+    assert doc["state"] == rec.state

@@ -30,13 +30,13 @@ from warpforge_launch.jobs import (
     GpuType,
     JobQuery,
     JobResult,
-    JobState,
     JobStatus,
     JobSubmission,
     NodeInfo,
     SchedulerCapabilities,
 )
 from warpforge_launch.payload import snakegrinder_argv
+from warpforge_launch.schedulers import slurm_client
 from warpforge_launch.schedulers import slurm_parse as sp
 from warpforge_launch.schedulers import slurm_remote as remote
 from warpforge_launch.schedulers.base import (
@@ -48,16 +48,10 @@ from warpforge_launch.schedulers.base import (
 )
 from warpforge_launch.schedulers.slurm_transport import (
     Completed,
-    LocalTransport,
-    SshTransport,
     Transport,
 )
 from warpforge_launch.schedulers.slurm_watch import INVALID_ID, SlurmWatcher
 
-_NATIVE = re.compile(r"^\d+(?:_\d+)?$")  # a job, or an array task <job>_<task>
-_UNREACHABLE = ("unable to contact slurm controller", "socket timed out",
-                "connection refused", "zero bytes were transmitted", "communication connection",
-                "slurm_persist_conn_open", "unable to establish")
 _USER_VAR = re.compile(r"\$(?:USER\b|\{USER\})")
 _MAX_LOG_BYTES = 256 * 1024
 
@@ -128,45 +122,22 @@ class SlurmScheduler(Scheduler):
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            c = self.config
-            if c.login_host:
-                self._transport = SshTransport(
-                    c.login_host, port=c.login_port, user=c.login_user,
-                    identity_file=c.identity_file, known_hosts_file=c.known_hosts_file,
-                    control_dir=self.home / "ssh", control_persist=c.control_persist_seconds,
-                    connect_timeout=min(10.0, c.command_timeout))
-            else:
-                self._transport = LocalTransport()
+            self._transport = slurm_client.transport_for(self.config, self.home)
         return self._transport
 
     def _argv(self, argv: Sequence[str]) -> list[str]:
-        return ["env", f"SLURM_CONF={self.config.slurm_conf}", *argv] \
-            if self.config.slurm_conf else list(argv)
+        return slurm_client.client_argv(self.config, argv)
 
     def _check_local_conf(self) -> None:
-        """A SLURM_CONF naming no file makes every client retry for 60 s: say so at once."""
-        if not isinstance(self.transport, LocalTransport):
-            return
-        conf = self.config.slurm_conf or self.transport.env.get("SLURM_CONF") \
-            or os.environ.get("SLURM_CONF")
-        if conf and not Path(conf).is_file():
-            raise InfrastructureError(
-                f"Slurm client configuration: SLURM_CONF={conf} is not a file on "
-                f"{self.transport.where}", hint="fix slurm_conf in the inventory or SLURM_CONF")
+        slurm_client.check_local_conf(self.config, self.transport)
 
     def _run(self, argv: Sequence[str], *, input: str | None = None,
              timeout: float | None = None, program: str | None = None,
              check: bool = True) -> Completed:
-        """Run one client; with ``check``, a failure to reach slurmctld or to start at all
-        raises (exit 3). Other failures are the caller's to read."""
-        program = program or argv[0]
-        self.calls[program] += 1
-        self._check_local_conf()
-        done = self.transport.run(self._argv(argv), input=input, program=program,
-                                  timeout=timeout or self.config.command_timeout)
-        if done.returncode != 0 and check:
-            _raise_client_failure(done.stderr, self.transport.where)
-        return done
+        """Run one client (slurm_client.run), counted by name."""
+        self.calls[program or argv[0]] += 1
+        return slurm_client.run(self.config, self.transport, argv, input=input,
+                                timeout=timeout, program=program, check=check)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -174,7 +145,7 @@ class SlurmScheduler(Scheduler):
 
     def _native(self, job_id: str) -> str:
         native = self.native_id(job_id)
-        if not _NATIVE.match(native):
+        if not slurm_client.NATIVE_ID.match(native):
             raise NotFoundError(f"{job_id!r} is not a Slurm job id of {self.name!r} "
                                 f"(expected {self.name}-<number>)")
         return native
@@ -307,7 +278,7 @@ class SlurmScheduler(Scheduler):
             failures.append(out)
         if failures:
             done_note = f" ({len(ids)} of {len(plans)} submitted: {', '.join(ids)})" if ids else ""
-            _raise_client_failure(failures[0], self.transport.where, done_note)
+            slurm_client.raise_client_failure(failures[0], self.transport.where, done_note)
             raise UsageError(f"sbatch rejected the job: {sp.sbatch_error_line(failures[0])}"
                              f"{done_note}", hint="check partition, GRES and limits with `sinfo`")
         return ids
@@ -397,7 +368,7 @@ class SlurmScheduler(Scheduler):
         """What sbatch's answer to a refused script means: the cluster unreachable (exit
         3), or the script refused (exit 2)."""
         try:
-            _raise_client_failure(output, self.transport.where)
+            slurm_client.raise_client_failure(output, self.transport.where)
         except InfrastructureError as exc:
             return exc
         return UsageError(f"sbatch rejected the job array: {sp.sbatch_error_line(output)}",
@@ -421,19 +392,7 @@ class SlurmScheduler(Scheduler):
         return {j: j in active for j in job_ids}
 
     def _to_status(self, job_id: str, rec: sp.SlurmRecord) -> JobStatus:
-        changed = rec.ended or rec.started or rec.submitted
-        meta = {"slurm_state": rec.slurm_state, "source": rec.source}
-        if rec.exit_code is not None:
-            meta["exit_code"] = rec.exit_code
-        if rec.signal:
-            meta["signal"] = rec.signal
-        if rec.reason and rec.reason not in ("None", "(null)"):
-            meta["reason"] = rec.reason
-        return JobStatus(
-            job_id=job_id, correlation_id=None, state=JobState(rec.state),
-            state_changed_at=changed.astimezone() if changed else None,  # cluster local time
-            node_name=rec.node, elapsed=rec.elapsed, message=rec.message,
-            scheduler_metadata=meta)
+        return JobStatus(job_id=job_id, **sp.status_fields(rec))
 
     # -- results and logs ----------------------------------------------------------------------
     def _read_files(self, native: str, max_bytes: int = _MAX_LOG_BYTES,
@@ -562,20 +521,6 @@ def _check_source(source: str) -> None:
         raise UsageError(f"model source {source} is a directory, not a file")
     if not path.is_file():
         raise UsageError(f"model source {source} does not exist")
-
-
-def _raise_client_failure(stderr: str, where: str, note: str = "") -> None:
-    """A client that could not reach slurmctld, or could not start at all (slurm.conf,
-    munge), is infrastructure (exit 3) with the client's own line; anything else returns."""
-    low = stderr.lower()
-    if any(s in low for s in _UNREACHABLE):
-        raise InfrastructureError(f"Slurm controller unreachable from {where}: "
-                                  f"{sp.first_line(stderr)}{note}",
-                                  hint="is slurmctld running? `sinfo` should answer")
-    line = sp.client_config_error(stderr)
-    if line:
-        raise InfrastructureError(f"Slurm client configuration failed on {where}: {line}{note}",
-                                  hint="check slurm.conf (SLURM_CONF) and that munged runs")
 
 
 def _last_line(text: str) -> str:

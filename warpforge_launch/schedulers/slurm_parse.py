@@ -9,7 +9,7 @@ states like ``CANCELLED by 0``. Fixtures are real output captured from the lab c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from collections import namedtuple
 from datetime import datetime, timedelta
 
 # The formats the scheduler asks for; the parsers below read exactly these columns.
@@ -48,24 +48,21 @@ _ARRAY_ID = re.compile(r"^(\d+)_\[([^\]]*)\]$")
 _JOBID = re.compile(r"^\d+(?:_\d+|_\[[^\]]*\]|\+\d+)?$")  # plain, array, hetjob; no steps
 
 
-@dataclass(frozen=True)
-class SlurmRecord:
-    """One job's status as Slurm reports it, before mapping to the project's model."""
+class SlurmRecord(namedtuple("SlurmRecord", (
+        "native_id", "slurm_state", "state", "exit_code", "signal", "elapsed", "node", "reason",
+        "submitted", "started", "ended", "detail", "source", "extra"),
+        defaults=(None, None, None, None, None, None, None, None, "", "", None))):
+    """One job's status as Slurm reports it, before mapping to the project's model.
 
-    native_id: str
-    slurm_state: str          # first word, e.g. CANCELLED (from "CANCELLED by 0")
-    state: str                # project state name, e.g. CANCELLED
-    exit_code: int | None = None
-    signal: int | None = None
-    elapsed: timedelta | None = None
-    node: str | None = None
-    reason: str | None = None
-    submitted: datetime | None = None
-    started: datetime | None = None
-    ended: datetime | None = None
-    detail: str = ""          # the rest of the state field ("by 0") or other raw detail
-    source: str = ""          # squeue | sacct | scontrol
-    extra: dict[str, str] = field(default_factory=dict)
+    A named tuple, not a dataclass: `status` of a running job builds these without the job
+    model, and a dataclass costs more to define than the squeue call it describes.
+      native_id, slurm_state (first word, e.g. CANCELLED from "CANCELLED by 0"), state (the
+      project state name), exit_code, signal, elapsed (timedelta), node, reason,
+      submitted/started/ended (datetimes), detail (the rest of the state field), source
+      (squeue | sacct | scontrol), extra (other raw fields, or None)
+    """
+
+    __slots__ = ()
 
     @property
     def terminal(self) -> bool:
@@ -90,6 +87,23 @@ class SlurmRecord:
         elif self.reason and self.reason in _FAILURE_REASONS and self.terminal:
             parts.append(f"reason: {self.reason}")
         return "; ".join(parts)
+
+
+def status_fields(rec: SlurmRecord) -> dict:
+    """A record as JobStatus fields (no job id; Slurm does not know the correlation id),
+    shared by the scheduler and the job-model-free `status` path."""
+    changed = rec.ended or rec.started or rec.submitted
+    meta = {"slurm_state": rec.slurm_state, "source": rec.source}
+    if rec.exit_code is not None:
+        meta["exit_code"] = rec.exit_code
+    if rec.signal:
+        meta["signal"] = rec.signal
+    if rec.reason and rec.reason not in ("None", "(null)"):
+        meta["reason"] = rec.reason
+    return {"correlation_id": None, "state": rec.state,
+            "state_changed_at": changed.astimezone() if changed else None,  # cluster time
+            "node_name": rec.node, "elapsed": rec.elapsed, "message": rec.message,
+            "scheduler_metadata": meta}
 
 
 _FAILURE_REASONS = {"BadConstraints", "JobLaunchFailure", "NonZeroExitCode", "OutOfMemory",
@@ -201,7 +215,7 @@ def _expanded(records: dict[str, SlurmRecord]) -> dict[str, SlurmRecord]:
             continue
         for task in expand_ids(native):
             if task not in records:
-                out.setdefault(task, replace(rec, native_id=task))
+                out.setdefault(task, rec._replace(native_id=task))
     return out
 
 
@@ -286,16 +300,13 @@ def parse_scontrol_jobs(text: str) -> dict[str, SlurmRecord]:
     return out
 
 
-@dataclass(frozen=True)
-class SinfoNode:
-    name: str
-    state: str                 # idle, mixed, allocated, down*, drained, ...
-    cpus: int
-    memory_mb: int
-    gpus: dict[str, int]       # vendor -> count ("gpu" when untyped)
-    partitions: tuple[str, ...]
-    cpus_allocated: int = 0
-    free_memory_mb: int | None = None
+class SinfoNode(namedtuple("SinfoNode", ("name", "state", "cpus", "memory_mb", "gpus",
+                                         "partitions", "cpus_allocated", "free_memory_mb"),
+                           defaults=(0, None))):
+    """One node of ``sinfo -N``: state (idle, mixed, allocated, down*, ...), gpus (vendor ->
+    count, "gpu" when untyped), partitions (a tuple)."""
+
+    __slots__ = ()
 
     @property
     def available(self) -> bool:
@@ -345,7 +356,7 @@ def parse_sinfo_nodes(text: str) -> list[SinfoNode]:
         if name in nodes:
             prev = nodes[name]
             if part and part not in prev.partitions:
-                nodes[name] = SinfoNode(**{**prev.__dict__, "partitions": (*prev.partitions, part)})
+                nodes[name] = prev._replace(partitions=(*prev.partitions, part))
             continue
         alloc = 0
         if cols[6].count("/") == 3:

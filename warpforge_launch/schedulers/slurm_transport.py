@@ -13,18 +13,14 @@ import os
 import shlex
 import signal
 import subprocess
+from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from warpforge_launch.errors import InfrastructureError, UsageError
 
-
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    stdout: str
-    stderr: str
+# what a client call returned (a named tuple: the `status` path defines no dataclass)
+Completed = namedtuple("Completed", ("returncode", "stdout", "stderr"))
 
 
 class Started:

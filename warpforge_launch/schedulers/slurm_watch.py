@@ -10,7 +10,6 @@ then on ``scontrol -o show job`` replaces squeue and sacct.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -220,5 +219,5 @@ def _tasks(records: dict[str, sp.SlurmRecord], natives: Sequence[str]
     for n in natives:
         job, sep, _ = n.partition("_")
         if sep and n not in out and job in records:
-            out[n] = dataclasses.replace(records[job], native_id=n)
+            out[n] = records[job]._replace(native_id=n)
     return out
