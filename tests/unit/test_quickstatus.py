@@ -98,15 +98,6 @@ def test_finished_status_loads_no_job_model(store):
     assert done.stdout.startswith("local-done  COMPLETED  elapsed 1.2s  node vm")
 
 
-def test_update_sql_spares_exactly_the_final_and_submitting_rows():
-    from warpforge_launch.states import TERMINAL_STATES
-    from warpforge_launch.storefile import STATUS_UPDATE_SQL, SUBMITTING
-
-    spared = STATUS_UPDATE_SQL.partition("NOT IN (")[2].rstrip(")").replace("'", "")
-    assert {s.strip() for s in spared.split(",")} == {s.value for s in TERMINAL_STATES} | {
-        SUBMITTING}
-
-
 SQUEUE = "42|RUNNING|1:02:03|vm|None|2026-11-30T01:00:00|2026-11-30T01:00:05\n"
 SACCT = ("43|CANCELLED by 0|0:15|00:00:07|vm|2026-11-30T01:00:00|2026-11-30T01:00:01|"
          "2026-11-30T01:00:08|None\n44|FAILED|2:0|00:01:00|vm|2026-11-30T01:00:00|"

@@ -157,6 +157,9 @@ def test_reused_native_id_supersedes_and_keeps_the_old_row(tmp_path):
 
 
 def test_terminal_states_are_spelled_once():
-    from warpforge_launch import store as store_mod
+    from warpforge_launch.states import TERMINAL_STATES
+    from warpforge_launch.storefile import STATUS_UPDATE_SQL
 
-    assert store_mod._TERMINAL_SQL == "'CANCELLED','COMPLETED','FAILED','TIMEOUT'"
+    listed = STATUS_UPDATE_SQL.partition("NOT IN (")[2].rstrip(")").replace("'", "")
+    assert {s.strip() for s in listed.split(",")} - {"SUBMITTING"} == {
+        s.value for s in TERMINAL_STATES}
