@@ -117,3 +117,26 @@ def test_documents_are_what_the_job_model_writes(rec):
     model = JobStatus(job_id="hpc-" + rec.native_id, **{**fields, "correlation_id": "corr-1"})
     assert doc == json.loads(json.dumps(model.to_dict()))
     assert doc["state"] == rec.state
+
+
+@pytest.mark.parametrize("job", [
+    {"submission_id": "wf-1", "status": "RUNNING", "start_time": 1764464400000,
+     "driver_agent_http_address": "http://127.0.0.1:52365", "driver_node_id": "n1",
+     "metadata": {"warpforge_correlation_id": "corr-7"}, "message": "Job is running."},
+    {"submission_id": "wf-2", "status": "FAILED", "start_time": 1764464400000,
+     "end_time": 1764464460000, "driver_exit_code": 124, "metadata": {}},
+    {"submission_id": "wf-3", "status": "PENDING", "message": "waiting for resources"},
+], ids=["running", "timeout", "pending"])
+def test_ray_documents_are_what_the_job_model_writes(job):
+    from warpforge_launch.schedulers import ray_parse as rp
+
+    fields = rp.status_fields(job)
+    doc = quickstatus.document("ray-" + job["submission_id"], "corr-stored", fields)
+    model = rp.to_status(job, "ray-" + job["submission_id"])
+    expected = json.loads(json.dumps(model.to_dict()))
+    expected["correlation_id"] = expected["correlation_id"] or "corr-stored"
+    if job["status"] != "FAILED":  # the clock moved between the two calls
+        for key in ("elapsed", "state_changed_at"):
+            assert (doc[key] is None) == (expected[key] is None)
+            doc[key] = expected[key]
+    assert doc == expected

@@ -187,41 +187,10 @@ class RayScheduler(Scheduler):
     def client(self):
         """The instance's one HTTP client, opened on first use and kept warm."""
         if self._client is None:
-            from warpforge_launch.schedulers.ray_client import RayClient
+            from warpforge_launch.schedulers.ray_client import client_for
 
-            headers = {}
-            if self.config.auth_header:
-                name, _, value = self.config.auth_header.partition(":")
-                headers[name.strip()] = self._secret(value.strip())
-            self._client = RayClient(
-                self.config.dashboard_url,
-                connect_timeout=self.config.connect_timeout,
-                request_timeout=self.config.request_timeout,
-                headers=headers,
-                hint=f"is the Ray head up? check schedulers.{self.name}.dashboard_url",
-            )
+            self._client = client_for(self.name, self.config)
         return self._client
-
-    def _secret(self, template: str) -> str:
-        """``${VAR}`` in auth_header comes from the environment at call time, so tokens stay
-        out of the inventory and out of the job store (which keeps each job's config)."""
-        import os
-        import string
-
-        try:
-            value = string.Template(template).substitute(os.environ)
-        except KeyError as exc:
-            raise UsageError(
-                f"schedulers.{self.name}.auth_header names ${{{exc.args[0]}}}, which is not set",
-                hint=f"export {exc.args[0]}",
-            ) from None
-        except ValueError:
-            raise UsageError(
-                f"schedulers.{self.name}.auth_header has a stray '$' (write $$ for a '$')"
-            ) from None
-        if any(c in value for c in "\r\n\0"):
-            raise UsageError(f"schedulers.{self.name}.auth_header: the value holds a line break")
-        return value
 
     def _job(self, job_id: str) -> dict:
         sid = self.native_id(job_id)
@@ -325,18 +294,13 @@ class RayScheduler(Scheduler):
         return rp.to_status(self._job(job_id), job_id)
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """Many jobs with ONE ``GET /api/jobs/``; ids Ray no longer knows are left out."""
-        wanted = set(job_ids)
-        if not wanted:
-            return {}
-        for job_id in wanted:  # a bad id is the user's error, before anything is sent
-            self.native_id(job_id)
-        out = {}
-        for sid, job in rp.submissions(self._all_jobs()):
-            job_id = self.job_id(sid)
-            if job_id in wanted:
-                out[job_id] = rp.to_status(job, job_id)
-        return out
+        """Many jobs in one request (a few: one GET each on the warm connection); ids Ray
+        no longer knows are left out."""
+        from warpforge_launch.schedulers.ray_client import jobs_by_id
+
+        sids = {self.native_id(j): j for j in job_ids}  # a bad id fails before any request
+        return {sids[sid]: rp.to_status(job, sids[sid])
+                for sid, job in jobs_by_id(self.client, list(sids)).items()}
 
     def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         """Submission ids of jobs Ray accepted, by the correlation id in their metadata: ONE

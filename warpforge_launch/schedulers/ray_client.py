@@ -220,3 +220,86 @@ class RayClient:
         return InfrastructureError(
             f"Ray dashboard at {self.base_url} is unreachable ({method} {path}): {why}",
             hint=self.hint)
+
+
+def client_for(instance: str, config: Any) -> RayClient:
+    """The client of one Ray scheduler instance; ``config`` is its settings with attribute
+    access (a RayConfig, or a namespace of the config a job was stored with)."""
+    headers = {}
+    if config.auth_header:
+        name, _, value = config.auth_header.partition(":")
+        headers[name.strip()] = auth_value(instance, value.strip())
+    return RayClient(config.dashboard_url, connect_timeout=config.connect_timeout,
+                     request_timeout=config.request_timeout, headers=headers,
+                     hint=f"is the Ray head up? check schedulers.{instance}.dashboard_url")
+
+
+def auth_value(instance: str, template: str) -> str:
+    """``${VAR}`` in auth_header comes from the environment at call time, so tokens stay
+    out of the inventory and out of the job store (which keeps each job's config)."""
+    import os
+    import string
+
+    try:
+        value = string.Template(template).substitute(os.environ)
+    except KeyError as exc:
+        raise UsageError(
+            f"schedulers.{instance}.auth_header names ${{{exc.args[0]}}}, which is not set",
+            hint=f"export {exc.args[0]}",
+        ) from None
+    except ValueError:
+        raise UsageError(
+            f"schedulers.{instance}.auth_header has a stray '$' (write $$ for a '$')"
+        ) from None
+    if any(c in value for c in "\r\n\0"):
+        raise UsageError(f"schedulers.{instance}.auth_header: the value holds a line break")
+    return value
+
+
+# a few ids are asked for one by one (what `curl` of one job costs); more in one list
+FEW_JOBS = 4
+
+
+def jobs_by_id(client: RayClient, sids: list[str]) -> dict[str, dict]:
+    """Ray's records of the submissions ``sids`` it knows: one GET each over the kept-alive
+    connection for a few, else ONE ``GET /api/jobs/`` (its size grows with the cluster's
+    history, not with the question)."""
+    from warpforge_launch.schedulers.ray_parse import submissions
+
+    if len(sids) <= FEW_JOBS:
+        found = {}
+        for sid in dict.fromkeys(sids):
+            job = client.call("GET", f"/api/jobs/{sid}", missing_ok=True)
+            if job is not None:
+                if not isinstance(job, dict):
+                    raise InfrastructureError(f"Ray at {client.base_url} answered "
+                                              f"/api/jobs/{sid} with {type(job).__name__}, "
+                                              "not a job record", hint=client.hint)
+                found[sid] = job
+        return found
+    jobs = client.call("GET", "/api/jobs/")
+    if not isinstance(jobs, list):
+        raise InfrastructureError(f"Ray at {client.base_url} answered /api/jobs/ with "
+                                  f"{type(jobs).__name__}, not a list", hint=client.hint)
+    wanted = set(sids)
+    return {sid: job for sid, job in submissions(jobs) if sid in wanted}
+
+
+_LIVE_KEYS = ("dashboard_url", "connect_timeout", "request_timeout", "auth_header")
+
+
+def live_statuses(instance: str, config: dict[str, Any], home: Any,
+                  natives: list[str]) -> dict[str, dict[str, Any]] | None:
+    """JobStatus fields by submission id for the jobs Ray knows, without the job model (the
+    `status` path). None when the stored config or an id is not what the scheduler takes."""
+    from types import SimpleNamespace
+
+    from warpforge_launch.schedulers.ray_parse import status_fields, valid_submission_id
+
+    if any(k not in config for k in _LIVE_KEYS) or not all(map(valid_submission_id, natives)):
+        return None
+    client = client_for(instance, SimpleNamespace(**{k: config[k] for k in _LIVE_KEYS}))
+    try:
+        return {sid: status_fields(job) for sid, job in jobs_by_id(client, natives).items()}
+    finally:
+        client.close()

@@ -17,14 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from warpforge_launch.jobs import (
-    ClusterInfo,
-    GpuType,
-    JobQuery,
-    JobState,
-    JobStatus,
-    NodeInfo,
-)
+from warpforge_launch.states import JobState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the job model is imported where it is built: `status` goes without it
+    from warpforge_launch.jobs import ClusterInfo, JobQuery, JobStatus
 
 RAY_STATES = {
     "PENDING": JobState.PENDING,
@@ -78,6 +75,14 @@ def ray_state(job: Mapping[str, Any]) -> tuple[JobState, str]:
 
 def to_status(job: Mapping[str, Any], job_id: str) -> JobStatus:
     """One Ray job record as a JobStatus under our job id."""
+    from warpforge_launch.jobs import JobStatus
+
+    return JobStatus(job_id=job_id, **status_fields(job))
+
+
+def status_fields(job: Mapping[str, Any]) -> dict[str, Any]:
+    """One Ray job record as JobStatus fields (no job id), for the scheduler and for the
+    job-model-free `status` path."""
     state, message = ray_state(job)
     start = from_ms(job.get("start_time"))
     end = from_ms(job.get("end_time"))
@@ -92,16 +97,15 @@ def to_status(job: Mapping[str, Any], job_id: str) -> JobStatus:
         "start_time": iso(start) if start else None,
         "end_time": iso(end) if end else None,
     }
-    return JobStatus(
-        job_id=job_id,
-        correlation_id=meta.get(CORRELATION_KEY) if isinstance(meta, Mapping) else None,
-        state=state,
-        state_changed_at=end or start or now,
-        node_name=urlsplit(str(job.get("driver_agent_http_address") or "")).hostname,
-        elapsed=(end or now) - start if start else None,
-        message=message,
-        scheduler_metadata={k: v for k, v in extra.items() if v is not None},
-    )
+    return {
+        "correlation_id": meta.get(CORRELATION_KEY) if isinstance(meta, Mapping) else None,
+        "state": state,
+        "state_changed_at": end or start or now,
+        "node_name": urlsplit(str(job.get("driver_agent_http_address") or "")).hostname,
+        "elapsed": (end or now) - start if start else None,
+        "message": message,
+        "scheduler_metadata": {k: v for k, v in extra.items() if v is not None},
+    }
 
 
 def submissions(jobs: Iterable[Mapping[str, Any]]) -> Iterable[tuple[str, Mapping[str, Any]]]:
@@ -195,6 +199,8 @@ def build_cluster_info(
     gpu_resources: Mapping[str, str],
 ) -> ClusterInfo:
     """Totals from /api/v0/nodes (exact resource names), free figures from cluster_status."""
+    from warpforge_launch.jobs import ClusterInfo, GpuType, NodeInfo
+
     vendor_of = {res: vendor for vendor, res in gpu_resources.items()}
     infos = []
     gpus_by_type: dict[str, int] = {}

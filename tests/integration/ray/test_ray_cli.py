@@ -210,3 +210,48 @@ def _ray_jobs(inventory):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"{url}/api/jobs/", timeout=10) as answer:
         return json.loads(answer.read())
+
+
+def test_status_of_a_running_job_without_the_job_model(inventory, model, black_hole_url,
+                                                        tmp_path):
+    """`status` of a RUNNING job: one GET, no job model loaded, the full path's output, the
+    fresh status recorded; a dashboard gone silent since costs one timeout, not two."""
+    import os
+    import sqlite3
+
+    from tests.helpers import assert_same_status, lean_and_full_status
+
+    job_id = submit(inventory, model, "--env", "WF_FAKE_SLEEP=120")
+    store = os.path.join(os.environ["WARPFORGE_HOME"], "jobs.sqlite3")
+    with sqlite3.connect(store) as db:
+        original = db.execute("SELECT config FROM jobs WHERE job_id = ?",
+                              (job_id,)).fetchone()[0]
+    try:
+        deadline = time.monotonic() + 60
+        while json.loads(cli(inventory, "--json", "status", job_id).stdout)["state"] != \
+                "RUNNING":
+            assert time.monotonic() < deadline, "never RUNNING"
+            time.sleep(0.5)
+        lean, heavy, stored, full = lean_and_full_status("--inventory", str(inventory),
+                                                         "--json", "status", job_id)
+        assert heavy == []
+        assert stored[job_id] == lean[0]  # recorded as printed
+        assert_same_status(lean, full)
+        assert lean[0]["scheduler_metadata"]["ray_status"] == "RUNNING"
+        assert lean[0]["correlation_id"] == full[0]["correlation_id"] is not None
+
+        with sqlite3.connect(store) as db:  # the job's cluster now accepts and never answers
+            config = json.loads(original)
+            config.update(dashboard_url=black_hole_url, request_timeout=REQUEST_TIMEOUT)
+            db.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
+                       (json.dumps(config), job_id))
+        t0 = time.monotonic()
+        done = cli(inventory, "status", job_id, timeout=30)
+        took = time.monotonic() - t0
+        assert done.returncode == 3, done.stderr
+        assert "timed out (request, 2 s)" in done.stderr and "Traceback" not in done.stderr
+        assert REQUEST_TIMEOUT * 0.9 <= took < REQUEST_TIMEOUT + MARGIN
+    finally:
+        with sqlite3.connect(store) as db:
+            db.execute("UPDATE jobs SET config = ? WHERE job_id = ?", (original, job_id))
+        cli(inventory, "cancel", job_id)
