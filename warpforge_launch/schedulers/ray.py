@@ -294,8 +294,7 @@ class RayScheduler(Scheduler):
         return rp.to_status(self._job(job_id), job_id)
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """Many jobs in one request (a few: one GET each on the warm connection); ids Ray
-        no longer knows are left out."""
+        """Many jobs with ONE ``GET /api/jobs/``; ids Ray no longer knows are left out."""
         from warpforge_launch.schedulers.ray_client import jobs_by_id
 
         sids = {self.native_id(j): j for j in job_ids}  # a bad id fails before any request

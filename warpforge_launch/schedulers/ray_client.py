@@ -9,11 +9,14 @@ scheduler instance (``submit --wait`` polls, ``cancel`` loops).
 Every call has a deadline: ``connect_timeout`` for the TCP connect and ``request_timeout``
 for the whole exchange after it, enforced by closing the socket, so a dashboard that accepts
 and never answers (or trickles bytes) gives exit 3 in time, never a hang.
+
+A ``one_shot`` client (`status` of live jobs: a GET or a few) sends each GET on a fresh
+connection through ``warpforge_launch.httpget`` and never imports ``http.client``, whose
+import costs more than the request.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
@@ -26,7 +29,8 @@ from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
 from warpforge_launch.schedulers.ray_parse import one_line, reduce_ray_error
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
-_DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# a kept-alive connection the server closed (http.client's RemoteDisconnected is one)
+_DROPPED = (ConnectionResetError, BrokenPipeError)
 STALE_AFTER_S = 4.0  # a POST never goes out on a connection idle this long (server may close)
 
 
@@ -56,6 +60,7 @@ class RayClient:
         request_timeout: float,
         headers: Mapping[str, str] | None = None,
         hint: str = "is the Ray head up?",
+        one_shot: bool = False,
     ) -> None:
         url = urlsplit(base_url)
         self.base_url = base_url.rstrip("/")
@@ -69,7 +74,8 @@ class RayClient:
                         **(headers or {})}
         self.hint = hint
         self.observers: list[Callable[[str, str], None]] = []  # (method, path) per request
-        self._conn: http.client.HTTPConnection | None = None
+        self.one_shot = one_shot
+        self._conn = None  # http.client.HTTPConnection
         self._idle_since = 0.0
 
     # --- the one public call ---------------------------------------------------------------
@@ -128,6 +134,8 @@ class RayClient:
                   headers: dict[str, str]) -> tuple[int, bytes]:
         for observe in self.observers:
             observe(method, path)
+        if self.one_shot and method == "GET" and body is None:
+            return self._get_once(path, headers)
         reused = self._conn is not None
         if reused and method not in IDEMPOTENT and \
                 time.monotonic() - self._idle_since > STALE_AFTER_S:
@@ -144,8 +152,27 @@ class RayClient:
                                             ) from None
                 reused = False
 
+    def _get_once(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        from warpforge_launch import httpget
+
+        tls = None
+        if self._https:
+            import ssl
+
+            tls = ssl.create_default_context()
+        try:
+            return httpget.get(self._host, self._port, self._prefix + path, headers,
+                               connect_timeout=self.connect_timeout,
+                               timeout=self.request_timeout, tls=tls)
+        except httpget.Timeout as exc:
+            raise self._timed_out("GET", path, exc.phase) from None
+        except httpget.Failed as exc:
+            raise self._unreachable("GET", path, one_line(str(exc))) from None
+
     def _once(self, method: str, path: str, body: bytes | None,
               headers: dict[str, str]) -> tuple[int, bytes]:
+        import http.client
+
         conn = self._connect(method, path)
         fired = threading.Event()
 
@@ -185,13 +212,15 @@ class RayClient:
         self._idle_since = time.monotonic()
         return response.status, data
 
-    def _connect(self, method: str, path: str) -> http.client.HTTPConnection:
+    def _connect(self, method: str, path: str):
+        import http.client
+
         if self._conn is not None:
             return self._conn
         if self._https:
             import ssl
 
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            conn = http.client.HTTPSConnection(
                 self._host, self._port, timeout=self.connect_timeout,
                 context=ssl.create_default_context())
         else:
@@ -222,7 +251,7 @@ class RayClient:
             hint=self.hint)
 
 
-def client_for(instance: str, config: Any) -> RayClient:
+def client_for(instance: str, config: Any, one_shot: bool = False) -> RayClient:
     """The client of one Ray scheduler instance; ``config`` is its settings with attribute
     access (a RayConfig, or a namespace of the config a job was stored with)."""
     headers = {}
@@ -231,7 +260,8 @@ def client_for(instance: str, config: Any) -> RayClient:
         headers[name.strip()] = auth_value(instance, value.strip())
     return RayClient(config.dashboard_url, connect_timeout=config.connect_timeout,
                      request_timeout=config.request_timeout, headers=headers,
-                     hint=f"is the Ray head up? check schedulers.{instance}.dashboard_url")
+                     hint=f"is the Ray head up? check schedulers.{instance}.dashboard_url",
+                     one_shot=one_shot)
 
 
 def auth_value(instance: str, template: str) -> str:
@@ -256,17 +286,18 @@ def auth_value(instance: str, template: str) -> str:
     return value
 
 
-# a few ids are asked for one by one (what `curl` of one job costs); more in one list
+# `status` asks for a few ids one by one (what `curl` of one job costs); more in one list
 FEW_JOBS = 4
 
 
-def jobs_by_id(client: RayClient, sids: list[str]) -> dict[str, dict]:
-    """Ray's records of the submissions ``sids`` it knows: one GET each over the kept-alive
-    connection for a few, else ONE ``GET /api/jobs/`` (its size grows with the cluster's
-    history, not with the question)."""
+def jobs_by_id(client: RayClient, sids: list[str], one_by_one: bool = False
+               ) -> dict[str, dict]:
+    """Ray's records of the submissions ``sids`` it knows: ONE ``GET /api/jobs/`` (a
+    refresh of many jobs, a sweep's), or with ``one_by_one`` one GET per id (the list's
+    size grows with the cluster's history, not with the question)."""
     from warpforge_launch.schedulers.ray_parse import submissions
 
-    if len(sids) <= FEW_JOBS:
+    if one_by_one:
         found = {}
         for sid in dict.fromkeys(sids):
             job = client.call("GET", f"/api/jobs/{sid}", missing_ok=True)
@@ -298,8 +329,10 @@ def live_statuses(instance: str, config: dict[str, Any], home: Any,
 
     if any(k not in config for k in _LIVE_KEYS) or not all(map(valid_submission_id, natives)):
         return None
-    client = client_for(instance, SimpleNamespace(**{k: config[k] for k in _LIVE_KEYS}))
+    client = client_for(instance, SimpleNamespace(**{k: config[k] for k in _LIVE_KEYS}),
+                        one_shot=True)
     try:
-        return {sid: status_fields(job) for sid, job in jobs_by_id(client, natives).items()}
+        found = jobs_by_id(client, natives, one_by_one=len(set(natives)) <= FEW_JOBS)
+        return {sid: status_fields(job) for sid, job in found.items()}
     finally:
         client.close()

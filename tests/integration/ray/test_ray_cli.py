@@ -240,6 +240,22 @@ def test_status_of_a_running_job_without_the_job_model(inventory, model, black_h
         assert lean[0]["scheduler_metadata"]["ray_status"] == "RUNNING"
         assert lean[0]["correlation_id"] == full[0]["correlation_id"] is not None
 
+        # more ids than a few: one list request instead of a GET each, the same answers
+        more = [submit(inventory, model, "--env", "WF_FAKE_SLEEP=120") for _ in range(4)]
+        everyone = [job_id, *more]
+        try:
+            while {d["state"] for d in json.loads(cli(inventory, "--json", "status",
+                                                      *everyone).stdout)} != {"RUNNING"}:
+                assert time.monotonic() < deadline + 90, "never all RUNNING"
+                time.sleep(0.5)
+            lean, heavy, stored, full = lean_and_full_status(
+                "--inventory", str(inventory), "--json", "status", *everyone)
+            assert heavy == [] and [d["job_id"] for d in lean] == everyone
+            assert_same_status(lean, full)
+        finally:
+            for other in more:
+                cli(inventory, "cancel", other)
+
         with sqlite3.connect(store) as db:  # the job's cluster now accepts and never answers
             config = json.loads(original)
             config.update(dashboard_url=black_hole_url, request_timeout=REQUEST_TIMEOUT)
