@@ -32,23 +32,28 @@ class Failed(Exception):
 
 
 def get(host: str, port: int, target: str, headers: dict[str, str], *,
-        connect_timeout: float, timeout: float, tls=None) -> tuple[int, bytes]:
-    """(status, body) of ``GET target``; ``tls`` is an ``ssl.SSLContext`` for https."""
+        connect_timeout: float, timeout: float, tls=None,
+        server_name: str | None = None) -> tuple[int, bytes]:
+    """(status, body) of ``GET target``; ``tls`` is an ``ssl.SSLContext`` for https, and
+    ``server_name`` the name its certificate is checked against (default ``host``). The
+    TCP connect and the TLS handshake share ``connect_timeout``."""
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout)
     except TimeoutError:
         raise Timeout("connect") from None
     except OSError as exc:
         raise Failed(str(exc) or type(exc).__name__) from None
-    deadline = time.monotonic() + timeout
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
-            sock.settimeout(timeout)
-            sock = tls.wrap_socket(sock, server_hostname=host)
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=sni_name(tls, server_name or host))
+            except TimeoutError:
+                raise Timeout("connect") from None
+        deadline = time.monotonic() + timeout
         lines = [f"GET {target} HTTP/1.1", f"Host: {_host_header(host, port, tls)}",
                  "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
-        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.settimeout(timeout)
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         raw = _read_all(sock, deadline)
     except TimeoutError:
@@ -122,3 +127,17 @@ def _dechunk(body: bytes) -> bytes:
 def _host_header(host: str, port: int, tls) -> str:
     name = f"[{host}]" if ":" in host else host
     return name if port == (443 if tls is not None else 80) else f"{name}:{port}"
+
+
+def sni_name(tls, name: str) -> str | None:
+    """The TLS server name to send: none for an address the certificate is not checked
+    against (SNI carries host names only)."""
+    if tls.check_hostname:
+        return name
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, name)
+            return None
+        except OSError:
+            pass
+    return name

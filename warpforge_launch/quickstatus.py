@@ -38,6 +38,7 @@ _ACTIVE = frozenset({"PENDING", "RUNNING"})
 # scheduler type -> "module:function" (instance, config dict, home, native ids) ->
 # {native id: JobStatus fields} or None (take the full path)
 LIVE = {
+    "kubernetes": "warpforge_launch.schedulers.kubernetes_watch:live_statuses",
     "ray": "warpforge_launch.schedulers.ray_client:live_statuses",
     "slurm": "warpforge_launch.schedulers.slurm_client:live_statuses",
 }

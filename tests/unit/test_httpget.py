@@ -75,6 +75,16 @@ def test_a_black_hole_times_out_within_the_deadline(black_hole):
     assert err.value.phase == "request" and 0.45 <= time.monotonic() - t0 < 1.5
 
 
+def test_a_tls_handshake_that_never_ends_is_a_connect_timeout(black_hole):
+    import ssl
+
+    t0 = time.monotonic()
+    with pytest.raises(httpget.Timeout) as err:
+        httpget.get("127.0.0.1", black_hole, "/", {}, connect_timeout=0.5, timeout=5,
+                    tls=ssl.create_default_context(), server_name="apiserver.test")
+    assert err.value.phase == "connect" and 0.45 <= time.monotonic() - t0 < 1.5
+
+
 def test_a_trickling_server_is_cut_at_the_deadline():
     """One byte every 0.1 s would keep a per-read timeout alive forever."""
     listener = socket.create_server(("127.0.0.1", 0))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from warpforge_launch.jobs import (
     SchedulerCapabilities,
 )
 from warpforge_launch.schedulers import kubernetes_state as ks
+from warpforge_launch.schedulers import kubernetes_watch as kw
 from warpforge_launch.schedulers.base import Scheduler, SubmissionPlan, Submitted
 from warpforge_launch.schedulers.kubernetes_config import VENDORS, KubernetesConfig
 
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 
 LOG_TAIL_LINES = 40
 CANCEL_WAIT_S = 90.0  # a stopped pod's removal can lag its containers by half a minute or more
-SELECT_BY_ID_UP_TO = 20  # a status of a few jobs selects them by id, not the whole instance
 
 
 class KubernetesScheduler(Scheduler):
@@ -138,16 +137,7 @@ class KubernetesScheduler(Scheduler):
                               correlation_id=submission.correlation_id)
 
     def _cache_dir(self) -> Path | None:
-        """``$WARPFORGE_HOME/cache/kubernetes`` (0700): resolved kubeconfigs, the compiled
-        template, the manifest shapes the schema passed; None when it cannot be made."""
-        path = self.home / "cache" / "kubernetes"
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if path.stat().st_mode & 0o077 or path.stat().st_uid != os.getuid():
-                return None
-        except OSError:
-            return None
-        return path
+        return kw.cache_dir(self.home)
 
     def _priority_class(self, priority: int) -> str | None:
         best, chosen = -1, None
@@ -160,43 +150,19 @@ class KubernetesScheduler(Scheduler):
 
     def _api(self) -> KubeClient:
         if self._client is None:
-            from warpforge_launch.schedulers import kubernetes_auth as auth
-            from warpforge_launch.schedulers.kubernetes_client import KubeClient
-
-            c = self.config
-            try:
-                if c.in_cluster:
-                    creds = auth.in_cluster()
-                else:
-                    creds = auth.from_kubeconfig(auth.kubeconfig_path(c.kubeconfig),
-                                                 c.context, self._cache_dir())
-            except UsageError as exc:
-                raise UsageError(f"schedulers.{self.name}: no usable Kubernetes credentials: "
-                                 f"{exc}", hint=exc.hint or "check kubeconfig and context "
-                                 "(or in_cluster)") from None
-            self._client = KubeClient(
-                creds, connect_timeout=c.connect_timeout, request_timeout=c.request_timeout,
-                rights_hint=f"the credentials of schedulers.{self.name} lack the rights "
-                f"(namespace {c.namespace!r}); see docs/kubernetes.md")
+            self._client = kw.client_for(self.name, self.config, self.home)
             self._client.observers.append(self.requests.append)
         return self._client
 
     def _path(self, plural: str, name: str | None = None) -> str:
-        group = "/apis/batch/v1" if plural == "jobs" else "/api/v1"
-        base = f"{group}/namespaces/{self.config.namespace}/{plural}"
-        return f"{base}/{name}" if name else base
+        return kw.api_path(self.config.namespace, plural, name)
 
     def _list(self, kind: str, selector: str) -> list[dict]:
-        answer = self._api().call("GET", self._path(kind), f"list {kind}",
-                                  query={"labelSelector": selector})
-        return answer.get("items") or []
+        return kw.lister(self._api(), self.config.namespace)(kind, selector)
 
     def _mine(self, job_ids: Sequence[str] = ()) -> str:
         """This instance's objects; a few wanted jobs are selected by id on the server."""
-        selector = f"{ks.LABEL_INSTANCE}={self.name}"
-        if 0 < len(job_ids) <= SELECT_BY_ID_UP_TO:
-            selector += f",{ks.LABEL_JOB_ID} in ({','.join(sorted(set(job_ids)))})"
-        return selector
+        return kw.selector(self.name, job_ids)
 
     # --- submit -------------------------------------------------------------------------------
 
@@ -288,46 +254,11 @@ class KubernetesScheduler(Scheduler):
     # --- watch --------------------------------------------------------------------------------
 
     def _observe(self, job_ids: Sequence[str]) -> dict[str, tuple[ks.Observed, dict | None]]:
-        """Observations of the wanted jobs: one pod list, plus one Job list when a pod cannot
-        tell (no pod yet, or a pod that ended or is being removed)."""
-        wanted = set(job_ids)
-        by_job: dict[str, list[dict]] = {}
-        for pod in self._list("pods", self._mine(job_ids)):
-            jid = ((pod.get("metadata") or {}).get("labels") or {}).get(ks.LABEL_JOB_ID)
-            if jid in wanted:
-                by_job.setdefault(jid, []).append(pod)
-        out: dict[str, tuple[ks.Observed, dict | None]] = {}
-        undecided = set()
-        for jid in wanted:
-            pod = ks.newest_pod(by_job.get(jid, ()))
-            phase = ((pod or {}).get("status") or {}).get("phase")
-            if pod and phase in ("Pending", "Running") and not pod["metadata"].get(
-                    "deletionTimestamp") and jid not in self._cancelled:
-                out[jid] = (ks.job_state({}, [pod]), pod)  # the pod carries the labels too
-            else:
-                undecided.add(jid)
-        if undecided:
-            for job in self._list("jobs", self._mine(sorted(undecided))):
-                jid = (job["metadata"].get("labels") or {}).get(ks.LABEL_JOB_ID)
-                if jid in undecided:
-                    out[jid] = (ks.job_state(job, by_job.get(jid, ())), job)
-        for jid in undecided - set(out):
-            if jid in self._cancelled:
-                out[jid] = (ks.Observed(JobState.CANCELLED, "cancelled: the Job was deleted "
-                                        "with its pods"), None)
-        return out
+        return kw.observe(self._list, self.name, job_ids, self._cancelled)
 
     def _status(self, job_id: str, seen: ks.Observed, obj: dict | None) -> JobStatus:
-        """``obj``: the Job, or the pod that decided the state (both carry our labels)."""
-        now = datetime.now(UTC)
-        labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-        elapsed = ((seen.ended or now) - seen.started) if seen.started else None
-        extra = {"namespace": self.config.namespace, "job": self.native_id(job_id),
-                 "pod": seen.pod, "exit_code": seen.exit_code}
-        return JobStatus(job_id=job_id, correlation_id=labels.get(ks.LABEL_CORRELATION_ID),
-                         state=seen.state, state_changed_at=seen.ended or seen.started or now,
-                         node_name=seen.node, elapsed=elapsed, message=seen.message,
-                         scheduler_metadata={k: v for k, v in extra.items() if v is not None})
+        return JobStatus(job_id=job_id, **kw.status_fields(
+            self.config.namespace, self.native_id(job_id), seen, obj))
 
     def status(self, job_id: str) -> JobStatus:
         self.native_id(job_id)

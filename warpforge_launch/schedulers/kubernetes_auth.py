@@ -13,10 +13,10 @@ removed gcp/azure/oidc plugins) are refused with a hint, as lightkube and kubect
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import zlib
+from collections import namedtuple
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,24 +27,20 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 CACHE_VERSION = 1
 
 
-@dataclasses.dataclass(frozen=True)
-class Credentials:
-    """What a request needs: where the apiserver is, how to trust it, who we are."""
+class Credentials(namedtuple("Credentials", (
+        "server", "ca_file", "ca_data", "insecure", "tls_server_name", "token", "token_file",
+        "cert_file", "key_file", "cert_data", "key_data", "username", "password", "exec_json"),
+        defaults=(None, None, False, *[None] * 10))):
+    """What a request needs: where the apiserver is, how to trust it (ca_file, or ca_data:
+    base64 of PEM as in a kubeconfig; insecure; tls_server_name), who we are (token or
+    token_file, a client certificate as files or base64 data, username/password, or the
+    exec plugin's section as JSON). A named tuple: hashable, and cheap to define on the
+    `status` path."""
 
-    server: str
-    ca_file: str | None = None
-    ca_data: str | None = None  # base64 of PEM, as in a kubeconfig
-    insecure: bool = False
-    tls_server_name: str | None = None
-    token: str | None = None
-    token_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    cert_data: str | None = None  # base64 of PEM
-    key_data: str | None = None
-    username: str | None = None
-    password: str | None = None
-    exec_json: str | None = None  # the user's exec section as JSON (hashable)
+    __slots__ = ()
+
+    def __repr__(self) -> str:  # never the token, password or key in a log or traceback
+        return f"Credentials(server={self.server!r}, ...)"
 
     def bearer(self) -> str | None:
         if self.token_file:
@@ -81,7 +77,7 @@ def from_kubeconfig(path: str, context: str | None, cache_dir: Path | None) -> C
     creds = _resolve(_read_yaml(path), path, context)
     if cached is not None:
         _write_private(cached, json.dumps({"stamp": stamp,
-                                           "credentials": dataclasses.asdict(creds)}))
+                                           "credentials": creds._asdict()}))
     return creds
 
 

@@ -12,6 +12,10 @@ Deadlines: ``connect_timeout`` bounds the TCP connect and the TLS handshake (a l
 accepts and never answers is a timeout, not a hang); ``request_timeout`` bounds the whole
 exchange after it. A followed log stream has no overall deadline (it ends with the
 container); TCP keep-alives detect a peer that vanished.
+
+A ``one_shot`` client (`status` of live jobs: one list request or two) sends each GET on a
+fresh connection through ``warpforge_launch.httpget`` and never imports ``http.client``,
+whose import costs more than the request.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
 from warpforge_launch.schedulers.kubernetes_auth import Credentials, run_exec_plugin, ssl_context
-from warpforge_launch.schedulers.kubernetes_http import Connection, Dropped
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from warpforge_launch.schedulers.kubernetes_http import Connection
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 UNREACHABLE_HINT = "is the apiserver up? check the kubeconfig's server"
@@ -38,7 +45,7 @@ class KubeClient:
     """Requests to one apiserver as one identity; ``observers`` see "METHOD path?query"."""
 
     def __init__(self, creds: Credentials, *, connect_timeout: float, request_timeout: float,
-                 rights_hint: str) -> None:
+                 rights_hint: str, one_shot: bool = False) -> None:
         url = urlsplit(creds.server)
         self.creds = creds
         self.server = creds.server
@@ -49,6 +56,7 @@ class KubeClient:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.rights_hint = rights_hint
+        self.one_shot = one_shot
         self.observers: list[Callable[[str], None]] = []
         self._conn: Connection | None = None
         self._exec_status: dict[str, Any] | None = None
@@ -150,6 +158,10 @@ class KubeClient:
 
     def _retrying(self, method: str, target: str, body: bytes | None,
                   headers: dict[str, str], what: str) -> tuple[int, bytes]:
+        if self.one_shot and method == "GET" and body is None:
+            return self._get_once(target, headers, what)
+        from warpforge_launch.schedulers.kubernetes_http import Dropped
+
         reused = self._conn is not None
         while True:
             try:
@@ -160,8 +172,24 @@ class KubeClient:
                     raise self._unreachable(what, "connection closed by the server") from None
                 reused = False
 
+    def _get_once(self, target: str, headers: dict[str, str], what: str
+                  ) -> tuple[int, bytes]:
+        from warpforge_launch import httpget
+
+        try:
+            return httpget.get(self._host, self._port, target, headers,
+                               connect_timeout=self.connect_timeout,
+                               timeout=self.request_timeout, tls=self._tls(),
+                               server_name=self.creds.tls_server_name)
+        except httpget.Timeout as exc:
+            raise self._timed_out(exc.phase, what) from None
+        except httpget.Failed as exc:
+            raise self._unreachable(what, _one_line(exc)) from None
+
     def _once(self, method: str, target: str, body: bytes | None, headers: dict[str, str],
               what: str) -> tuple[int, bytes]:
+        from warpforge_launch.schedulers.kubernetes_http import Dropped
+
         conn = self._conn or self._connect(what)
         try:
             response = conn.send(method, target, headers, body,
@@ -183,15 +211,19 @@ class KubeClient:
         self._conn = self._open(what)
         return self._conn
 
+    def _tls(self):
+        """The TLS context of this cluster and identity (None for plain HTTP)."""
+        if not self._https:
+            return None
+        exec_cert = None
+        if self.creds.exec_json and self._exec().get("clientCertificateData"):
+            exec_cert = (self._exec()["clientCertificateData"], self._exec()["clientKeyData"])
+        return ssl_context(self.creds, exec_cert)
+
     def _open(self, what: str) -> Connection:
-        context = None
-        if self._https:
-            exec_cert = None
-            if self.creds.exec_json and self._exec().get("clientCertificateData"):
-                exec_cert = (self._exec()["clientCertificateData"],
-                             self._exec()["clientKeyData"])
-            context = ssl_context(self.creds, exec_cert)
-        conn = Connection(self._host, self._port, ssl_context=context,
+        from warpforge_launch.schedulers.kubernetes_http import Connection
+
+        conn = Connection(self._host, self._port, ssl_context=self._tls(),
                           server_name=self.creds.tls_server_name)
         try:
             conn.connect(self.connect_timeout)  # TCP and the TLS handshake

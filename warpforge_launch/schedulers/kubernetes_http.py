@@ -56,10 +56,11 @@ class Connection:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
-                name = self.server_name or self.host
-                if not self.ssl_context.check_hostname and _is_ip(name):
-                    name = None  # no SNI for an address
-                sock = self.ssl_context.wrap_socket(sock, server_hostname=name)
+                from warpforge_launch.httpget import sni_name
+
+                sock = self.ssl_context.wrap_socket(
+                    sock, server_hostname=sni_name(self.ssl_context,
+                                                   self.server_name or self.host))
         except BaseException:
             sock.close()
             raise
@@ -120,13 +121,3 @@ class Connection:
         if left <= 0:
             raise TimeoutError("deadline passed")
         self.sock.settimeout(left)
-
-
-def _is_ip(host: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return True
-        except OSError:
-            pass
-    return False

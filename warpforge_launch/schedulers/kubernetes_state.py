@@ -8,12 +8,16 @@ controller decides it was a deadline (TIMEOUT), and a terminal state is never re
 from __future__ import annotations
 
 import re
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from warpforge_launch.jobs import ClusterInfo, GpuType, JobState, NodeInfo
+from warpforge_launch.states import JobState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # built where needed: `status` goes without the job model
+    from warpforge_launch.jobs import ClusterInfo
 
 ANNOTATION_CANCELLED = "warpforge.io/cancelled-at"
 LABEL_JOB_ID = "warpforge.io/job-id"
@@ -29,17 +33,10 @@ _SCALE = {"": 1, "m": 1e-3, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
 
 
-@dataclass(frozen=True)
-class Observed:
-    """What one Job and its newest pod say."""
-
-    state: JobState
-    message: str
-    exit_code: int | None = None
-    node: str | None = None
-    started: datetime | None = None
-    ended: datetime | None = None
-    pod: str | None = None
+# What one Job and its newest pod say: state (a JobState), message, exit_code, node,
+# started/ended (datetimes) and the pod's name. A named tuple: `status` defines no dataclass.
+Observed = namedtuple("Observed", ("state", "message", "exit_code", "node", "started", "ended",
+                                   "pod"), defaults=(None, None, None, None, None))
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -177,6 +174,8 @@ def gpu_capacity(nodes: Iterable[Mapping[str, Any]], resource: str,
 
 def build_cluster_info(name: str, version: str, nodes: list[Mapping[str, Any]],
                        gpu_resources: Mapping[str, str]) -> ClusterInfo:
+    from warpforge_launch.jobs import ClusterInfo, GpuType, NodeInfo
+
     infos, gpus_by_type, free = [], {}, {}
     ready = 0
     for node in nodes:
