@@ -35,7 +35,7 @@ STATUS_FIELDS = frozenset({"job_id", "correlation_id", "state", "state_changed_a
                            "node_name", "elapsed", "message", "scheduler_metadata"})
 _FINAL = frozenset(s.value for s in TERMINAL_STATES)
 _ACTIVE = frozenset({"PENDING", "RUNNING"})
-# scheduler type -> "module:function" (instance, config dict, home, native ids) ->
+# scheduler type -> "module:function" (instance, config dict, home dir, native ids) ->
 # {native id: JobStatus fields} or None (take the full path)
 LIVE = {
     "kubernetes": "warpforge_launch.schedulers.kubernetes_watch:live_statuses",
@@ -113,13 +113,13 @@ def _rows(db: sqlite3.Connection, ids: list[str]) -> list[tuple] | None:
 
 def _refresh(live: dict[tuple[str, str, str], list[tuple]]) -> dict[str, dict] | None:
     """One lean backend call per (instance, type, config); None if any job is missing."""
-    from warpforge_launch.storefile import home
+    from warpforge_launch.storefile import home_dir
 
     fresh: dict[str, dict] = {}
     for (instance, type_name, config), rows in live.items():
         module, _, name = LIVE[type_name].partition(":")
         refresh = getattr(importlib.import_module(module), name)
-        got = refresh(instance, json.loads(config), home(), [r[3] for r in rows])
+        got = refresh(instance, json.loads(config), home_dir(), [r[3] for r in rows])
         if got is None:
             return None
         for row in rows:

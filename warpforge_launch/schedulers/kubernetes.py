@@ -254,7 +254,8 @@ class KubernetesScheduler(Scheduler):
     # --- watch --------------------------------------------------------------------------------
 
     def _observe(self, job_ids: Sequence[str]) -> dict[str, tuple[ks.Observed, dict | None]]:
-        return kw.observe(self._list, self.name, job_ids, self._cancelled)
+        return kw.observe(kw.lister(self._api(), self.config.namespace, cached=True),
+                          self.name, job_ids, self._cancelled)
 
     def _status(self, job_id: str, seen: ks.Observed, obj: dict | None) -> JobStatus:
         return JobStatus(job_id=job_id, **kw.status_fields(

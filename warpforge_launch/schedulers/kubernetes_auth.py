@@ -19,9 +19,12 @@ import zlib
 from collections import namedtuple
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from warpforge_launch.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: `status` goes without importing typing
+    from typing import Any
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 CACHE_VERSION = 1

@@ -24,7 +24,6 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
@@ -32,6 +31,8 @@ from warpforge_launch.schedulers.kubernetes_auth import Credentials, run_exec_pl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from warpforge_launch.schedulers.kubernetes_http import Connection
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})

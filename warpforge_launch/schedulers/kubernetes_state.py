@@ -11,12 +11,13 @@ import re
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from warpforge_launch.states import JobState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # built where needed: `status` goes without the job model
+    from typing import Any
+
     from warpforge_launch.jobs import ClusterInfo
 
 ANNOTATION_CANCELLED = "warpforge.io/cancelled-at"

@@ -22,11 +22,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
 from warpforge_launch.schedulers.ray_parse import one_line, reduce_ray_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: `status` goes without importing typing
+    from typing import Any
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 # a kept-alive connection the server closed (http.client's RemoteDisconnected is one)
@@ -319,7 +322,7 @@ def jobs_by_id(client: RayClient, sids: list[str], one_by_one: bool = False
 _LIVE_KEYS = ("dashboard_url", "connect_timeout", "request_timeout", "auth_header")
 
 
-def live_statuses(instance: str, config: dict[str, Any], home: Any,
+def live_statuses(instance: str, config: dict[str, Any], home: str,
                   natives: list[str]) -> dict[str, dict[str, Any]] | None:
     """JobStatus fields by submission id for the jobs Ray knows, without the job model (the
     `status` path). None when the stored config or an id is not what the scheduler takes."""

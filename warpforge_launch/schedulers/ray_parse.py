@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from warpforge_launch.states import JobState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the job model is imported where it is built: `status` goes without it
+    from typing import Any
+
     from warpforge_launch.jobs import ClusterInfo, JobQuery, JobStatus
 
 RAY_STATES = {

@@ -12,7 +12,6 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from warpforge_launch.errors import InfrastructureError
 from warpforge_launch.schedulers import slurm_parse as sp
@@ -22,6 +21,10 @@ from warpforge_launch.schedulers.slurm_transport import (
     SshTransport,
     Transport,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: `status` goes without importing typing
+    from typing import Any
 
 NATIVE_ID = re.compile(r"^\d+(?:_\d+)?$")  # a job, or an array task <job>_<task>
 _UNREACHABLE = ("unable to contact slurm controller", "socket timed out",
@@ -88,7 +91,7 @@ _WATCH_KEYS = ("login_host", "login_port", "login_user", "identity_file", "known
                "control_persist_seconds", "command_timeout", "slurm_conf", "max_poll_interval")
 
 
-def live_statuses(instance: str, config: dict[str, Any], home: Path,
+def live_statuses(instance: str, config: dict[str, Any], home: str,
                   natives: list[str]) -> dict[str, dict[str, Any]] | None:
     """JobStatus fields by native id for the jobs Slurm knows: the scheduler's own batched
     refresh (one squeue, one sacct for what left it), without the job model. None when the
@@ -100,10 +103,10 @@ def live_statuses(instance: str, config: dict[str, Any], home: Path,
     if any(k not in config for k in _WATCH_KEYS) or not all(map(NATIVE_ID.match, natives)):
         return None
     cfg = SimpleNamespace(**{k: config[k] for k in _WATCH_KEYS})
-    transport = transport_for(cfg, home)
+    transport = transport_for(cfg, Path(home))
     try:
         watcher = SlurmWatcher(lambda argv, **kw: run(cfg, transport, argv, **kw),
-                               home / "slurm" / f"{instance}.json", cfg.max_poll_interval)
+                               Path(home, "slurm", f"{instance}.json"), cfg.max_poll_interval)
         return {n: sp.status_fields(r) for n, r in watcher.records(natives).items()}
     finally:
         transport.close()
