@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 from warpforge_launch.errors import InfrastructureError
 from warpforge_launch.schedulers import slurm_parse as sp
@@ -32,13 +31,13 @@ _UNREACHABLE = ("unable to contact slurm controller", "socket timed out",
                 "slurm_persist_conn_open", "unable to establish")
 
 
-def transport_for(config: Any, home: Path) -> Transport:
+def transport_for(config: Any, home: str | os.PathLike) -> Transport:
     """The login node over SSH when ``login_host`` is set, else the clients here."""
     if config.login_host:
         return SshTransport(
             config.login_host, port=config.login_port, user=config.login_user,
             identity_file=config.identity_file, known_hosts_file=config.known_hosts_file,
-            control_dir=home / "ssh", control_persist=config.control_persist_seconds,
+            control_dir=os.path.join(home, "ssh"), control_persist=config.control_persist_seconds,
             connect_timeout=min(10.0, config.command_timeout))
     return LocalTransport()
 
@@ -103,10 +102,11 @@ def live_statuses(instance: str, config: dict[str, Any], home: str,
     if any(k not in config for k in _WATCH_KEYS) or not all(map(NATIVE_ID.match, natives)):
         return None
     cfg = SimpleNamespace(**{k: config[k] for k in _WATCH_KEYS})
-    transport = transport_for(cfg, Path(home))
+    transport = transport_for(cfg, home)
     try:
         watcher = SlurmWatcher(lambda argv, **kw: run(cfg, transport, argv, **kw),
-                               Path(home, "slurm", f"{instance}.json"), cfg.max_poll_interval)
+                               os.path.join(home, "slurm", f"{instance}.json"),
+                               cfg.max_poll_interval)
         return {n: sp.status_fields(r) for n, r in watcher.records(natives).items()}
     finally:
         transport.close()

@@ -15,9 +15,12 @@ import signal
 import subprocess
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 from warpforge_launch.errors import InfrastructureError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # what a client call returned (a named tuple: the `status` path defines no dataclass)
 Completed = namedtuple("Completed", ("returncode", "stdout", "stderr"))
@@ -158,8 +161,8 @@ class SshTransport(Transport):
 
     def __init__(self, host: str, *, port: int = 22, user: str | None = None,
                  identity_file: str | None = None, known_hosts_file: str | None = None,
-                 control_dir: Path, control_persist: int = 600, connect_timeout: float = 10,
-                 ssh_binary: str = "ssh"):
+                 control_dir: str | os.PathLike, control_persist: int = 600,
+                 connect_timeout: float = 10, ssh_binary: str = "ssh"):
         if not host or host.startswith("-") or any(c.isspace() or ord(c) < 32 for c in host):
             raise UsageError(f"login host {host!r} is not a host name")
         if user is not None and (not user or user.startswith("-") or
@@ -167,6 +170,8 @@ class SshTransport(Transport):
             raise UsageError(f"login user {user!r} is not a user name")
         self.host, self.port, self.user = host, port, user
         self.identity_file, self.known_hosts_file = identity_file, known_hosts_file
+        from pathlib import Path  # here: the local clients' `status` path goes without it
+
         self.control_dir = Path(control_dir)
         self.control_persist = control_persist
         self.connect_timeout = connect_timeout

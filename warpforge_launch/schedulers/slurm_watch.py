@@ -11,10 +11,10 @@ then on ``scontrol -o show job`` replaces squeue and sacct.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from warpforge_launch.errors import InfrastructureError
 from warpforge_launch.schedulers import slurm_parse as sp
@@ -33,9 +33,10 @@ class _AccountingDown(Exception):
 class SlurmWatcher:
     """Batched, cached status of one Slurm instance's jobs, by native id."""
 
-    def __init__(self, run: Runner, state_file: Path, max_poll_interval: float = 30.0):
+    def __init__(self, run: Runner, state_file: str | os.PathLike,
+                 max_poll_interval: float = 30.0):
         self._run = run
-        self._state_file = Path(state_file)
+        self._state_file = os.fspath(state_file)  # a str: pathlib costs `status` 7 ms
         self.max_poll_interval = max_poll_interval
         self._terminal: dict[str, sp.SlurmRecord] = {}
         self._last: dict[str, tuple[float, sp.SlurmRecord]] = {}
@@ -46,16 +47,17 @@ class SlurmWatcher:
         """True/False once known (remembered across processes), None before the first sacct."""
         if self._accounting is None:
             try:
-                self._accounting = json.loads(self._state_file.read_text())["accounting"]
+                with open(self._state_file) as fh:
+                    self._accounting = json.load(fh)["accounting"]
             except (OSError, ValueError, KeyError, TypeError):
                 return None
         return self._accounting
 
     def remember_accounting(self, enabled: bool) -> None:
         self._accounting = enabled
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
-        self._state_file.write_text(json.dumps(
-            {"accounting": enabled, "checked_at": datetime.now(UTC).isoformat()}))
+        os.makedirs(os.path.dirname(self._state_file), exist_ok=True)
+        with open(self._state_file, "w") as fh:
+            json.dump({"accounting": enabled, "checked_at": datetime.now(UTC).isoformat()}, fh)
 
     # -- refresh --------------------------------------------------------------------------------
     def interval(self, rec: sp.SlurmRecord) -> float:
