@@ -150,6 +150,9 @@ def _record(db: sqlite3.Connection, fresh: dict[str, dict]) -> None:
     if not fresh:
         return
     now = datetime.now(UTC).isoformat()
+    # WAL without an fsync per commit: a power cut can only lose this refresh, which the
+    # next status repeats (the store is in WAL mode from its creation)
+    db.execute("PRAGMA synchronous = NORMAL")
     db.execute("BEGIN IMMEDIATE")
     try:
         db.executemany(STATUS_UPDATE_SQL, [(d["state"], json.dumps(d), now, job_id)
