@@ -369,13 +369,18 @@ def _hints_file() -> Path:
     return manifests.state_dir() / "lab" / "releases.json"
 
 
-def _hint_key(box: BoxLike, install_dir: str) -> str:
+def hint_key(box: BoxLike, install_dir: str) -> str:
     return f"{box.user or ''}@{box.host}:{box.port}:{install_dir}"
 
 
 def last_release(box: BoxLike, install_dir: str) -> str | None:
+    return recorded_release(hint_key(box, install_dir))
+
+
+def recorded_release(key: str) -> str | None:
+    """The release this machine last left the box of `key` (hint_key) on, if any."""
     try:
-        return json.loads(_hints_file().read_text()).get(_hint_key(box, install_dir))
+        return json.loads(_hints_file().read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -389,7 +394,7 @@ def remember_release(box: BoxLike, install_dir: str, release: str | None) -> Non
                 hints = json.loads(path.read_text())
             except (OSError, ValueError):
                 hints = {}
-            hints[_hint_key(box, install_dir)] = release
+            hints[hint_key(box, install_dir)] = release
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(hints))
             os.replace(tmp, path)
