@@ -56,12 +56,13 @@ def test_the_fingerprint_follows_what_the_plan_was_computed_from(inv, tmp_path, 
 
 
 def test_the_plan_is_private_and_holds_probe_lines_only(inv):
-    quickpush.remember(request(inv), boxes(), Options(keep=4), "/srv/dist")
+    quickpush.remember(request(inv), boxes(), Options(), "/srv/dist")
     path = plan_file(inv)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert not os.stat(os.path.dirname(path)).st_mode & 0o077
     plan = json.loads(open(path).read())
-    assert plan["dist"] == "/srv/dist" and plan["keep"] == 4
+    assert plan["dist"] == "/srv/dist" and plan["timeout"] == Options().timeouts.connect + \
+        Options().timeouts.command
     b1, here, bad = plan["boxes"]
     assert b1["name"] == "b1" and b1["install_dir"] == "/opt/wf-x" and b1["argv"][0] == "ssh"
     assert "127.0.0.21" in " ".join(b1["argv"]) and b1["hint"].endswith(":2221:/opt/wf-x")

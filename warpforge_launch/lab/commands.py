@@ -137,10 +137,10 @@ def distribute(*, boxes="", inventory="", dist="", keep=None, accept_new=False, 
 
 
 def _show_distribute(results, as_json: bool) -> int:
-    from warpforge_launch.lab import releases, report
+    from warpforge_launch.lab import pushresult, report
 
     report.print_json(results) if as_json else report.distribute_table(results)
-    return releases.exit_code(results)
+    return pushresult.exit_code(results)
 
 
 @_guard

@@ -54,9 +54,8 @@ def probe_argv(box, install_dir: str, opts) -> list[str]:
 class Probe:
     """The state probe of one box, started now and read by ``unchanged``."""
 
-    def __init__(self, name: str, install_dir: str, argv: list[str], *, keep: int,
-                 timeout: float):
-        self.name, self.install_dir, self.keep, self.timeout = name, install_dir, keep, timeout
+    def __init__(self, name: str, install_dir: str, argv: list[str], *, timeout: float):
+        self.name, self.install_dir, self.timeout = name, install_dir, timeout
         self.t0 = time.time()
         # its few lines are read once, at the end (communicate): no reader threads to start
         try:
@@ -67,7 +66,7 @@ class Probe:
 
     @classmethod
     def of(cls, box, install_dir: str, opts) -> Probe:
-        return cls(box.name, install_dir, probe_argv(box, install_dir, opts), keep=opts.keep,
+        return cls(box.name, install_dir, probe_argv(box, install_dir, opts),
                    timeout=opts.timeouts.connect + opts.timeouts.command)
 
     def cancel(self) -> None:
@@ -93,10 +92,9 @@ class Probe:
         state = parse_state(said.decode(errors="replace"))
         if state.current_foreign or state.bin_foreign or state.stale:
             return None  # the full way refuses, or sweeps and says so
-        d = pushplan.decide(state, m, keep=self.keep, suffix="-")
-        if d.action != pushplan.UNCHANGED:
+        if not pushplan.is_current(state, m):  # what decide() calls unchanged
             return None
-        r = result_type(self.name, action="unchanged", release=d.release,
+        r = result_type(self.name, action="unchanged", release=state.current,
                         previous=state.current, locked=(self.t0, t1))
         r.notes += [f"left alone (not made by warpforge): {self.install_dir}/releases/{n}"
                     for n in state.foreign]

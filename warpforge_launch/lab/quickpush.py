@@ -4,7 +4,7 @@ once.
 With nothing to send, `invoke distribute` is one login per box and one look at its state
 (noopcheck). The full way reaches those logins only after reading the inventory and
 importing the push machinery. So, per command, the full way leaves behind what it computed
-for it (each box's probe command line, the dist dir, the releases kept) in the state dir
+for it (each box's probe command line, the dist dir, the probes' deadline) in the state dir
 (0600; command lines and paths, no secret), with a digest of everything that was computed
 from: the command's arguments, the working directory, the environment the inventory reads,
 every file the inventory could have come from, and this package's sources. A run with the
@@ -77,7 +77,7 @@ def _private(path: str) -> bool:
 
 def remember(request: dict, boxes, opts, dist) -> None:
     """Keep what the full way computed for this command; trouble only costs the shortcut."""
-    from warpforge_launch.lab import noopcheck, releases
+    from warpforge_launch.lab import noopcheck, pushresult
     from warpforge_launch.lab.boxstate import check_install_dir
 
     digest = fingerprint(request)
@@ -90,11 +90,11 @@ def remember(request: dict, boxes, opts, dist) -> None:
             d = check_install_dir(box.name, box.install_dir)
             if noopcheck.usable(box, opts):
                 row.update(install_dir=d, argv=noopcheck.probe_argv(box, d, opts),
-                           hint=releases.hint_key(box, d))
+                           hint=pushresult.hint_key(box, d))
         except LaunchError:
             pass  # the full way says what is wrong with this box, every time
         rows.append(row)
-    plan = {"fingerprint": digest, "dist": str(dist), "keep": opts.keep,
+    plan = {"fingerprint": digest, "dist": str(dist),
             "timeout": opts.timeouts.connect + opts.timeouts.command, "boxes": rows}
     target = _file(request)
     tmp = f"{target}.{os.getpid()}.tmp"
@@ -123,8 +123,7 @@ class Quick:
             for row in plan["boxes"]:
                 if row.get("argv"):
                     self.probes[row["name"]] = Probe(row["name"], row["install_dir"],
-                                                     row["argv"], keep=plan["keep"],
-                                                     timeout=plan["timeout"])
+                                                     row["argv"], timeout=plan["timeout"])
         except BaseException:
             self.close()
             raise
@@ -134,16 +133,17 @@ class Quick:
         from pathlib import Path
 
         from warpforge_launch.lab import manifest as manifests
-        from warpforge_launch.lab import pushplan, releases
+        from warpforge_launch.lab import pushplan, pushresult
 
         found = {}
         try:
             dist = manifests.check_dist(Path(self.plan["dist"]))
-            m = manifests.scan(dist, cache=manifests.default_cache(dist))
+            m = manifests.summary(dist, cache=manifests.default_cache(dist))
             for row in self.plan["boxes"]:
                 probe = self.probes.get(row["name"])
-                last = pushplan.release_hash(releases.recorded_release(row.get("hint")) or "")
-                r = probe.unchanged(m, releases.BoxResult) if probe and last == m.hash else None
+                last = pushresult.recorded_release(row.get("hint")) or ""
+                r = (probe.unchanged(m, pushresult.BoxResult)
+                     if probe and pushplan.release_hash(last) == m.hash else None)
                 if r is not None:
                     r.seconds = time.monotonic() - self.t0
                     found[r.box] = r
