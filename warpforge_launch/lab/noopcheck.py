@@ -57,10 +57,10 @@ class Probe:
     def __init__(self, name: str, install_dir: str, argv: list[str], *, timeout: float):
         self.name, self.install_dir, self.timeout = name, install_dir, timeout
         self.t0 = time.time()
-        # its few lines are read once, at the end (communicate): no reader threads to start
+        # read once it has spoken (``said``): no reader threads to start
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         except OSError as e:
             raise LaunchError(f"box {name}: cannot run {argv[0]}: {e}") from e
 
@@ -71,23 +71,40 @@ class Probe:
 
     def cancel(self) -> None:
         """Not needed (or done): end our ssh client (the box's side ends with the
-        connection)."""
+        connection, and the lock with it)."""
         if self.proc.returncode is None:
             self.proc.kill()
             self.proc.communicate()
+
+    def said(self, marker: bytes) -> bytes | None:
+        """What the box printed before `marker`, read as soon as the marker arrives (the
+        connection's teardown is not waited for); None if it never came in time."""
+        import os
+        import selectors
+
+        out, end = bytearray(), time.monotonic() + self.timeout
+        fd = self.proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while marker not in out:
+                left = end - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    return None
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return None
+                out += chunk
+        return bytes(out.partition(marker)[0])
 
     def unchanged(self, m, result_type):
         """A BoxResult "unchanged" when the box is on m's release, else None."""
         from warpforge_launch.lab import pushplan
         from warpforge_launch.lab.boxstate import LOCKED, parse_state
 
-        try:
-            out, _ = self.proc.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            return None  # cancel() ends it
+        said = self.said(LOCKED + b"\n")  # the last line the probe prints: all went well
         t1 = time.time()
-        said, marker, _ = out.partition(LOCKED + b"\n")
-        if self.proc.returncode != 0 or not marker:
+        self.cancel()
+        if said is None:
             return None
         state = parse_state(said.decode(errors="replace"))
         if state.current_foreign or state.bin_foreign or state.stale:
