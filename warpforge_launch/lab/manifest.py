@@ -220,4 +220,6 @@ def state_dir() -> Path:
 def default_cache(dist: Path) -> Path:
     """Where the hash cache of a dist lives (per dist path, under the state dir)."""
     key = hashlib.sha256(str(Path(dist).resolve()).encode()).hexdigest()[:16]
-    return state_dir() / "cache" / f"dist-{key}.json"
+    # "-2": entries [size, mtime, inode, ctime, digest]; a file of the older layout (no
+    # ctime) is left to the versions that read it that way
+    return state_dir() / "cache" / f"dist-{key}-2.json"
