@@ -168,8 +168,9 @@ def start(request: dict) -> Quick | None:
             plan = json.load(f)
         if plan.get("fingerprint") != fingerprint(request):
             return None
-        if not all(row.get("argv", ["ssh"])[0] == "ssh" for row in plan["boxes"]):
-            return None
+        lines = [row["argv"] for row in plan["boxes"] if row.get("argv")]
+        if not lines or any(line[0] != "ssh" for line in lines):
+            return None  # nothing a probe can answer, or not a plan we wrote
         return Quick(plan)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, LaunchError):
         return None  # no plan, an unreadable one, or no ssh client: the full way
