@@ -66,8 +66,11 @@ _LAB_HELP = {"boxes": "box names, aliases or groups, comma-separated (default: a
 
 
 def _exit(code: int) -> None:
+    import gc
+
     from invoke import Exit
 
+    gc.freeze()  # the task's work is done: the collections at exit need not walk it all
     if code:
         raise Exit(code=code)
 

@@ -90,3 +90,21 @@ def test_odd_file_names_are_refused(tmp_path):
     (d / "venv/lib/bad\nname").write_text("x")
     with pytest.raises(UsageError, match="unsupported file name"):
         mf.scan(d)
+
+
+def test_summary_is_the_scans_hash_and_listing_and_follows_every_change(tmp_path):
+    d = tree(tmp_path / "d")
+    cache = tmp_path / "cache.json"
+    first = mf.summary(d, cache=cache)
+    assert isinstance(first, mf.Manifest)  # nothing recorded yet: a full scan
+    again = mf.summary(d, cache=cache)
+    assert isinstance(again, mf.Summary) and (again.hash, again.listing) == (
+        first.hash, first.listing)
+    st = os.stat(d / "venv/lib/a.py")
+    (d / "venv/lib/a.py").write_text("a = 9\n")  # same size, its times put back
+    os.utime(d / "venv/lib/a.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    changed = mf.summary(d, cache=cache)
+    assert changed.hash == mf.scan(d).hash != first.hash
+    os.remove(d / "venv/lib/link.py")
+    os.symlink("elsewhere.py", d / "venv/lib/link.py")
+    assert mf.summary(d, cache=cache).hash == mf.scan(d).hash != changed.hash

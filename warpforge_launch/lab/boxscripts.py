@@ -107,11 +107,17 @@ for p in "$@"; do
   else echo "not pruned: $p is not a release of ours" >&2; fi
 done
 """
-# record what was verified (size, mtime, path of every file), then put the data on disk
+# record what was verified (size, mtime, path of every file) and the digest of its "size
+# path" listing (what the state probe reports while nothing changes), then put the data on
+# disk; the listing goes first, so a recorded listing always belongs to the recorded files
 _RECORD = r"""
+rm -f .warpforge-verified.listing
 find . -type f ! -name '.warpforge-verified*' -printf '%s %T@ %P\n' | LC_ALL=C sort \
   > .warpforge-verified.new
 mv -f -- .warpforge-verified.new .warpforge-verified
+find . -type f ! -name '.warpforge-verified*' ! -path ./.warpforge-release.json \
+  -printf '%s %P\n' | LC_ALL=C sort | sha256sum | cut -d' ' -f1 > .warpforge-verified.lst
+mv -f -- .warpforge-verified.lst .warpforge-verified.listing
 """
 _SYNC_RELEASE = _RECORD + r"""
 sync -f . 2>/dev/null || sync

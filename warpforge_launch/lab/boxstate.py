@@ -22,7 +22,8 @@ __all__ = ["RELEASE_FILE", "BoxState", "parse_state", "lock_argv", "check_instal
 LOCKED = b"@@warpforge-locked@@"
 LOCK_BUSY_EXIT = 75
 #: Written when a release is verified: its sorted "size mtime path" listing. A file whose
-#: size or mtime no longer matches is suspect.
+#: size or mtime no longer matches is suspect. Beside it, VERIFIED_FILE + ".listing": the
+#: digest of the "size path" listing then (what the probe reports while nothing changed).
 VERIFIED_FILE = ".warpforge-verified"
 #: Inside a partial upload: the PID of the lock holder it was made under.
 PARTIAL_FILE = ".warpforge-partial"
@@ -36,12 +37,13 @@ SYSTEM_DIRS = frozenset({
 
 _LOCK_SCRIPT = r"""
 d=$1; w=$2
-mkdir -p -- "$d/releases" || exit 70
+[ -d "$d/releases" ] || mkdir -p -- "$d/releases" || exit 70
 exec flock -E 75 -w "$w" "$d/.lock" sh -c "$3" wf-probe "$d" "${4:-sweep}"
 """
 _PROBE_SCRIPT = r"""
 d=$1
-if [ -L "$d/current" ]; then echo "current $(readlink -- "$d/current")"
+cur=$(readlink -- "$d/current" 2>/dev/null)
+if [ -L "$d/current" ]; then echo "current $cur"
 elif [ -e "$d/current" ]; then echo "current-foreign"; fi
 if [ -L "$d/bin" ] || [ -e "$d/bin" ]; then
   if [ "$(readlink -- "$d/bin" 2>/dev/null)" = current/bin ]; then echo "bin ours"
@@ -66,21 +68,32 @@ for r in * .partial-*; do
     else echo "foreign $r"; fi ;;
   esac
 done
-if [ -f .history ]; then sed 's/^/history /' .history; fi
+if [ -f .history ]; then
+  while IFS= read -r line; do echo "history $line"; done < .history
+fi
 if command -v python3 >/dev/null 2>&1; then echo "python3 yes"; fi
 echo "holder $$"
-cur=$(readlink -- "$d/current" 2>/dev/null || true)
 if [ -n "$cur" ] && [ -d "$d/$cur" ]; then
   c="$d/$cur/"
-  # files whose size or mtime differ from the listing recorded when it was last verified
-  if [ -f "$c.warpforge-verified" ]; then
-    find "$c" -type f ! -path "$c.warpforge-verified" -printf '%s %T@ %P\n' | LC_ALL=C sort \
-      | LC_ALL=C comm -13 "$c.warpforge-verified" - | sed 's/^[^ ]* [^ ]* /changed /'
-  else echo "unverified"; fi
-  # one line instead of a line per file: the digest of the sorted "size path" listing
-  printf 'listing '
-  find "$c" -type f ! -path "$c.warpforge-release.json" ! -path "$c.warpforge-verified" \
-    -printf '%s %P\n' | LC_ALL=C sort | sha256sum | cut -d' ' -f1
+  # the files as they are now, against the listing recorded when they were last verified:
+  # identical (the common case) means nothing changed and the file list is the one whose
+  # digest was recorded then; otherwise, the files that differ and a fresh digest
+  if [ -f "$c.warpforge-verified.listing" ] && find "$c" -type f \
+      ! -path "$c.warpforge-verified*" -printf '%s %T@ %P\n' | LC_ALL=C sort \
+      | cmp -s - "$c.warpforge-verified"; then
+    read -r digest < "$c.warpforge-verified.listing" || true
+    echo "listing $digest"
+  else
+    if [ -f "$c.warpforge-verified" ]; then
+      find "$c" -type f ! -path "$c.warpforge-verified*" -printf '%s %T@ %P\n' \
+        | LC_ALL=C sort | LC_ALL=C comm -13 "$c.warpforge-verified" - \
+        | sed 's/^[^ ]* [^ ]* /changed /'
+    else echo "unverified"; fi
+    # one line instead of a line per file: the digest of the sorted "size path" listing
+    printf 'listing '
+    find "$c" -type f ! -path "$c.warpforge-release.json" ! -path "$c.warpforge-verified*" \
+      -printf '%s %P\n' | LC_ALL=C sort | sha256sum | cut -d' ' -f1
+  fi
 fi
 echo @@warpforge-locked@@
 exec cat >/dev/null

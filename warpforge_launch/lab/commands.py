@@ -105,21 +105,42 @@ def wake(*, boxes="", inventory="", send=True, timeout=None, interval=None,
 @_guard
 def distribute(*, boxes="", inventory="", dist="", keep=None, accept_new=False, verify=False,
                repair=False, as_json=False) -> int:
-    """Push the dist to the selected boxes (atomic, incremental, parallel)."""
+    """Push the dist to the selected boxes (atomic, incremental, parallel). Boxes the last
+    run's probes (quickpush) find on the dist's release are answered before the inventory
+    is read; the rest go the full way."""
+    from warpforge_launch.lab import quickpush
+
+    request = {"boxes": boxes or "", "inventory": str(inventory or ""),
+               "dist": str(dist or ""), "keep": str(keep or "")}
+    plain = not (accept_new or verify or repair)
+    quick = quickpush.start(request) if plain else None
+    answered = quick.answers() if quick else {}
+    if quick and answered and len(answered) == len(quick.names):
+        return _show_distribute([answered[n] for n in quick.names], as_json)
     from warpforge_launch.lab import releases, report
 
     inv = _inventory(inventory)
     selected = inv.select_boxes(_selectors(boxes))
     opts = _dist_options(inv, keep=keep, accept_new=accept_new, verify=verify, repair=repair)
+    path = dist_dir(inv, dist)
+    rest = [b for b in selected if b.name not in answered]
     bars = None if as_json else report.progress_for_terminal()
     if bars:
         with bars:
-            results = releases.distribute(selected, dist_dir(inv, dist), opts=opts,
-                                          progress=bars)
+            done = releases.distribute(rest, path, opts=opts, progress=bars)
     else:
-        results = releases.distribute(selected, dist_dir(inv, dist), opts=opts)
+        done = releases.distribute(rest, path, opts=opts)
+    if plain:
+        quickpush.remember(request, selected, opts, path)
+    by_box = {**{r.box: r for r in done}, **answered}
+    return _show_distribute([by_box[b.name] for b in selected], as_json)
+
+
+def _show_distribute(results, as_json: bool) -> int:
+    from warpforge_launch.lab import pushresult, report
+
     report.print_json(results) if as_json else report.distribute_table(results)
-    return releases.exit_code(results)
+    return pushresult.exit_code(results)
 
 
 @_guard

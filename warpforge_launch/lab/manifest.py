@@ -2,8 +2,8 @@
 
 A release on a box is named by the manifest's content hash, so the same tree always lands in
 the same release directory and an unchanged re-push is recognised without sending a byte.
-Hashes are cached by (size, mtime, inode): re-scanning an unchanged 200 MB dist costs a stat
-per file, not a re-read.
+Hashes are cached by (size, mtime, inode, ctime; a write that puts the mtime back still moves
+the ctime): re-scanning an unchanged 200 MB dist costs a stat per file, not a re-read.
 """
 
 from __future__ import annotations
@@ -125,9 +125,9 @@ def scan(dist: Path, *, cache: Path | None = None) -> Manifest:
                 entries.append(Entry(rel, "d", mode))
                 walk(child.path, rel + "/")
             elif stat.S_ISREG(st.st_mode):
-                sig = [st.st_size, st.st_mtime_ns, st.st_ino]
+                sig = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
                 cached = old.get(rel)
-                digest = cached[3] if cached and cached[:3] == sig else _sha256(child.path)
+                digest = cached[4] if cached and cached[:4] == sig else _sha256(child.path)
                 new_cache[rel] = [*sig, digest]
                 entries.append(Entry(rel, "f", mode, st.st_size, digest))
             else:
@@ -138,6 +138,51 @@ def scan(dist: Path, *, cache: Path | None = None) -> Manifest:
     if cache is not None and new_cache != old:
         _save_cache(cache, new_cache)
     return Manifest(tuple(entries))
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """A tree's release name and file-list digest (Manifest.hash, .listing), no entries."""
+
+    hash: str
+    listing: str
+
+
+def summary(dist: Path, *, cache: Path) -> Manifest | Summary:
+    """The dist's hash and listing, from the last scan when no entry's path, type, mode,
+    size, mtime, ctime, inode or link target changed since (one stat per entry: no hash
+    cache to read, no entries to build); else a full scan, which is recorded for next time.
+    """
+    signature = _signature(str(dist))
+    kept = Path(cache).with_suffix(".summary.json")
+    try:
+        doc = json.loads(kept.read_text())
+        if doc["signature"] == signature:
+            return Summary(doc["hash"], doc["listing"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    m = scan(dist, cache=cache)
+    _save_cache(kept, {"signature": signature, "hash": m.hash, "listing": m.listing})
+    return m
+
+
+def _signature(top: str) -> str:
+    h = hashlib.sha256()
+
+    def walk(directory: str, prefix: str) -> None:
+        with os.scandir(directory) as it:
+            children = sorted(it, key=lambda d: d.name)
+        for child in children:
+            st = child.stat(follow_symlinks=False)
+            target = os.readlink(child.path) if stat.S_ISLNK(st.st_mode) else ""
+            h.update(os.fsencode(f"{prefix}{child.name}\0{st.st_mode}\0{st.st_size}\0"
+                                 f"{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0"
+                                 f"{target}\n"))
+            if stat.S_ISDIR(st.st_mode):
+                walk(child.path, f"{prefix}{child.name}/")
+
+    walk(top, "")
+    return h.hexdigest()
 
 
 def _sha256(path: str) -> str:
@@ -175,4 +220,6 @@ def state_dir() -> Path:
 def default_cache(dist: Path) -> Path:
     """Where the hash cache of a dist lives (per dist path, under the state dir)."""
     key = hashlib.sha256(str(Path(dist).resolve()).encode()).hexdigest()[:16]
-    return state_dir() / "cache" / f"dist-{key}.json"
+    # "-2": entries [size, mtime, inode, ctime, digest]; a file of the older layout (no
+    # ctime) is left to the versions that read it that way
+    return state_dir() / "cache" / f"dist-{key}-2.json"

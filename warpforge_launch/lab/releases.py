@@ -20,10 +20,7 @@ interrupted or damaged push leaves the previous release current and runnable.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +43,15 @@ from warpforge_launch.lab.boxstate import (
     parse_state,
 )
 from warpforge_launch.lab.manifest import Manifest
+from warpforge_launch.lab.pushresult import (  # noqa: F401 - part of this module's API
+    BoxResult,
+    Progress,
+    exit_code,
+    hint_key,
+    last_release,
+    recorded_release,
+    remember_release,
+)
 from warpforge_launch.lab.remote import (
     BoxLike,
     BoxSession,
@@ -82,39 +88,6 @@ class Options:
             raise UsageError(f"keep must be at least 2 (current and previous), not {self.keep}")
         if self.parallel < 1:
             raise UsageError(f"parallel must be at least 1, not {self.parallel}")
-
-
-@dataclasses.dataclass
-class BoxResult:
-    """What happened on one box (also the row of the summary table)."""
-
-    box: str
-    action: str = "failed"  # pushed | repaired | unchanged | verified | reactivated |
-    #                         rolled-back | failed
-    release: str | None = None
-    previous: str | None = None
-    files_sent: int = 0
-    bytes_sent: int = 0
-    files_linked: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    exit_code: int = 0
-    hint: str | None = None
-    locked: tuple[float, float] | None = None  # wall-clock times the box lock was held
-    notes: list[str] = dataclasses.field(default_factory=list)  # foreign entries, fallbacks
-    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per phase
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class Progress:
-    """Progress callbacks (the default does nothing); see report.py for the rich one."""
-
-    def start(self, box: str, total: int) -> None: ...
-    def advance(self, box: str, n: int) -> None: ...
-    def done(self, result: BoxResult) -> None: ...
 
 
 # ---- one box ----------------------------------------------------------------------------------
@@ -360,43 +333,6 @@ def _on_boxes(boxes: Sequence[BoxLike], opts: Options, work, progress: Progress,
             sessions.close()
 
 
-# What each box was last brought to by this machine: only a hint (the box's own state
-# decides), used to start a push's stream connection early when a push is likely.
-_HINTS_LOCK = threading.Lock()
-
-
-def _hints_file() -> Path:
-    return manifests.state_dir() / "lab" / "releases.json"
-
-
-def _hint_key(box: BoxLike, install_dir: str) -> str:
-    return f"{box.user or ''}@{box.host}:{box.port}:{install_dir}"
-
-
-def last_release(box: BoxLike, install_dir: str) -> str | None:
-    try:
-        return json.loads(_hints_file().read_text()).get(_hint_key(box, install_dir))
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def remember_release(box: BoxLike, install_dir: str, release: str | None) -> None:
-    path = _hints_file()
-    with _HINTS_LOCK:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                hints = json.loads(path.read_text())
-            except (OSError, ValueError):
-                hints = {}
-            hints[_hint_key(box, install_dir)] = release
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(hints))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a hint that cannot be written costs only speed
-
-
 def _push_work(dist: Path, m: Manifest, opts: Options, progress: Progress,
                probes: dict[str, noopcheck.Probe]):
     def work(box: BoxLike, sessions: Sessions, install_dir: str) -> BoxResult:
@@ -458,15 +394,3 @@ def rollback(boxes: Sequence[BoxLike], *, opts: Options = Options(), to: str | N
         return r
 
     return _on_boxes(boxes, opts, work, progress or Progress(), sessions)
-
-
-def exit_code(results: Sequence[BoxResult]) -> int:
-    """0 all ok; 2 if any box failed on bad input (host key, config); else 1 if any work
-    failed; else 3 (every failure was an unreachable box or a timeout)."""
-    codes = {r.exit_code for r in results if not r.ok}
-    if not codes:
-        return 0
-    for code in (2, 1, 3):
-        if code in codes:
-            return code
-    return 1

@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from warpforge_launch.lab.releases import BoxResult, Progress
+from warpforge_launch.lab.pushresult import BoxResult, Progress
 from warpforge_launch.output import human_size
 
 

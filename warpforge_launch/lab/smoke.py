@@ -214,7 +214,8 @@ def _check_trace_example(host, binary, install, m) -> str:
         _run(host, ["rm", "-rf", "--", tmp])
 
 
-_SUMS = ('cd -- "$1" && find . -type f ! -path "./$2" ! -path "./$3" '
+# every file but the release record and the verification records (VERIFIED_FILE*)
+_SUMS = ('cd -- "$1" && find . -type f ! -path "./$2" ! -path "./$3*" '
          '-exec sha256sum -- {} +')
 
 

@@ -1,5 +1,6 @@
 """An unchanged box is answered by one OpenSSH probe; anything else goes the full way."""
 
+import json
 import subprocess
 import sys
 import time
@@ -103,3 +104,64 @@ def test_a_changed_dist_lets_the_early_probe_go(ssh_lab, box, install_dir, make_
     [second] = releases.distribute([b], make_fake_dist(seed=3))
     assert second.ok and second.action == "pushed" and second.release != first.release
     assert sessions_opened == ["nvidia"] * 2
+
+
+def _distribute(inv, dist, **kw) -> list[dict]:
+    """`invoke distribute --json` as the task body runs it (in this process)."""
+    import contextlib
+    import io
+
+    from warpforge_launch.lab import commands
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = commands.distribute(inventory=str(inv), dist=str(dist), as_json=True, **kw)
+    assert code == 0, out.getvalue()
+    return json.loads(out.getvalue())
+
+
+def test_a_repush_is_answered_before_the_inventory_is_read(ssh_lab, write_inventory,
+                                                           fake_dist):
+    inv = write_inventory(names=["nvidia", "amd"])
+    code = ("import sys; from warpforge_launch.lab import commands; "
+            f"rc = commands.distribute(inventory={str(inv)!r}, dist={str(fake_dist)!r}, "
+            "as_json=True); print(rc, 'warpforge_launch.inventory' in sys.modules, "
+            "'paramiko' in sys.modules, file=sys.stderr)")
+    for expect in ("0 True True", "0 False False"):  # the push (it leaves the plan), again
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300)
+        assert done.stderr.strip().splitlines()[-1] == expect, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["box"], r["action"], r["files_sent"]) for r in rows] == [
+        ("nvidia", "unchanged", 0), ("amd", "unchanged", 0)]
+    assert all(r["release"] == r["previous"] for r in rows)
+
+
+def test_a_box_changed_since_the_last_run_goes_the_full_way(ssh_lab, write_inventory,
+                                                            install_dir, fake_dist):
+    inv = write_inventory(names=["nvidia", "amd"])
+    _distribute(inv, fake_dist)  # the push leaves the plan
+    flip_first_byte(ssh_lab, "amd", f"{install_dir}/current/{VICTIM}")
+    nvidia, amd = _distribute(inv, fake_dist)
+    assert (nvidia["action"], amd["action"], amd["files_sent"]) == ("unchanged", "repaired", 1)
+
+
+def test_an_extra_file_in_the_release_is_not_unchanged(ssh_lab, write_inventory,
+                                                       install_dir, fake_dist):
+    inv = write_inventory(names=["nvidia"])
+    _distribute(inv, fake_dist)
+    stray = f"{install_dir}/current/venv/stray.py"
+    ssh_lab.ssh("nvidia", "sh", "-c", 'echo x > "$1"', "wf", stray)
+    [again] = _distribute(inv, fake_dist)
+    assert again["action"] != "unchanged" and again["error"] is None, again
+    assert ssh_lab.ssh("nvidia", "test", "-e", stray, check=False).returncode != 0
+
+
+def test_an_edited_inventory_is_read_again(ssh_lab, write_inventory, install_dir, fake_dist):
+    inv = write_inventory(names=["nvidia"])
+    _distribute(inv, fake_dist)  # the plan probes install_dir
+    moved = f"{install_dir}-moved"
+    inv.write_text(inv.read_text().replace(install_dir, moved))
+    [r] = _distribute(inv, fake_dist)
+    assert r["action"] == "pushed", r  # a stale plan would have answered the old dir
+    assert ssh_lab.ssh("nvidia", "test", "-L", f"{moved}/current", check=False).returncode == 0
