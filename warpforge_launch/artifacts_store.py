@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ class Staging:
             raise TransferError(f"{self.job_id}: {path} arrived twice")
         root = self._root or self._set_root()  # plain strings: pathlib costs per file
         parent = path.rpartition("/")[0]
-        if parent and parent not in self._made:
+        if parent not in self._made:
             self._mkdirs(root, parent)
         fd = os.open(f"{root}/{path}", _NEW_FILE, 0o600)
         digest, n = hashlib.sha256(), 0
@@ -179,8 +180,12 @@ class Staging:
         return entry
 
     def _mkdirs(self, root: str, parent: str) -> None:
-        """Create ``parent`` and what it lacks above it, top down, each once."""
-        parts = parent.split("/")
+        """Create ``parent`` ("" is the staging dir itself, made when first needed) and what
+        it lacks above it, top down, each once."""
+        if "" not in self._made:
+            os.mkdir(root, 0o700)
+            self._made.add("")
+        parts = parent.split("/") if parent else []
         for i in range(1, len(parts) + 1):
             sub = "/".join(parts[:i])
             if sub not in self._made:
@@ -241,6 +246,7 @@ class ArtifactStore:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root is not None else default_root()
         self._lock_fd: int | None = None
+        self._threads_lock = threading.Lock()
         self._staging: Path | None = None
 
     def close(self) -> None:
@@ -274,8 +280,7 @@ class ArtifactStore:
 
             self._staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
             (self._staging / STAGING_MARK).touch(mode=0o600)
-        d = self._staging / job_id
-        d.mkdir(mode=0o700)
+        d = self._staging / job_id  # made by the first file written, or by commit
         old = read_manifest(self.root / job_id)
         return Staging(job_id, d, self._intact(job_id, old), old)
 
@@ -311,7 +316,7 @@ class ArtifactStore:
         stage_dir, final_s = os.fspath(staging.dir), os.fspath(final)
         for path in staging.kept:  # unchanged files: hard links, no copy
             parent = path.rpartition("/")[0]
-            if parent and parent not in staging._made:
+            if parent not in staging._made:
                 staging._mkdirs(stage_dir, parent)
             try:
                 os.link(f"{final_s}/{path}", f"{stage_dir}/{path}", follow_symlinks=False)
@@ -325,6 +330,8 @@ class ArtifactStore:
             "transfer": {"files": transferred[0], "bytes": transferred[1]}}
         # last; the staging dir is private until the rename below makes it the job's
         data = json.dumps(manifest, sort_keys=True, default=str).encode()  # C encoder: fast
+        if "" not in staging._made:
+            staging._mkdirs(stage_dir, "")
         fd = os.open(f"{stage_dir}/{MANIFEST}", _NEW_FILE, 0o600)
         try:
             view = memoryview(data)
@@ -365,14 +372,15 @@ class ArtifactStore:
         """Serialises the final renames of concurrent fetches into the same root."""
         import fcntl
 
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT |
-                                    os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._threads_lock:  # flock excludes other processes, not our own threads
+            if self._lock_fd is None:
+                self._lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT |
+                                        os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- list and gc ---------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
