@@ -20,16 +20,21 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})  # exact types: a str en
 
 
 def to_jsonable(value: Any) -> Any:
-    if type(value) in _PLAIN:
+    t = type(value)
+    if t in _PLAIN:
         return value  # the common case first: a sweep encodes thousands of these
-    names = _field_names(type(value))
+    names = _field_names(t)
     if names is not None:
         out = {}
         for n in names:
             v = getattr(value, n)
             out[n] = v if type(v) in _PLAIN else to_jsonable(v)
         return out
+    exact = _EXACT.get(t)  # the next most common types, by exact type: no ABC checks
+    if exact is not None:
+        return exact(value)
     if isinstance(value, enum.Enum):
+        _EXACT[t] = _enum_value  # an enum class stays an enum class
         return value.value
     if isinstance(value, datetime):
         return value.isoformat()
@@ -42,6 +47,22 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     return value
+
+
+def _enum_value(value: enum.Enum) -> Any:
+    return value.value
+
+
+def _dict(value: dict) -> dict:
+    return {str(k): v if type(v) in _PLAIN else to_jsonable(v) for k, v in value.items()}
+
+
+def _items(value: list | tuple) -> list:
+    return [v if type(v) in _PLAIN else to_jsonable(v) for v in value]
+
+
+_EXACT: dict[type, Any] = {datetime: datetime.isoformat, timedelta: timedelta.total_seconds,
+                           dict: _dict, list: _items, tuple: _items}
 
 
 @functools.cache
