@@ -4,19 +4,22 @@ One remote shell (over the SSH login node, or the local clients' machine) gets t
 as arguments and, on stdin, what this machine already holds (``size mtime path`` per file,
 from the last fetch's manifest; nothing on a first fetch). It lists every job's entries
 without following links (``find -P``), picks the regular files that differ from what we
-hold (``sort | comm``), hashes them (``sha256sum``) and streams them as one tar (never
-dereferencing: links are listed, not archived; hard links go as plain files). Its stdout is::
+hold (``sort | comm``), hashes them (OpenSSL's sha256, or ``sha256sum`` where there is no
+openssl) and streams them as one tar (never dereferencing: links are listed, not archived;
+hard links go as plain files). Its stdout is::
 
-    WFFETCH 3\\n
-    <listing: "<type> <size> <mtime> <path>\\0<link target>\\0" per entry>E\\0\\0
+    WFFETCH 3\n
+    <listing: "<type> <size> <mtime> <path>\0<link target>\0" per entry>E\0\0
     <tar of the files sent, only when there are any>
 
-and, hashed while the archive streams, the files' sha256 follow on stderr as one
-``WFSUMS <base64 of "<sha256>  <path>\\0" per file>`` line. This side knows from the
-listing which members must arrive, checks each one's name, type and size as it writes it
-into the job's staging dir (hashing it), then its sha256 against the source's; a missing
-member (a short stream), an unannounced one or a wrong hash fails the fetch before anything
-is committed. A second fetch of unchanged jobs streams no file.
+and, hashed while the archive streams, the files' sha256 follow on stderr, in the archive's
+order, as one ``WFSUMS openssl <base64 of the raw digests>`` or ``WFSUMS sha256sum <base64
+of "<sha256>  <path>\0" per file>`` line. This side knows from the listing which members
+must arrive, checks each one's name, type and size, hands it to the writer threads
+(artifacts_writers.py), which write it into the job's staging dir hashing it, then checks
+every sha256 against the source's; a missing member (a short stream), an unannounced one or
+a wrong hash fails the fetch before anything is committed. A second fetch of unchanged jobs
+streams no file.
 """
 
 from __future__ import annotations
