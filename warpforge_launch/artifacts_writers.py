@@ -31,7 +31,7 @@ class Writers:
         self._queues: list[deque] = [deque() for _ in range(threads)]
         self._slots: dict[int, int] = {}
         self._error: BaseException | None = None
-        self._closing = False
+        self._closing = self._dropped = False
         self._pending: list[tuple] = []
         self._pending_bytes = 0
         self._threads = [threading.Thread(target=self._run, args=(q,), daemon=True,
@@ -74,10 +74,13 @@ class Writers:
             self._cond.notify_all()
 
     def close(self, *, quiet: bool = False) -> None:
-        """Wait for every queued write; raise the first error (unless ``quiet``)."""
+        """Wait for every queued write and raise the first error; ``quiet``: the fetch
+        failed already, so what is still queued is dropped (its staging dir goes too)."""
         if not quiet:
             self._flush()
         with self._cond:
+            if quiet:
+                self._dropped = True
             self._closing = True
             self._cond.notify_all()
         for t in self._threads:
@@ -98,7 +101,7 @@ class Writers:
                 batch = q.popleft()
             try:
                 for st, path, data, size, mtime_ns, source_mtime in batch:
-                    if self._error is None:
+                    if self._error is None and not self._dropped:
                         st.write(path, (data,), size=size, mtime_ns=mtime_ns,
                                  source_mtime=source_mtime)
             except BaseException as exc:  # handed to the reading thread
