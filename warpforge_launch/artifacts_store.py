@@ -179,6 +179,14 @@ class Staging:
         self.new[path] = entry
         return entry
 
+    def make_dirs(self, *parents: str) -> None:
+        """Make these dirs now (a source still listing leaves time for it); one left empty
+        is removed again by the commit."""
+        root = self._root or self._set_root()
+        for parent in parents:
+            if parent not in self._made:
+                self._mkdirs(root, safe_relpath(parent) if parent else parent)
+
     def _mkdirs(self, root: str, parent: str) -> None:
         """Create ``parent`` ("" is the staging dir itself, made when first needed) and what
         it lacks above it, top down, each once."""
@@ -322,6 +330,10 @@ class ArtifactStore:
                 os.link(f"{final_s}/{path}", f"{stage_dir}/{path}", follow_symlinks=False)
             except OSError:
                 shutil.copy2(f"{final_s}/{path}", f"{stage_dir}/{path}", follow_symlinks=False)
+        for made in sorted(staging._made, key=len, reverse=True):  # deepest first
+            if made and not any(p.startswith(made + "/") for p in files):
+                with contextlib.suppress(OSError):  # made ahead and never used
+                    os.rmdir(f"{stage_dir}/{made}")
         manifest = {
             "kind": KIND, "version": VERSION, **meta, "job_id": staging.job_id,
             "source": staging.source, "fetched_at": datetime.now(UTC).isoformat(),

@@ -57,6 +57,15 @@ class Writers:
         self._pending.append((st, path, data, size, mtime_ns, source_mtime))
         self._pending_bytes += size
 
+    def make_dirs(self, st: Staging, *parents: str) -> None:
+        """Make these dirs of ``st`` on its thread, while the caller waits for the source."""
+        self._flush()
+        with self._cond:
+            slot = self._slots.setdefault(id(st), len(self._slots) % len(self._queues))
+            self._queued += 1  # counted, so that a large file waits for it too
+            self._queues[slot].append([(st, None, parents, 1, 0, "")])
+            self._cond.notify_all()
+
     def _flush(self) -> None:
         """Hand the files gathered for one Staging to its thread in one go (one wake-up per
         job rather than per file)."""
@@ -101,7 +110,11 @@ class Writers:
                 batch = q.popleft()
             try:
                 for st, path, data, size, mtime_ns, source_mtime in batch:
-                    if self._error is None and not self._dropped:
+                    if self._error is not None or self._dropped:
+                        break
+                    if path is None:
+                        st.make_dirs(*data)
+                    else:
                         st.write(path, (data,), size=size, mtime_ns=mtime_ns,
                                  source_mtime=source_mtime)
             except BaseException as exc:  # handed to the reading thread

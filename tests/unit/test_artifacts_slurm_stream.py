@@ -214,3 +214,16 @@ def test_without_openssl_the_sums_come_from_sha256sum(work, tmp_path):
     got, = fetch(scheduler(work, tmp_path, NoOpenSSL(tmp_path / "bin2")), store, ["hpc-61"])
     assert got.changed and got.files == 4
     assert (tmp_path / "art" / "hpc-61" / "output" / "odd\nname").read_bytes() == b"x"
+
+
+def test_a_job_without_output_files_gets_no_output_dir(work, tmp_path):
+    (work / "warpforge-71.out").write_text("no output\n")
+    (work / "warpforge-71.err").write_text("")
+    make_job(work, "72", {})
+    (work / "output-72").mkdir()  # an output dir holding only a link
+    (work / "output-72" / "alias").symlink_to("nothing")
+    got = fetch(scheduler(work, tmp_path), ArtifactStore(tmp_path / "art"), ["hpc-71", "hpc-72"])
+    assert [g.files for g in got] == [2, 2]
+    for n in ("71", "72"):
+        assert sorted(p.name for p in (tmp_path / "art" / f"hpc-{n}").iterdir()) == [
+            MANIFEST, "stderr.log", "stdout.log"]

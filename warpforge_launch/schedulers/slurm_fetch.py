@@ -220,13 +220,19 @@ def _fetch_chunk(sched: SlurmScheduler, stagings: Sequence[Staging]) -> Counter[
     timeout = max(MIN_TIMEOUT, 20 * sched.config.command_timeout)
     done: dict = {}
     sent: dict[str, tuple[Staging, str]] = {}
+    writers = Writers()
+    if not held:  # a first fetch: the jobs' dirs are made while the login node lists
+        for st in stagings:
+            writers.make_dirs(st, "output")
     try:
         with stream(sched.transport, sched._argv(argv), b"".join(held), timeout,
                     "warpforge-fetch") as (out, done):
-            sent = _receive(out, places)
+            sent = _receive(out, places, writers)
     except TransferError:
         if not done.get("returncode"):
             raise
+    finally:
+        writers.close(quiet=True)  # after _receive's own close: nothing left to wait for
     where, rc = sched.transport.where, done["returncode"]
     errors = [ln for ln in done["stderr"].splitlines()
               if ln.strip() and not ln.startswith("WFSUMS ")]
@@ -276,7 +282,7 @@ def _place(places: dict[str, tuple[Staging, str]], remote: str) -> tuple[Staging
     raise TransferError(f"the login node listed {remote!r}, which no job asked for")
 
 
-def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]
+def _receive(out: _Counting, places: dict[str, tuple[Staging, str]], writers: Writers
              ) -> dict[str, tuple[Staging, str]]:
     """Read the listing and the archive into the stagings; what was sent, by remote path."""
     header = out.raw.readline()
@@ -303,21 +309,16 @@ def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]
         else:
             st.refuse(path, None, "not a regular file (fifo, socket or device): not read")
     sent: dict[str, tuple[Staging, str]] = {}  # in the archive's order, as the sums are
-    if not expected:
-        return sent
-    back, out.back = out.back, b""
-    writers = Writers()
-    try:
-        for member, chunks in TarStream(out.read1, back).members():
-            sent[member.name] = _member(member, chunks, expected, writers)
-        while out.read1():  # the archive's padding: let the remote tar finish
-            pass
-    except tarfile.TarError as exc:
-        writers.close(quiet=True)
-        raise TransferError(f"the archive from the login node is damaged: {exc}") from None
-    except BaseException:
-        writers.close(quiet=True)
-        raise
+    if expected:
+        back, out.back = out.back, b""
+        try:
+            for member, chunks in TarStream(out.read1, back).members():
+                sent[member.name] = _member(member, chunks, expected, writers)
+            while out.read1():  # the archive's padding: let the remote tar finish
+                pass
+        except tarfile.TarError as exc:
+            raise TransferError(f"the archive from the login node is damaged: {exc}") \
+                from None
     writers.close()
     if expected:
         first = next(iter(expected.values()))
