@@ -273,7 +273,8 @@ class ArtifactStore:
         self.close()
 
     def stage(self, job_id: str) -> Staging:
-        """A fresh private staging dir for ``job_id``, knowing what the last fetch left."""
+        """A private staging dir for ``job_id`` (made when first written to), knowing what
+        the last fetch left."""
         check_job_id(job_id)
         if self._staging is None:  # one per store: cheap for a sweep's hundreds of jobs
             import tempfile
