@@ -3,8 +3,8 @@
 Fetching many small files spends its time creating them, mostly inside the kernel (inode
 allocation), where threads run in parallel while Python reads and checks the next members.
 Each Staging is bound to one thread, so no Staging is ever touched by two at once; the bytes
-waiting in the queues are bounded, and a file larger than that bound is written by the
-caller itself once the threads are idle.
+waiting in the queues are bounded (BUDGET), and a file larger than a batch (BATCH) is
+streamed to disk by the caller itself once the threads are idle.
 """
 
 from __future__ import annotations
