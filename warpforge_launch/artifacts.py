@@ -78,15 +78,46 @@ def _fetch(launcher, ids, records, statuses, store: ArtifactStore) -> list[Fetch
             for st in stagings:
                 store.discard(st)
             raise
-        for st in stagings:
+        metas = {st.job_id: _meta(sched, st, records.get(st.job_id), statuses[st.job_id])
+                 for st in stagings}
+        _commit_all(store, stagings, metas, out)
+    return [out[j] for j in ids]
+
+
+def _commit_all(store: ArtifactStore, stagings: list[Staging], metas: dict[str, dict],
+                out: dict[str, Fetched]) -> None:
+    """Commit every job, on two threads when there are many: each commit creates a file
+    (the manifest), and file creation is where a big fetch spends its time."""
+    def commit(part: list[Staging]) -> None:
+        for st in part:
             try:
-                out[st.job_id] = store.commit(st, _meta(sched, st, records.get(st.job_id),
-                                                        statuses[st.job_id]))
+                out[st.job_id] = store.commit(st, metas[st.job_id])
             except LaunchError as exc:
                 store.discard(st)
                 out[st.job_id] = Fetched(st.job_id, store.root / st.job_id, error=str(exc),
                                          exit_code=exc.exit_code)
-    return [out[j] for j in ids]
+
+    if len(stagings) < 16:
+        commit(stagings)
+        return
+    import threading
+
+    failed: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            commit(stagings[1::2])
+        except BaseException as exc:  # raised again below, on the calling thread
+            failed.append(exc)
+
+    helper = threading.Thread(target=other, name="wf-fetch-commit", daemon=True)
+    helper.start()
+    try:
+        commit(stagings[::2])
+    finally:
+        helper.join()
+    if failed:
+        raise failed[0]
 
 
 def _meta(sched: Scheduler, st: Staging, record: JobRecord | None, status) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ STAGING_PREFIX = ".wf-staging-"
 TRASH_PREFIX = ".wf-trash-"
 STAGING_MARK = ".warpforge-staging"
 LEFTOVER_AGE = 3600.0  # staging/trash dirs older than this belong to no live fetch
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,200}")
 
 
@@ -61,6 +63,9 @@ def check_job_id(job_id: str) -> str:
 
 def safe_relpath(path: str) -> str:
     """A relative path of plain segments: never absolute, never '..', never empty parts."""
+    if path and path[0] not in "./" and path[-1] != "/" and "//" not in path and \
+            "/." not in path and "\0" not in path:
+        return path  # no segment starts with a dot and none is empty: the common case
     parts = path.split("/")
     if not path or "\0" in path or any(p in ("", ".", "..") for p in parts):
         raise TransferError(f"unsafe path {path!r} from the source: refused")
@@ -145,22 +150,20 @@ class Staging:
         if path in self.new or path == MANIFEST:
             raise TransferError(f"{self.job_id}: {path} arrived twice")
         root = self._root or self._set_root()  # plain strings: pathlib costs per file
-        parts = path.split("/")[:-1]
-        for i in range(1, len(parts) + 1):  # top down, each once: no failing mkdir calls
-            sub = "/".join(parts[:i])
-            if sub not in self._made:
-                os.mkdir(f"{root}/{sub}", 0o700)
-                self._made.add(sub)
-        fd = os.open(f"{root}/{path}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
-                     os.O_CLOEXEC, 0o600)
+        parent = path.rpartition("/")[0]
+        if parent not in self._made:
+            self._mkdirs(root, parent)
+        fd = os.open(f"{root}/{path}", _NEW_FILE, 0o600)
         digest, n = hashlib.sha256(), 0
         try:  # plain descriptor writes: no buffering, no tty probe, one syscall per chunk
             for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
                 digest.update(chunk)
                 n += len(chunk)
+                done = os.write(fd, chunk)
+                if done < len(chunk):
+                    view = memoryview(chunk)[done:]
+                    while view:
+                        view = view[os.write(fd, view):]
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
             os.close(fd)
@@ -175,6 +178,27 @@ class Staging:
         entry = FileEntry(path, n, got, mtime_ns, source_mtime)
         self.new[path] = entry
         return entry
+
+    def make_dirs(self, *parents: str) -> None:
+        """Make these dirs now (a source still listing leaves time for it); one left empty
+        is removed again by the commit."""
+        root = self._root or self._set_root()
+        for parent in parents:
+            if parent not in self._made:
+                self._mkdirs(root, safe_relpath(parent) if parent else parent)
+
+    def _mkdirs(self, root: str, parent: str) -> None:
+        """Create ``parent`` ("" is the staging dir itself, made when first needed) and what
+        it lacks above it, top down, each once."""
+        if "" not in self._made:
+            os.mkdir(root, 0o700)
+            self._made.add("")
+        parts = parent.split("/") if parent else []
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in self._made:
+                os.mkdir(f"{root}/{sub}", 0o700)
+                self._made.add(sub)
 
     def link(self, path: str, target: str) -> None:
         self.links.append({"path": path, "target": target})
@@ -212,8 +236,8 @@ class Fetched:
 def read_manifest(job_dir: Path) -> dict[str, Any] | None:
     """The manifest of a directory this tool made, or None (absent, foreign, unreadable)."""
     path = job_dir / MANIFEST
-    try:
-        if job_dir.is_symlink() or not stat.S_ISREG(os.lstat(path).st_mode):
+    try:  # the manifest first: one failing call when the job was never fetched
+        if not stat.S_ISREG(os.lstat(path).st_mode) or job_dir.is_symlink():
             return None
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -230,6 +254,7 @@ class ArtifactStore:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root is not None else default_root()
         self._lock_fd: int | None = None
+        self._threads_lock = threading.Lock()
         self._staging: Path | None = None
 
     def close(self) -> None:
@@ -248,7 +273,8 @@ class ArtifactStore:
         self.close()
 
     def stage(self, job_id: str) -> Staging:
-        """A fresh private staging dir for ``job_id``, knowing what the last fetch left."""
+        """A private staging dir for ``job_id`` (made when first written to), knowing what
+        the last fetch left."""
         check_job_id(job_id)
         if self._staging is None:  # one per store: cheap for a sweep's hundreds of jobs
             import tempfile
@@ -263,8 +289,7 @@ class ArtifactStore:
 
             self._staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
             (self._staging / STAGING_MARK).touch(mode=0o600)
-        d = self._staging / job_id
-        d.mkdir(mode=0o700)
+        d = self._staging / job_id  # made by the first file written, or by commit
         old = read_manifest(self.root / job_id)
         return Staging(job_id, d, self._intact(job_id, old), old)
 
@@ -297,14 +322,19 @@ class ArtifactStore:
                 old.get("links") == staging.links and old.get("refused") == staging.refused:
             self.discard(staging)
             return self._fetched(staging, final, files, transferred, changed=False)
+        stage_dir, final_s = os.fspath(staging.dir), os.fspath(final)
         for path in staging.kept:  # unchanged files: hard links, no copy
-            dest = staging.dir / path
-            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            staging._made.add(str(dest.parent.relative_to(staging.dir)))
+            parent = path.rpartition("/")[0]
+            if parent not in staging._made:
+                staging._mkdirs(stage_dir, parent)
             try:
-                os.link(final / path, dest, follow_symlinks=False)
+                os.link(f"{final_s}/{path}", f"{stage_dir}/{path}", follow_symlinks=False)
             except OSError:
-                shutil.copy2(final / path, dest, follow_symlinks=False)
+                shutil.copy2(f"{final_s}/{path}", f"{stage_dir}/{path}", follow_symlinks=False)
+        for made in sorted(staging._made, key=len, reverse=True):  # deepest first
+            if made and not any(p.startswith(made + "/") for p in files):
+                with contextlib.suppress(OSError):  # made ahead and never used
+                    os.rmdir(f"{stage_dir}/{made}")
         manifest = {
             "kind": KIND, "version": VERSION, **meta, "job_id": staging.job_id,
             "source": staging.source, "fetched_at": datetime.now(UTC).isoformat(),
@@ -312,21 +342,31 @@ class ArtifactStore:
             "links": staging.links, "refused": staging.refused, "notes": staging.notes,
             "transfer": {"files": transferred[0], "bytes": transferred[1]}}
         # last; the staging dir is private until the rename below makes it the job's
-        fd = os.open(staging.dir / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                     os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(manifest, sort_keys=True, default=str))  # C encoder: fast
+        data = json.dumps(manifest, sort_keys=True, default=str).encode()  # C encoder: fast
+        if "" not in staging._made:
+            staging._mkdirs(stage_dir, "")
+        fd = os.open(f"{stage_dir}/{MANIFEST}", _NEW_FILE, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         with self._lock():
             trash = None
-            if final.exists() or final.is_symlink():
+            try:
+                os.lstat(final_s)
+            except FileNotFoundError:
+                pass
+            else:
                 if read_manifest(final) is None:
                     self.discard(staging)
                     raise UsageError(f"{final} exists and was not made by warpforge-launch: "
                                      "refusing to replace it",
                                      hint="move it away or fetch --to another directory")
                 trash = self.root / f"{TRASH_PREFIX}{staging.job_id}-{os.urandom(4).hex()}"
-                os.rename(final, trash)
-            os.rename(staging.dir, final)
+                os.rename(final_s, trash)
+            os.rename(stage_dir, final_s)
             if trash is not None:
                 shutil.rmtree(trash, ignore_errors=True)
         return self._fetched(staging, final, files, transferred, changed=True)
@@ -345,14 +385,15 @@ class ArtifactStore:
         """Serialises the final renames of concurrent fetches into the same root."""
         import fcntl
 
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT |
-                                    os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        with self._threads_lock:  # flock excludes other processes, not our own threads
+            if self._lock_fd is None:
+                self._lock_fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT |
+                                        os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- list and gc ---------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:

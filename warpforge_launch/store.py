@@ -244,7 +244,7 @@ class JobStore:
         if not done:
             return
         now = utcnow().isoformat()
-        with self._transaction():
+        with self._transaction(durable=False):
             waiting: set[str] = set()
             for chunk in _chunks([d[0] for d in done]):
                 waiting.update(r[0] for r in self.db.execute(
@@ -336,8 +336,8 @@ class JobStore:
         self.db.execute("DELETE FROM jobs WHERE correlation_id = ? AND state = ?",
                         (correlation_id, SUBMITTING))
 
-    def _transaction(self):
-        return _Transaction(self.db)
+    def _transaction(self, durable: bool = True):
+        return _Transaction(self.db, durable)
 
     def get(self, job_id: str) -> JobRecord:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?",
@@ -428,16 +428,27 @@ def _upgrade(db: sqlite3.Connection) -> None:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (autocommit connection)."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (autocommit connection).
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    ``durable=False`` commits without waiting for the disk (WAL ``synchronous=NORMAL``:
+    atomic and consistent, but a power cut may undo it). Only for what the next refresh can
+    redo: a sweep's completions, whose rows otherwise stay SUBMITTING and are reconciled."""
+
+    def __init__(self, db: sqlite3.Connection, durable: bool = True):
+        self.db, self.durable, self.previous = db, durable, None
 
     def __enter__(self):
+        if not self.durable:
+            self.previous = int(self.db.execute("PRAGMA synchronous").fetchone()[0])
+            self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            if self.previous is not None:
+                self.db.execute(f"PRAGMA synchronous = {self.previous:d}")
 
 
 def _chunks(items: list, size: int = 500) -> list[list]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
 
 import pytest
 
@@ -178,3 +180,50 @@ def test_a_corrupted_byte_fails_the_sha256_check_and_commits_nothing(work, tmp_p
     fetch(scheduler(work, tmp_path), store, ["hpc-51"])  # the clean stream passes
     assert (tmp_path / "art" / "hpc-51" / "output" / "weights" / "w.npy").read_bytes() == \
         b"w" * 300_000
+
+
+class NoOpenSSL(LocalTransport):
+    """A login node without openssl: only the tools the driver needs are on its PATH."""
+
+    def __init__(self, bin_dir, flip_at: int | None = None):
+        super().__init__()
+        bin_dir.mkdir(exist_ok=True)
+        for tool in ("bash", "mktemp", "rm", "find", "sort", "comm", "sed", "xargs",
+                     "sha256sum", "tar", "base64"):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+        self.path, self.flip_at = str(bin_dir), flip_at
+
+    def command(self, argv, timeout):
+        full, env = super().command(argv, timeout)
+        env = {**(env or os.environ), "PATH": self.path}
+        if self.flip_at is None:
+            return full, env
+        flip = ("import sys; d = sys.stdin.buffer.read(); i = int(sys.argv[1]); "
+                "sys.stdout.buffer.write(d[:i] + bytes([d[i] ^ 1]) + d[i + 1:])")
+        return [shutil.which("bash"), "-c", '"$@" | "$PY" -c "$FLIP" "$AT"', "flip", *full], \
+            {**env, "PY": sys.executable, "FLIP": flip, "AT": str(self.flip_at)}
+
+
+def test_without_openssl_the_sums_come_from_sha256sum(work, tmp_path):
+    make_job(work, "61", {"weights/w.npy": b"w" * 300_000, "odd\nname": b"x"})
+    store = ArtifactStore(tmp_path / "art")
+    with pytest.raises(TransferError, match="sha256 .* differs from the source's"):
+        fetch(scheduler(work, tmp_path, NoOpenSSL(tmp_path / "bin1", 150_000)), store,
+              ["hpc-61"])
+    assert not (tmp_path / "art" / "hpc-61").exists()
+    got, = fetch(scheduler(work, tmp_path, NoOpenSSL(tmp_path / "bin2")), store, ["hpc-61"])
+    assert got.changed and got.files == 4
+    assert (tmp_path / "art" / "hpc-61" / "output" / "odd\nname").read_bytes() == b"x"
+
+
+def test_a_job_without_output_files_gets_no_output_dir(work, tmp_path):
+    (work / "warpforge-71.out").write_text("no output\n")
+    (work / "warpforge-71.err").write_text("")
+    make_job(work, "72", {})
+    (work / "output-72").mkdir()  # an output dir holding only a link
+    (work / "output-72" / "alias").symlink_to("nothing")
+    got = fetch(scheduler(work, tmp_path), ArtifactStore(tmp_path / "art"), ["hpc-71", "hpc-72"])
+    assert [g.files for g in got] == [2, 2]
+    for n in ("71", "72"):
+        assert sorted(p.name for p in (tmp_path / "art" / f"hpc-{n}").iterdir()) == [
+            MANIFEST, "stderr.log", "stdout.log"]

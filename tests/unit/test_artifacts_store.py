@@ -164,7 +164,7 @@ def test_gc_removes_stale_leftovers_of_interrupted_fetches_only(tmp_path):
     os.utime(stale.dir.parent, (time.time() - 7200, time.time() - 7200))
     removed = ArtifactStore(tmp_path).gc(keep=100)
     assert [r["path"] for r in removed] == [str(stale.dir.parent)]
-    assert fresh.dir.exists() and not stale.dir.exists()
+    assert fresh.dir.parent.exists() and not stale.dir.parent.exists()
 
 
 def test_commit_refuses_to_replace_a_directory_it_did_not_make(tmp_path):

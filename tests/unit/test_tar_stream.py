@@ -54,3 +54,20 @@ def test_a_stream_cut_short_or_damaged_is_an_error(tmp_path):
     bad[0] ^= 0x20  # the first header's name: its checksum no longer holds
     with pytest.raises(tarfile.ReadError, match="bad header"):
         list(TarStream(pieces(bytes(bad), 512)).members())
+
+
+def test_headers_read_as_tarfile_reads_them(tmp_path):
+    from warpforge_launch.tar_stream import parse_header
+
+    files = {"a.txt": b"hello\n", "empty": b"", "d/" + "y" * 120: b"z" * 1000,
+             "ünï cödé": b"u"}
+    data = archive(tmp_path, files)
+    pos, seen = 0, 0
+    while data[pos:pos + 512] != bytes(512):
+        block = data[pos:pos + 512]
+        ours, theirs = parse_header(block), tarfile.TarInfo.frombuf(block, "utf-8",
+                                                                     "surrogateescape")
+        assert (ours.name, ours.size, ours.type) == (theirs.name, theirs.size, theirs.type)
+        pos += 512 + -(-theirs.size // 512) * 512
+        seen += 1
+    assert seen == len(files) + 1  # and the long name's own header

@@ -4,19 +4,22 @@ One remote shell (over the SSH login node, or the local clients' machine) gets t
 as arguments and, on stdin, what this machine already holds (``size mtime path`` per file,
 from the last fetch's manifest; nothing on a first fetch). It lists every job's entries
 without following links (``find -P``), picks the regular files that differ from what we
-hold (``sort | comm``), hashes them (``sha256sum``) and streams them as one tar (never
-dereferencing: links are listed, not archived; hard links go as plain files). Its stdout is::
+hold (``sort | comm``), hashes them (OpenSSL's sha256, or ``sha256sum`` where there is no
+openssl) and streams them as one tar (never dereferencing: links are listed, not archived;
+hard links go as plain files). Its stdout is::
 
-    WFFETCH 3\\n
-    <listing: "<type> <size> <mtime> <path>\\0<link target>\\0" per entry>E\\0\\0
+    WFFETCH 3\n
+    <listing: "<type> <size> <mtime> <path>\0<link target>\0" per entry>E\0\0
     <tar of the files sent, only when there are any>
 
-and, hashed while the archive streams, the files' sha256 follow on stderr as one
-``WFSUMS <base64 of "<sha256>  <path>\\0" per file>`` line. This side knows from the
-listing which members must arrive, checks each one's name, type and size as it writes it
-into the job's staging dir (hashing it), then its sha256 against the source's; a missing
-member (a short stream), an unannounced one or a wrong hash fails the fetch before anything
-is committed. A second fetch of unchanged jobs streams no file.
+and, hashed while the archive streams, the files' sha256 follow on stderr, in the archive's
+order, as one ``WFSUMS openssl <base64 of the raw digests>`` or ``WFSUMS sha256sum <base64
+of "<sha256>  <path>\0" per file>`` line. This side knows from the listing which members
+must arrive, checks each one's name, type and size, hands it to the writer threads
+(artifacts_writers.py), which write it into the job's staging dir hashing it, then checks
+every sha256 against the source's; a missing member (a short stream), an unannounced one or
+a wrong hash fails the fetch before anything is committed. A second fetch of unchanged jobs
+streams no file.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from warpforge_launch.artifacts_store import Staging, TransferError, link_leaves, safe_relpath
+from warpforge_launch.artifacts_writers import Writers
 from warpforge_launch.errors import InfrastructureError
-from warpforge_launch.tar_stream import TarStream
+from warpforge_launch.tar_stream import Member, TarStream
 
 if TYPE_CHECKING:
     from warpforge_launch.schedulers.slurm import SlurmScheduler
@@ -71,13 +75,24 @@ else  # only files whose size or mtime differ from what this machine holds
 fi
 printf 'E\0\0'
 [ -s "$t/send" ] || exit 0
-# the sums are made while the archive streams, and follow on stderr once both are done
-xargs -0 sha256sum -z -- <"$t/send" >"$t/sums" 2>/dev/null &
+# the sums are made while the archive streams, in its order, and follow on stderr once both
+# are done: OpenSSL's sha256 where there is one (it uses the CPU's SHA instructions,
+# several times faster than coreutils), else sha256sum
+{
+  if command -v openssl >/dev/null 2>&1 &&
+     xargs -0 openssl dgst -sha256 -binary -- <"$t/send" >"$t/sums" 2>/dev/null; then
+    echo openssl >"$t/how"
+  else
+    xargs -0 sha256sum -z -- <"$t/send" >"$t/sums" 2>/dev/null
+    echo sha256sum >"$t/how"
+  fi
+} &
 tar -c -f - --format=gnu --hard-dereference --no-recursion --null --verbatim-files-from \
   -T "$t/send"
 rc=$?
 wait $!
-{ printf 'WFSUMS '; base64 -w0 -- "$t/sums"; echo; } >&2
+read -r how <"$t/how"
+{ printf 'WFSUMS %s ' "$how"; base64 -w0 -- "$t/sums"; echo; } >&2
 exit $rc
 """
 
@@ -205,13 +220,19 @@ def _fetch_chunk(sched: SlurmScheduler, stagings: Sequence[Staging]) -> Counter[
     timeout = max(MIN_TIMEOUT, 20 * sched.config.command_timeout)
     done: dict = {}
     sent: dict[str, tuple[Staging, str]] = {}
+    writers = Writers()
+    if not held:  # a first fetch: the jobs' dirs are made while the login node lists
+        for st in stagings:
+            writers.make_dirs(st, "output")
     try:
         with stream(sched.transport, sched._argv(argv), b"".join(held), timeout,
                     "warpforge-fetch") as (out, done):
-            sent = _receive(out, places)
+            sent = _receive(out, places, writers)
     except TransferError:
         if not done.get("returncode"):
             raise
+    finally:
+        writers.close(quiet=True)  # after _receive's own close: nothing left to wait for
     where, rc = sched.transport.where, done["returncode"]
     errors = [ln for ln in done["stderr"].splitlines()
               if ln.strip() and not ln.startswith("WFSUMS ")]
@@ -225,7 +246,9 @@ def _fetch_chunk(sched: SlurmScheduler, stagings: Sequence[Staging]) -> Counter[
 
 
 def _verify(sent: dict[str, tuple[Staging, str]], stderr: str) -> None:
-    """Every file that arrived has the sha256 the source computed for it."""
+    """Every file that arrived has the sha256 the source computed for it. The sums come in
+    the archive's order: raw 32-byte digests (openssl), or ``<hex>  <path>\\0`` records
+    (sha256sum -z), whose paths are checked too."""
     if not sent:
         return
     line = next((ln for ln in stderr.splitlines() if ln.startswith("WFSUMS ")), None)
@@ -233,14 +256,21 @@ def _verify(sent: dict[str, tuple[Staging, str]], stderr: str) -> None:
         raise TransferError("the login node sent no checksums for the files it streamed")
     import base64
 
-    sums = {}
-    for rec in base64.b64decode(line[7:].strip()).split(b"\0")[:-1]:
-        sums[rec[66:].decode(errors="surrogateescape")] = rec[:64].decode()
-    for remote, (st, path) in sent.items():
+    how, _, data = line[7:].partition(" ")
+    raw = base64.b64decode(data.strip())
+    if how == "openssl":
+        sums = [(None, raw[k:k + 32].hex()) for k in range(0, len(raw), 32)]
+    else:
+        sums = [(rec[66:], rec[:64].decode()) for rec in raw.split(b"\0")[:-1]]
+    if len(sums) != len(sent):
+        raise TransferError(f"the login node hashed {len(sums)} of the {len(sent)} files it "
+                            "streamed: a file changed or vanished while it was sent")
+    for (remote, (st, path)), (name, want) in zip(sent.items(), sums, strict=True):
         got = st.new[path].sha256
-        if sums.get(remote) != got:
+        if got != want or (name is not None and
+                           name.decode(errors="surrogateescape") != remote):
             raise TransferError(f"{st.job_id}: {path}: sha256 {got} differs from the "
-                                f"source's {sums.get(remote) or '(none: changed or vanished)'}")
+                                f"source's {want}")
 
 
 def _place(places: dict[str, tuple[Staging, str]], remote: str) -> tuple[Staging, str]:
@@ -252,7 +282,7 @@ def _place(places: dict[str, tuple[Staging, str]], remote: str) -> tuple[Staging
     raise TransferError(f"the login node listed {remote!r}, which no job asked for")
 
 
-def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]
+def _receive(out: _Counting, places: dict[str, tuple[Staging, str]], writers: Writers
              ) -> dict[str, tuple[Staging, str]]:
     """Read the listing and the archive into the stagings; what was sent, by remote path."""
     header = out.raw.readline()
@@ -278,17 +308,18 @@ def _receive(out: _Counting, places: dict[str, tuple[Staging, str]]
                                       "not followed")
         else:
             st.refuse(path, None, "not a regular file (fifo, socket or device): not read")
-    sent = {remote: (w[0], w[1]) for remote, w in expected.items()}
-    if not expected:
-        return sent
-    back, out.back = out.back, b""
-    try:
-        for member, chunks in TarStream(out.read1, back).members():
-            _member(member, chunks, expected)
-        while out.read1():  # the archive's padding: let the remote tar finish
-            pass
-    except tarfile.TarError as exc:
-        raise TransferError(f"the archive from the login node is damaged: {exc}") from None
+    sent: dict[str, tuple[Staging, str]] = {}  # in the archive's order, as the sums are
+    if expected:
+        back, out.back = out.back, b""
+        try:
+            for member, chunks in TarStream(out.read1, back).members():
+                sent[member.name] = _member(member, chunks, expected, writers)
+            while out.read1():  # the archive's padding: let the remote tar finish
+                pass
+        except tarfile.TarError as exc:
+            raise TransferError(f"the archive from the login node is damaged: {exc}") \
+                from None
+    writers.close()
     if expected:
         first = next(iter(expected.values()))
         raise TransferError(f"the stream ended early: {len(expected)} file(s) never arrived "
@@ -316,8 +347,9 @@ def _listing(out: _Counting) -> list[tuple[bytes, bytes]]:
         data, pos = data[pos:] + chunk, 0
 
 
-def _member(member: tarfile.TarInfo, chunks: Iterator[bytes],
-            expected: dict[str, tuple[Staging, str, int, str]]) -> None:
+def _member(member: Member, chunks: Iterator[bytes],
+            expected: dict[str, tuple[Staging, str, int, str]], writers: Writers
+            ) -> tuple[Staging, str]:
     want = expected.pop(member.name, None)
     if want is None:
         raise TransferError(f"the archive holds {member.name!r}, which was not announced")
@@ -327,7 +359,8 @@ def _member(member: tarfile.TarInfo, chunks: Iterator[bytes],
     if member.size != size:
         raise TransferError(f"{st.job_id}: {path} arrived with {member.size} bytes, "
                             f"{size} listed")
-    st.write(path, chunks, size=size, mtime_ns=_ns(mtime), source_mtime=mtime)
+    writers.put(st, path, chunks, size=size, mtime_ns=_ns(mtime), source_mtime=mtime)
+    return st, path
 
 
 def _ns(mtime: str) -> int:
