@@ -5,8 +5,10 @@ names are re-exported here."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +74,32 @@ def assert_same_status(lean: list[dict], full: list[dict]) -> None:
             assert a[key] == b[key], key
         assert (a["elapsed"] is None) == (b["elapsed"] is None)
         assert a["elapsed"] is None or 0 <= a["elapsed"] <= b["elapsed"]
+
+
+@contextlib.contextmanager
+def stored_config(job_ids, **changes):
+    """The jobs' stored scheduler config with ``changes`` for the block, restored after: a
+    job whose cluster has since gone silent (its dashboard, login node or apiserver now a
+    black hole)."""
+    store = os.path.join(os.environ["WARPFORGE_HOME"], "jobs.sqlite3")
+    with sqlite3.connect(store) as db:
+        saved = {j: db.execute("SELECT config FROM jobs WHERE job_id = ?", (j,)).fetchone()[0]
+                 for j in job_ids}
+        for job_id, text in saved.items():
+            db.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
+                       (json.dumps({**json.loads(text), **changes}), job_id))
+    try:
+        yield
+    finally:
+        with sqlite3.connect(store) as db:
+            for job_id, text in saved.items():
+                db.execute("UPDATE jobs SET config = ? WHERE job_id = ?", (text, job_id))
+
+
+def timed_cli(*args: str, timeout=60):
+    """(the finished process, seconds it took) of ``run_cli(*args)``."""
+    import time
+
+    t0 = time.monotonic()
+    done = run_cli(*args, timeout=timeout)
+    return done, time.monotonic() - t0

@@ -17,7 +17,7 @@ import pickle
 import sys
 
 from warpforge_launch import __version__
-from warpforge_launch.storefile import home_dir
+from warpforge_launch.storefile import home_dir, owned_private
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _CODE_DIRS = (_PACKAGE, os.path.join(_PACKAGE, "schedulers"))
@@ -50,7 +50,7 @@ def get(path: str):
     if key is None:
         return None
     cached = _file(path)
-    if not (_private(os.path.dirname(cached)) and _private(cached)):
+    if not (owned_private(os.path.dirname(cached)) and owned_private(cached)):
         return None  # a pickle runs code when loaded: only ever our own, unshared file
     try:
         with open(cached, "rb") as f:
@@ -58,15 +58,6 @@ def get(path: str):
     except Exception:  # noqa: BLE001 - absent, partial or from another version: parse again
         return None
     return inventory if stored_key == key else None
-
-
-def _private(path: str) -> bool:
-    """Owned by this user and writable by no one else."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def put(path: str, inventory) -> None:

@@ -41,3 +41,13 @@ def home() -> Path:
 
 def store_file() -> str:
     return os.path.join(home_dir(), "jobs.sqlite3")
+
+
+def owned_private(path: str) -> bool:
+    """Owned by this user and writable by no one else: a cache under the state dir is read
+    only then (the inventory cache is unpickled, the re-push plan holds commands we run)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022

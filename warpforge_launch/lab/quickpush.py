@@ -23,6 +23,7 @@ import time
 
 from warpforge_launch.errors import LaunchError
 from warpforge_launch.lab.noopcheck import Probe
+from warpforge_launch.storefile import home_dir, owned_private
 
 _ENV = ("HOME", "WARPFORGE_INVENTORY", "WARPFORGE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,20 +60,9 @@ def fingerprint(request: dict) -> str | None:
 
 
 def _file(request: dict) -> str:
-    from warpforge_launch.storefile import home_dir
-
     key = json.dumps([request, os.getcwd()])
     name = hashlib.sha256(key.encode()).hexdigest()[:16]
     return os.path.join(home_dir(), "cache", f"distribute-{name}.json")
-
-
-def _private(path: str) -> bool:
-    """Owned by this user and writable by no one else (the plan holds commands we run)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def remember(request: dict, boxes, opts, dist) -> None:
@@ -162,7 +152,7 @@ def start(request: dict) -> Quick | None:
     """The remembered plan's probes, started; None when there is no valid plan."""
     try:
         path = _file(request)
-        if not (_private(os.path.dirname(path)) and _private(path)):
+        if not (owned_private(os.path.dirname(path)) and owned_private(path)):
             return None
         with open(path) as f:
             plan = json.load(f)

@@ -221,20 +221,9 @@ def test_forbidden_token_is_one_clear_line(inventory, model):
 def test_status_of_a_running_job_without_the_job_model(inventory, model, tmp_path):
     """`status` of a RUNNING Job: one pod list, no job model loaded, the full path's output,
     the fresh status recorded; an apiserver gone silent since costs one timeout."""
-    import os
-    import sqlite3
-
-    import yaml
-
-    from tests.helpers import assert_same_status, lean_and_full_status
-    from tests.testlab.blackhole import BlackHole
+    from tests.helpers import assert_same_status, lean_and_full_status, stored_config, timed_cli
 
     job_id = submit(inventory, model, "--env", "WF_FAKE_SLEEP=120")
-    store = os.path.join(os.environ["WARPFORGE_HOME"], "jobs.sqlite3")
-    with sqlite3.connect(store) as db:
-        original = db.execute("SELECT config FROM jobs WHERE job_id = ?",
-                              (job_id,)).fetchone()[0]
-    hole = BlackHole()
     try:
         wait_for(inventory, job_id, {"RUNNING"})
         lean, heavy, stored, full = lean_and_full_status("--inventory", str(inventory),
@@ -245,25 +234,12 @@ def test_status_of_a_running_job_without_the_job_model(inventory, model, tmp_pat
         assert lean[0]["scheduler_metadata"]["pod"] == full[0]["scheduler_metadata"]["pod"]
         assert lean[0]["correlation_id"] is not None
 
-        config = json.loads(original)  # the job's apiserver now accepts and never answers
-        kubeconfig = yaml.safe_load(Path(config["kubeconfig"]).read_text())
-        for cluster in kubeconfig["clusters"]:
-            cluster["cluster"]["server"] = f"https://127.0.0.1:{hole.port}"
-        silent = tmp_path / "silent-kubeconfig"
-        silent.write_text(yaml.safe_dump(kubeconfig))
-        silent.chmod(0o600)
-        config.update(kubeconfig=str(silent), connect_timeout=2, request_timeout=3)
-        with sqlite3.connect(store) as db:
-            db.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
-                       (json.dumps(config), job_id))
-        t0 = time.monotonic()
-        done = cli(inventory, "status", job_id, timeout=60)
-        took = time.monotonic() - t0
+        # the job's apiserver now accepts and never answers (the inventory's black hole)
+        with stored_config([job_id], kubeconfig=str(tmp_path / "hole.kubeconfig"),
+                           connect_timeout=2, request_timeout=3):
+            done, took = timed_cli("--inventory", str(inventory), "status", job_id)
         assert done.returncode == 3, done.stderr
         assert "timed out (connect, 2 s)" in done.stderr and "Traceback" not in done.stderr
         assert 2 * 0.9 <= took < 2 + 8, took  # one timeout, plus the CLI's own start
     finally:
-        hole.close()
-        with sqlite3.connect(store) as db:
-            db.execute("UPDATE jobs SET config = ? WHERE job_id = ?", (original, job_id))
         cli(inventory, "cancel", job_id)

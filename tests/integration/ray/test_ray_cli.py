@@ -212,20 +212,12 @@ def _ray_jobs(inventory):
         return json.loads(answer.read())
 
 
-def test_status_of_a_running_job_without_the_job_model(inventory, model, black_hole_url,
-                                                        tmp_path):
+def test_status_of_a_running_job_without_the_job_model(inventory, model, black_hole_url):
     """`status` of a RUNNING job: one GET, no job model loaded, the full path's output, the
     fresh status recorded; a dashboard gone silent since costs one timeout, not two."""
-    import os
-    import sqlite3
-
-    from tests.helpers import assert_same_status, lean_and_full_status
+    from tests.helpers import assert_same_status, lean_and_full_status, stored_config, timed_cli
 
     job_id = submit(inventory, model, "--env", "WF_FAKE_SLEEP=120")
-    store = os.path.join(os.environ["WARPFORGE_HOME"], "jobs.sqlite3")
-    with sqlite3.connect(store) as db:
-        original = db.execute("SELECT config FROM jobs WHERE job_id = ?",
-                              (job_id,)).fetchone()[0]
     try:
         deadline = time.monotonic() + 60
         while json.loads(cli(inventory, "--json", "status", job_id).stdout)["state"] != \
@@ -256,18 +248,12 @@ def test_status_of_a_running_job_without_the_job_model(inventory, model, black_h
             for other in more:
                 cli(inventory, "cancel", other)
 
-        with sqlite3.connect(store) as db:  # the job's cluster now accepts and never answers
-            config = json.loads(original)
-            config.update(dashboard_url=black_hole_url, request_timeout=REQUEST_TIMEOUT)
-            db.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
-                       (json.dumps(config), job_id))
-        t0 = time.monotonic()
-        done = cli(inventory, "status", job_id, timeout=30)
-        took = time.monotonic() - t0
+        # the job's cluster now accepts and never answers
+        with stored_config([job_id], dashboard_url=black_hole_url,
+                           request_timeout=REQUEST_TIMEOUT):
+            done, took = timed_cli("--inventory", str(inventory), "status", job_id, timeout=30)
         assert done.returncode == 3, done.stderr
         assert "timed out (request, 2 s)" in done.stderr and "Traceback" not in done.stderr
         assert REQUEST_TIMEOUT * 0.9 <= took < REQUEST_TIMEOUT + MARGIN
     finally:
-        with sqlite3.connect(store) as db:
-            db.execute("UPDATE jobs SET config = ? WHERE job_id = ?", (original, job_id))
         cli(inventory, "cancel", job_id)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers import assert_same_status, lean_and_full_status, model_file, run_cli
+from tests.helpers import (
+    assert_same_status,
+    lean_and_full_status,
+    model_file,
+    run_cli,
+    stored_config,
+    timed_cli,
+)
 
 
 def inventory(path, shared, cluster, **extra):
@@ -77,8 +84,6 @@ def test_unreachable_login_node_exits_3(slurm_cluster, shared_dir, tmp_path):
 def test_status_of_running_jobs_without_the_job_model(slurm_cluster, shared_dir, tmp_path):
     """`status` of RUNNING jobs answers from the store and one squeue with no job model
     loaded, prints what the full path prints, and records the fresh status."""
-    import os
-    import sqlite3
     import time
 
     inv = inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster)
@@ -105,23 +110,12 @@ def test_status_of_running_jobs_without_the_job_model(slurm_cluster, shared_dir,
             assert a["scheduler_metadata"]["slurm_state"] == "RUNNING"
 
         # the jobs' login node now accepts and never answers: one timeout, exit 3
-        from tests.testlab.blackhole import BlackHole
+        from tests.testlab.blackhole import black_hole
 
-        hole = BlackHole()
-        store = os.path.join(os.environ["WARPFORGE_HOME"], "jobs.sqlite3")
-        try:
-            with sqlite3.connect(store) as db:
-                for job_id, text in db.execute("SELECT job_id, config FROM jobs").fetchall():
-                    config = {**json.loads(text), "login_host": "127.0.0.1",
-                              "login_port": hole.port, "command_timeout": 3,
-                              "known_hosts_file": str(tmp_path / "known_hosts")}
-                    db.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
-                               (json.dumps(config), job_id))
-            t0 = time.monotonic()
-            done = run_cli(*base, "status", *ids, timeout=60)
-            took = time.monotonic() - t0
-        finally:
-            hole.close()
+        with black_hole() as port, stored_config(
+                ids, login_host="127.0.0.1", login_port=port, command_timeout=3,
+                known_hosts_file=str(tmp_path / "known_hosts")):
+            done, took = timed_cli(*base, "status", *ids)
         assert done.returncode == 3, done.stderr
         assert "login node" in done.stderr and "Traceback" not in done.stderr
         assert took < 3 + 2 + 4, took  # the timeout, ssh's own grace, CLI start
