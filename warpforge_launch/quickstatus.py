@@ -27,6 +27,7 @@ from warpforge_launch.storefile import (
     SCHEMA_VERSION,
     STATUS_UPDATE_SQL,
     SUBMITTING,
+    home_dir,
     store_file,
 )
 
@@ -82,11 +83,9 @@ def statuses(job_ids: list[str]) -> dict[str, dict] | None:
             status = json.loads(text)
             if state == SUBMITTING or not _plain(status, job_id, state):
                 return None
-            if state in _FINAL or superseded is not None:
-                if state not in _FINAL:
-                    return None
+            if state in _FINAL:
                 found[job_id] = status
-            elif state in _ACTIVE and type_name in LIVE:
+            elif superseded is None and state in _ACTIVE and type_name in LIVE:
                 live.setdefault((instance, type_name, config), []).append(row)
             else:
                 return None
@@ -113,8 +112,6 @@ def _rows(db: sqlite3.Connection, ids: list[str]) -> list[tuple] | None:
 
 def _refresh(live: dict[tuple[str, str, str], list[tuple]]) -> dict[str, dict] | None:
     """One lean backend call per (instance, type, config); None if any job is missing."""
-    from warpforge_launch.storefile import home_dir
-
     fresh: dict[str, dict] = {}
     for (instance, type_name, config), rows in live.items():
         module, _, name = LIVE[type_name].partition(":")

@@ -193,24 +193,15 @@ class RayScheduler(Scheduler):
         return self._client
 
     def _job(self, job_id: str) -> dict:
-        sid = self.native_id(job_id)
+        from warpforge_launch.schedulers.ray_client import job_record
+
         missing = NotFoundError(f"no job {job_id} on Ray at {self.config.dashboard_url}")
-        job = self.client.call("GET", f"/api/jobs/{sid}", not_found=missing)
-        if not isinstance(job, dict):
-            raise InfrastructureError(
-                f"Ray at {self.config.dashboard_url} answered /api/jobs/{sid} with "
-                f"{type(job).__name__}, not a job record"
-            )
-        return job
+        return job_record(self.client, self.native_id(job_id), not_found=missing)
 
     def _all_jobs(self) -> list[dict]:
-        jobs = self.client.call("GET", "/api/jobs/")
-        if not isinstance(jobs, list):
-            raise InfrastructureError(
-                f"Ray at {self.config.dashboard_url} answered /api/jobs/ with "
-                f"{type(jobs).__name__}, not a list"
-            )
-        return jobs
+        from warpforge_launch.schedulers.ray_client import all_jobs
+
+        return all_jobs(self.client)
 
     # --- the Scheduler interface --------------------------------------------------------------
 

@@ -293,6 +293,26 @@ def auth_value(instance: str, template: str) -> str:
 FEW_JOBS = 4
 
 
+def job_record(client: RayClient, sid: str, not_found: LaunchError | None = None
+               ) -> dict | None:
+    """One submission's record; None when Ray does not know it (or ``not_found`` raised)."""
+    job = client.call("GET", f"/api/jobs/{sid}", not_found=not_found,
+                      missing_ok=not_found is None)
+    if job is not None and not isinstance(job, dict):
+        raise InfrastructureError(f"Ray at {client.base_url} answered /api/jobs/{sid} with "
+                                  f"{type(job).__name__}, not a job record", hint=client.hint)
+    return job
+
+
+def all_jobs(client: RayClient) -> list[dict]:
+    """Every submission Ray keeps: ONE ``GET /api/jobs/``."""
+    jobs = client.call("GET", "/api/jobs/")
+    if not isinstance(jobs, list):
+        raise InfrastructureError(f"Ray at {client.base_url} answered /api/jobs/ with "
+                                  f"{type(jobs).__name__}, not a list", hint=client.hint)
+    return jobs
+
+
 def jobs_by_id(client: RayClient, sids: list[str], one_by_one: bool = False
                ) -> dict[str, dict]:
     """Ray's records of the submissions ``sids`` it knows: ONE ``GET /api/jobs/`` (a
@@ -301,22 +321,10 @@ def jobs_by_id(client: RayClient, sids: list[str], one_by_one: bool = False
     from warpforge_launch.schedulers.ray_parse import submissions
 
     if one_by_one:
-        found = {}
-        for sid in dict.fromkeys(sids):
-            job = client.call("GET", f"/api/jobs/{sid}", missing_ok=True)
-            if job is not None:
-                if not isinstance(job, dict):
-                    raise InfrastructureError(f"Ray at {client.base_url} answered "
-                                              f"/api/jobs/{sid} with {type(job).__name__}, "
-                                              "not a job record", hint=client.hint)
-                found[sid] = job
-        return found
-    jobs = client.call("GET", "/api/jobs/")
-    if not isinstance(jobs, list):
-        raise InfrastructureError(f"Ray at {client.base_url} answered /api/jobs/ with "
-                                  f"{type(jobs).__name__}, not a list", hint=client.hint)
+        found = {sid: job_record(client, sid) for sid in dict.fromkeys(sids)}
+        return {sid: job for sid, job in found.items() if job is not None}
     wanted = set(sids)
-    return {sid: job for sid, job in submissions(jobs) if sid in wanted}
+    return {sid: job for sid, job in submissions(all_jobs(client)) if sid in wanted}
 
 
 _LIVE_KEYS = ("dashboard_url", "connect_timeout", "request_timeout", "auth_header")
