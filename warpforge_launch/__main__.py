@@ -1,5 +1,5 @@
 import sys
 
-from warpforge_launch.cli import main
+from warpforge_launch.cli import run
 
-sys.exit(main())
+sys.exit(run())

@@ -8,15 +8,51 @@ backends' clients.
 
 The deadline covers the whole exchange: a server that accepts and never answers, or
 trickles bytes, raises ``Timeout`` in time.
+
+The URL helpers (``server_address``, ``quote``, ``urlencode``) give urllib.parse's answers
+for the URLs the clients build, without importing it: it imports ``ipaddress``, 3 ms of a
+`status`. A server URL of any other shape goes to urllib.parse itself.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 256 * 1024 * 1024
+# scheme://host[:port][/path] with a DNS name or an IPv4 address (IPv6 goes to urlsplit)
+_PLAIN_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>[A-Za-z0-9._-]+)"
+                        r"(?::(?P<port>[0-9]{1,5}))?(?P<path>/[^?#]*)?")
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def server_address(url: str) -> tuple[str, str | None, int | None, str]:
+    """(scheme, host, port, path) of ``url`` as ``urlsplit`` gives them (``scheme``,
+    ``hostname``, ``port``, ``path``): lower-cased, None where absent; ValueError for a
+    port out of range."""
+    plain = _PLAIN_URL.fullmatch(url)
+    port = plain and plain["port"]
+    if plain is None or (port and int(port) > 65535):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        return parts.scheme, parts.hostname, parts.port, parts.path
+    return (plain["scheme"].lower(), plain["host"].lower(), int(port) if port else None,
+            plain["path"] or "")
+
+
+def quote(text: str, safe: str = "/") -> str:
+    """``urllib.parse.quote(text, safe)``: UTF-8, unreserved and ``safe`` bytes kept."""
+    keep = _UNRESERVED.union(safe.encode("ascii"))
+    return "".join(chr(b) if b in keep else f"%{b:02X}" for b in text.encode("utf-8"))
+
+
+def urlencode(query: dict) -> str:
+    """``urllib.parse.urlencode(query)`` of str or number values (quote_plus of each)."""
+    return "&".join(f"{quote(str(k), ' ')}={quote(str(v), ' ')}".replace(" ", "+")
+                    for k, v in query.items())
 
 
 class Timeout(Exception):
@@ -38,7 +74,7 @@ def get(host: str, port: int, target: str, headers: dict[str, str], *,
     ``server_name`` the name its certificate is checked against (default ``host``). The
     TCP connect and the TLS handshake share ``connect_timeout``."""
     try:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
+        sock = socket.create_connection((ascii_name(host), port), timeout=connect_timeout)
     except TimeoutError:
         raise Timeout("connect") from None
     except OSError as exc:
@@ -129,15 +165,22 @@ def _host_header(host: str, port: int, tls) -> str:
     return name if port == (443 if tls is not None else 80) else f"{name}:{port}"
 
 
-def sni_name(tls, name: str) -> str | None:
+def ascii_name(name: str) -> str | bytes:
+    """An ASCII host name as bytes: socket and ssl then take it as it is, where a str goes
+    through the idna codec, whose import (unicodedata, stringprep) costs more than the
+    lookup."""
+    return name.encode("ascii") if name.isascii() else name
+
+
+def sni_name(tls, name: str) -> str | bytes | None:
     """The TLS server name to send: none for an address the certificate is not checked
     against (SNI carries host names only)."""
     if tls.check_hostname:
-        return name
+        return ascii_name(name)
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(family, name)
             return None
         except OSError:
             pass
-    return name
+    return ascii_name(name)

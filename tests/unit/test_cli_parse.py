@@ -72,3 +72,53 @@ def test_top_level_help_is_the_whole_parsers_help(argv, capsys, monkeypatch):
         code = exc.code
     assert code == (2 if not argv else 0)
     assert capsys.readouterr().out == whole
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "a-1"],
+    ["status", "a-1", "b-2", "c-3"],
+    ["--json", "status", "a-1", "--json"],
+    ["--inventory", "x.yaml", "status", "--inventory=y.yaml", "a-1", "--debug"],
+    ["--inventory", "status", "status", "a-1"],
+    ["status", "--inventory=", "a-1", "b-2", "--json", "--inventory", "z.yaml"],
+])
+def test_a_plain_status_is_read_without_argparse(argv):
+    """`status ID...` skips argparse (its import costs a live status more than the request)
+    and gives exactly the namespace argparse gives."""
+    plain = cli.plain_status(argv)
+    assert plain is not None
+    assert vars(plain) == vars(cli.build_parser().parse_args(argv))
+    assert vars(cli.parse(argv)) == vars(plain)
+
+
+def test_plain_status_agrees_with_argparse_or_leaves_it_to_argparse():
+    """Every mix of these words: read the same as argparse, or left to argparse (which
+    then reads it, or words the error)."""
+    import itertools
+    import random
+
+    words = ["status", "a-1", "b-2", "--json", "--debug", "--inventory", "x.yaml",
+             "--inventory=y.yaml", "--inventory=", "-x", "--", "--inv", "list", "-1", "-h"]
+    rng = random.Random(7)
+    argvs = [list(p) for n in range(4) for p in itertools.product(words, repeat=n)]
+    argvs += [rng.choices(words, k=rng.randint(4, 8)) for _ in range(4000)]
+    taken = 0
+    for argv in argvs:
+        plain = cli.plain_status(argv)
+        if plain is None:
+            continue
+        taken += 1
+        assert vars(plain) == vars(cli.build_parser().parse_args(argv)), argv
+    assert taken > 100  # the plain reading is not vacuous
+
+
+def test_status_imports_no_argparse():
+    import subprocess
+    import sys
+
+    code = ("import sys; from warpforge_launch import cli; "
+            "a = cli.parse(['status', 'a-1', '--json']); "
+            "print(a.command, 'argparse' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["status", "False"]

@@ -137,7 +137,8 @@ class KubernetesScheduler(Scheduler):
                               correlation_id=submission.correlation_id)
 
     def _cache_dir(self) -> Path | None:
-        return kw.cache_dir(self.home)
+        cache = kw.cache_dir(self.home)
+        return Path(cache) if cache is not None else None
 
     def _priority_class(self, priority: int) -> str | None:
         best, chosen = -1, None

@@ -18,7 +18,6 @@ import os
 import zlib
 from collections import namedtuple
 from functools import lru_cache
-from pathlib import Path
 
 from warpforge_launch.errors import UsageError
 
@@ -26,7 +25,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: `status` goes without importing typing
     from typing import Any
 
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # os.path: no pathlib import
 CACHE_VERSION = 1
 
 
@@ -48,7 +47,8 @@ class Credentials(namedtuple("Credentials", (
     def bearer(self) -> str | None:
         if self.token_file:
             try:
-                return Path(self.token_file).read_text().strip()
+                with open(self.token_file, encoding="utf-8") as fh:
+                    return fh.read().strip()
             except OSError as exc:
                 raise UsageError(f"token file {self.token_file} cannot be read: "
                                  f"{exc.strerror or exc}") from None
@@ -61,7 +61,8 @@ def kubeconfig_path(given: str | None) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def from_kubeconfig(path: str, context: str | None, cache_dir: Path | None) -> Credentials:
+def from_kubeconfig(path: str, context: str | None,
+                    cache_dir: str | os.PathLike | None) -> Credentials:
     """The credentials of ``context`` (default: current-context), from the cache when the
     file is unchanged."""
     try:
@@ -72,7 +73,8 @@ def from_kubeconfig(path: str, context: str | None, cache_dir: Path | None) -> C
     cached = _cache_file(cache_dir, stamp)
     if cached is not None:
         try:
-            doc = json.loads(cached.read_text())
+            with open(cached, encoding="utf-8") as fh:
+                doc = json.load(fh)
             if doc.get("stamp") == stamp:
                 return Credentials(**doc["credentials"])
         except (OSError, ValueError, TypeError):
@@ -88,12 +90,13 @@ def in_cluster() -> Credentials:
     """The pod's service account (the token file is read again on every process start)."""
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get(
         "KUBERNETES_SERVICE_PORT", "443")
-    if not host or not (SERVICE_ACCOUNT / "token").is_file():
+    token = os.path.join(SERVICE_ACCOUNT, "token")
+    if not host or not os.path.isfile(token):
         raise UsageError("in_cluster is set but this is not a pod with a service account "
                          "(no KUBERNETES_SERVICE_HOST or token)")
     host = f"[{host}]" if ":" in host else host
-    return Credentials(server=f"https://{host}:{port}", ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
-                       token_file=str(SERVICE_ACCOUNT / "token"))
+    return Credentials(server=f"https://{host}:{port}",
+                       ca_file=os.path.join(SERVICE_ACCOUNT, "ca.crt"), token_file=token)
 
 
 def _read_yaml(path: str) -> Any:
@@ -150,19 +153,20 @@ def _resolve(doc: Any, path: str, context: str | None) -> Credentials:
         exec_json=json.dumps(exec_section, sort_keys=True) if exec_section else None)
 
 
-def _cache_file(cache_dir: Path | None, stamp: list) -> Path | None:
+def _cache_file(cache_dir: str | os.PathLike | None, stamp: list) -> str | None:
     if cache_dir is None:
         return None
     # the stamp inside the file is checked on read: a clash of names only costs a re-read
-    return cache_dir / f"kubeconfig-{zlib.crc32(json.dumps(stamp[:3]).encode()):08x}.json"
+    return os.path.join(cache_dir,
+                        f"kubeconfig-{zlib.crc32(json.dumps(stamp[:3]).encode()):08x}.json")
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: str, text: str) -> None:
     """Atomically, 0600 in a 0700 directory; a cache that cannot be written is skipped."""
     import tempfile
 
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
         try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(text)
@@ -215,16 +219,16 @@ def ssl_context(creds: Credentials, exec_cert: tuple[str, str] | None = None):
 
         with tempfile.TemporaryDirectory(prefix="wf-k8s-") as tmp:  # 0700
             if pem_cert is not None:
-                cert = _private_file(Path(tmp) / "cert.pem", pem_cert)
+                cert = _private_file(os.path.join(tmp, "cert.pem"), pem_cert)
             if pem_key is not None:
-                key = _private_file(Path(tmp) / "key.pem", pem_key)
+                key = _private_file(os.path.join(tmp, "key.pem"), pem_key)
             _load_chain(ctx, cert, key)
     elif cert or key:
         _load_chain(ctx, cert, key)
     return ctx
 
 
-def _private_file(path: Path, data: bytes) -> str:
+def _private_file(path: str, data: bytes) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)

@@ -24,9 +24,8 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from urllib.parse import quote, urlencode, urlsplit
-
 from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
+from warpforge_launch.httpget import quote, server_address, urlencode
 from warpforge_launch.schedulers.kubernetes_auth import Credentials, run_exec_plugin, ssl_context
 
 TYPE_CHECKING = False
@@ -47,13 +46,13 @@ class KubeClient:
 
     def __init__(self, creds: Credentials, *, connect_timeout: float, request_timeout: float,
                  rights_hint: str, one_shot: bool = False) -> None:
-        url = urlsplit(creds.server)
+        scheme, host, port, path = server_address(creds.server)
         self.creds = creds
         self.server = creds.server
-        self._https = url.scheme == "https"
-        self._host = url.hostname or "localhost"
-        self._port = url.port or (443 if self._https else 80)
-        self._prefix = url.path.rstrip("/")
+        self._https = scheme == "https"
+        self._host = host or "localhost"
+        self._port = port or (443 if self._https else 80)
+        self._prefix = path.rstrip("/")
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.rights_hint = rights_hint

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from warpforge_launch.errors import UsageError
 from warpforge_launch.schedulers import kubernetes_state as ks
@@ -26,7 +25,7 @@ SELECT_BY_ID_UP_TO = 20  # a status of a few jobs selects them by id, not the wh
 Lister = Callable[[str, str], list[dict]]  # (plural, label selector) -> items
 
 
-def client_for(instance: str, config: Any, home: Path, one_shot: bool = False):
+def client_for(instance: str, config: Any, home: str | os.PathLike, one_shot: bool = False):
     """The instance's KubeClient: the kubeconfig (resolved once, cached) or the pod's
     service account."""
     from warpforge_launch.schedulers import kubernetes_auth as auth
@@ -48,13 +47,15 @@ def client_for(instance: str, config: Any, home: Path, one_shot: bool = False):
                       f"(namespace {config.namespace!r}); see docs/kubernetes.md")
 
 
-def cache_dir(home: Path) -> Path | None:
+def cache_dir(home: str | os.PathLike) -> str | None:
     """``$WARPFORGE_HOME/cache/kubernetes`` (0700): resolved kubeconfigs, the compiled
-    template, the manifest shapes the schema passed; None when it cannot be made."""
-    path = home / "cache" / "kubernetes"
+    template, the manifest shapes the schema passed; None when it cannot be made. A str
+    (os.path): `status` goes without importing pathlib."""
+    path = os.path.join(home, "cache", "kubernetes")
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.stat().st_mode & 0o077 or path.stat().st_uid != os.getuid():
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+        if st.st_mode & 0o077 or st.st_uid != os.getuid():
             return None
     except OSError:
         return None
@@ -152,7 +153,7 @@ def live_statuses(instance: str, config: dict[str, Any], home: str,
     if any(k not in config for k in _LIVE_KEYS):
         return None
     cfg = SimpleNamespace(**{k: config[k] for k in _LIVE_KEYS})
-    client = client_for(instance, cfg, Path(home), one_shot=True)
+    client = client_for(instance, cfg, home, one_shot=True)
     try:
         ids = {f"{instance}-{n}": n for n in natives}
         seen = observe(lister(client, cfg.namespace, cached=True), instance, list(ids))

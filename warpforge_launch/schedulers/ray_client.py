@@ -22,9 +22,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from urllib.parse import urlsplit
 
 from warpforge_launch.errors import InfrastructureError, LaunchError, UsageError
+from warpforge_launch.httpget import server_address
 from warpforge_launch.schedulers.ray_parse import one_line, reduce_ray_error
 
 TYPE_CHECKING = False
@@ -65,12 +65,12 @@ class RayClient:
         hint: str = "is the Ray head up?",
         one_shot: bool = False,
     ) -> None:
-        url = urlsplit(base_url)
+        scheme, host, port, path = server_address(base_url)
         self.base_url = base_url.rstrip("/")
-        self._https = url.scheme == "https"
-        self._host = url.hostname or "localhost"
-        self._port = url.port or (443 if self._https else 80)
-        self._prefix = url.path.rstrip("/")
+        self._https = scheme == "https"
+        self._host = host or "localhost"
+        self._port = port or (443 if self._https else 80)
+        self._prefix = path.rstrip("/")
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.headers = {"Accept": "application/json", "User-Agent": "warpforge-launch",

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
+from warpforge_launch.httpget import server_address
 from warpforge_launch.states import JobState
 
 TYPE_CHECKING = False
@@ -102,11 +102,22 @@ def status_fields(job: Mapping[str, Any]) -> dict[str, Any]:
         "correlation_id": meta.get(CORRELATION_KEY) if isinstance(meta, Mapping) else None,
         "state": state,
         "state_changed_at": end or start or now,
-        "node_name": urlsplit(str(job.get("driver_agent_http_address") or "")).hostname,
+        "node_name": _host(job.get("driver_agent_http_address")),
         "elapsed": (end or now) - start if start else None,
         "message": message,
         "scheduler_metadata": {k: v for k, v in extra.items() if v is not None},
     }
+
+
+def _host(address: Any) -> str | None:
+    """The host of the job's driver agent (``http://10.0.0.5:52365``), as urlsplit reads it."""
+    text = str(address or "")
+    try:
+        return server_address(text)[1]
+    except ValueError:  # a port out of range: the host still names the node
+        from urllib.parse import urlsplit
+
+        return urlsplit(text).hostname
 
 
 def submissions(jobs: Iterable[Mapping[str, Any]]) -> Iterable[tuple[str, Mapping[str, Any]]]:
