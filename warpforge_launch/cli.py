@@ -314,9 +314,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return complete(argv[1:])
     try:
-        from warpforge_launch.sweep_cli import default_submit
+        args = plain_status(argv)
+        if args is None:
+            from warpforge_launch.sweep_cli import default_submit
 
-        args = parse(default_submit(list(argv)))
+            args = parse(default_submit(list(argv)))
         if not args.command:
             build_parser(names_only=True).print_help()
             return 2

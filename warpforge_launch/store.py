@@ -171,12 +171,13 @@ class JobStore:
                              sweep.submitted_at.isoformat(), json.dumps(sweep.spec)))
             self.db.executemany("INSERT INTO sweep_cells (sweep_id, cell, correlation_id, key) "
                                 "VALUES (?,?,?,?)",
-                                [(sweep.sweep_id, c["index"], corr, json.dumps(c))
+                                [(sweep.sweep_id, c["index"], corr, _dumps(c))
                                  for corr, c in sweep.cells])
             configs: dict[int, str] = {}  # the cells of one instance share its config object
+            now = utcnow().isoformat()
             self.db.executemany(f"INSERT INTO jobs ({_COLUMNS}) VALUES "
                                 "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                [_row(r, configs) for r in records])
+                                [_row(r, configs, now) for r in records])
 
     def get_sweep(self, sweep_id: str) -> SweepRecord:
         row = self.db.execute("SELECT sweep_id, name, submitted_by, submitted_at, spec FROM "
@@ -260,7 +261,7 @@ class JobStore:
             self.db.executemany(
                 "UPDATE jobs SET job_id = ?, native_id = ?, state = ?, status = ?, "
                 "updated_at = ? WHERE correlation_id = ? AND state = ?",
-                [(job_id, native_id, status.state.value, json.dumps(status.to_dict()), now,
+                [(job_id, native_id, status.state.value, _dumps(status.to_dict()), now,
                   corr, SUBMITTING) for corr, job_id, native_id, status in done])
 
     def _complete(self, correlation_id: str, job_id: str, native_id: str,
@@ -456,20 +457,27 @@ def _chunks(items: list, size: int = 500) -> list[list]:
     return [items[k:k + size] for k in range(0, len(items), size)]
 
 
-def _row(record: JobRecord, configs: dict[int, str] | None = None) -> tuple:
-    """A record as a row; ``configs`` memoizes the JSON of config objects shared by rows."""
+def _row(record: JobRecord, configs: dict[int, str] | None = None,
+         now: str | None = None) -> tuple:
+    """A record as a row; ``configs`` memoizes the JSON of config objects shared by rows,
+    ``now`` is the rows' updated_at (default: now)."""
     state = SUBMITTING if record.submitting else record.status.state.value
     if configs is None:
-        config = json.dumps(record.config)
+        config = _dumps(record.config)
     else:
         config = configs.get(id(record.config))
         if config is None:
-            config = configs[id(record.config)] = json.dumps(record.config)
+            config = configs[id(record.config)] = _dumps(record.config)
     return (record.job_id, record.instance, record.scheduler_type, record.native_id,
             record.correlation_id, record.name, record.submitted_by,
-            record.submitted_at.isoformat(), json.dumps(record.submission),
-            json.dumps(record.plan), config, state,
-            json.dumps(record.status.to_dict()), utcnow().isoformat(), record.superseded_by)
+            record.submitted_at.isoformat(), _dumps(record.submission),
+            _dumps(record.plan), config, state, _dumps(record.status.to_dict()),
+            now or utcnow().isoformat(), record.superseded_by)
+
+
+# json.dumps of the records' JSON documents, without the check for reference cycles (a
+# document built by the codec has none): a sweep writes hundreds of them in one go
+_dumps = json.JSONEncoder(check_circular=False).encode
 
 
 def _record(row: tuple) -> JobRecord:

@@ -108,8 +108,8 @@ def test_unknown_job_is_not_found(tmp_path):
 
 
 def test_sbatch_rejection_is_usage_error(tmp_path):
-    driver_out = ("WF warpforge-x-0.sbatch 1 sbatch: error: Batch job submission failed: "
-                  "Invalid partition name specified\n")
+    driver_out = ("WF+ warpforge-x-0.sbatch\nsbatch: error: Batch job submission failed: "
+                  "Invalid partition name specified\n\nWF warpforge-x-0.sbatch 1\n")
 
     class Submit(Scripted):
         def run(self, argv, *, input=None, timeout, program=None):
@@ -215,8 +215,7 @@ def test_sbatch_configuration_failure_is_exit_3(tmp_path, stderr):
         def run(self, argv, *, input=None, timeout, program=None):
             self.argvs.append(list(argv))
             name = re.search(r"^J (\S+) ", input, re.M).group(1)  # the driver's stdin
-            said = stderr.strip().replace(chr(10), " // ")
-            return Completed(0, f"WF {name} 1 {said}\n", "")
+            return Completed(0, f"WF+ {name}\n{stderr}\nWF {name} 1\n", "")
 
     from tests.unit.test_slurm_script import submission
 

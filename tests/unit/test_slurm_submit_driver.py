@@ -186,6 +186,41 @@ def test_a_driver_started_ahead_submits_once_the_scripts_come(lab):
     assert [r["text"] for r in seen()] == [script] and sched.calls["sbatch"] == 1
 
 
+def test_scripts_sent_ahead_wait_for_go(lab):
+    """The scripts go out while the caller records its jobs; only GO submits them, and a
+    caller that gives up (EOF) or sends anything else submits nothing."""
+    make, seen, _transport, work = lab
+    from warpforge_launch.schedulers import slurm_remote as remote
+
+    sched = make()
+    script = sched.plan(submission()).request.script
+    data = remote.submit_input([remote.Job("a.sbatch", script)], {})
+    started = sched.start_driver(str(work), 1)
+    started.send(data)
+    started.abandon()
+    assert seen() == []
+    started = sched.start_driver(str(work), 1)
+    started.send(data)
+    assert started.finish("NO\n").returncode == remote.BAD_INPUT and seen() == []
+    started = sched.start_driver(str(work), 1)
+    started.send(data)
+    done = sched._run_driver(str(work), [remote.Job("a.sbatch", script)], {}, started,
+                             sent=True)
+    assert remote.submit_results(done.stdout) == {"a.sbatch": (0, "101")}
+    assert [r["text"] for r in seen()] == [script]
+
+
+def test_driver_answers_are_read_per_script():
+    from warpforge_launch.schedulers import slurm_remote as remote
+
+    out = ("WF+ a.sbatch\n7\n\nWF a.sbatch 0\n"
+           "WF+ b.sbatch\nsbatch: error: one\nWF a.sbatch 0\nsbatch: error: two\n\n"
+           "WF b.sbatch 1\nWF+ c.sbatch\n")  # c: the driver died before its answer
+    assert remote.submit_results(out) == {
+        "a.sbatch": (0, "7"),
+        "b.sbatch": (1, "sbatch: error: one\nWF a.sbatch 0\nsbatch: error: two")}
+
+
 @pytest.mark.parametrize("cut", [1, 10, 200])
 def test_a_script_cut_short_is_refused_not_submitted(lab, cut):
     make, seen, transport, work = lab

@@ -13,9 +13,9 @@ removed gcp/azure/oidc plugins) are refused with a hint, as lightkube and kubect
 
 from __future__ import annotations
 
+import binascii  # crc32 as zlib has it; already loaded by ssl (base64), unlike zlib
 import json
 import os
-import zlib
 from collections import namedtuple
 from functools import lru_cache
 
@@ -158,7 +158,7 @@ def _cache_file(cache_dir: str | os.PathLike | None, stamp: list) -> str | None:
         return None
     # the stamp inside the file is checked on read: a clash of names only costs a re-read
     return os.path.join(cache_dir,
-                        f"kubeconfig-{zlib.crc32(json.dumps(stamp[:3]).encode()):08x}.json")
+                        f"kubeconfig-{binascii.crc32(json.dumps(stamp[:3]).encode()):08x}.json")
 
 
 def _write_private(path: str, text: str) -> None:

@@ -8,6 +8,7 @@ down slurmctld blocks clients for about 9 s each, and the user gets exit 3, not 
 
 from __future__ import annotations
 
+import functools
 import getpass
 import math
 import os
@@ -163,8 +164,10 @@ class SlurmScheduler(Scheduler):
                              "for $USER", hint="set login_user or a work_dir without $USER") \
                 from None
 
-    @property
+    @functools.cached_property
     def work_dir(self) -> str:
+        """The configured work dir with $USER filled in, checked once (a sweep plans every
+        cell with it); a bad one raises on every use."""
         from warpforge_launch.schedulers.slurm_script import ScriptError, validate_work_dir
 
         path = self.config.work_dir
@@ -291,20 +294,27 @@ class SlurmScheduler(Scheduler):
         return self.transport.start(self._argv(argv), program="sbatch",
                                     timeout=self.config.command_timeout + 0.5 * n_jobs)
 
-    def _run_driver(self, work_dir: str, jobs, values, started=None) -> Completed:
-        try:
-            data = remote.submit_input(jobs, values)
-        except BaseException:
-            if started is not None:
-                started.abandon()
-            raise
-        done = (started or self.start_driver(work_dir, len(jobs))).finish(data)
+    def _run_driver(self, work_dir: str, jobs, values, started=None, sent: bool = False
+                    ) -> Completed:
+        """Submit ``jobs`` through a driver (``started`` ahead, or now) and return its
+        answer; ``sent``: the started driver already has their scripts and needs only GO."""
+        if sent:
+            done = started.finish(remote.GO)
+        else:
+            try:
+                data = remote.submit_input(jobs, values) + remote.GO
+            except BaseException:
+                if started is not None:
+                    started.abandon()
+                raise
+            done = (started or self.start_driver(work_dir, len(jobs))).finish(data)
         where = self.transport.where
         if done.returncode == remote.UNSAFE_DIR:
             raise UsageError(f"refusing to submit on {where}: {sp.first_line(done.stderr)}",
                              hint="the work dir must belong to you and be writable only by "
                              "you (see docs/slurm.md)")
-        if done.returncode in (remote.CANNOT_WRITE, remote.CANNOT_UNPACK, remote.BAD_INPUT):
+        if done.returncode in (remote.CANNOT_WRITE, remote.CANNOT_UNPACK, remote.BAD_INPUT,
+                               remote.NOT_SENT):
             raise InfrastructureError(f"cannot write the job scripts to {work_dir} on {where}: "
                                       f"{sp.first_line(done.stderr)}")
         return done

@@ -186,45 +186,51 @@ def _key(batch: BatchPlan) -> tuple[str, ...]:
 
 
 def prepare(sched, batch: BatchPlan) -> None:
-    """Start the driver of the batch's first round trip; the scripts follow in
-    ``execute_batch``, so nothing is submitted before then."""
+    """Start the driver of the batch's first round trip and send it that round trip's
+    scripts: it reads and checks them while the caller records the jobs, and submits them
+    when ``execute_batch`` sends GO (nothing is submitted before then)."""
     if batch.requests and _key(batch) not in sched.prepared:
-        sched.prepared[_key(batch)] = sched.start_driver(
-            batch.requests[0].tasks[0].work_dir, min(len(batch.requests), remote.MAX_JOBS))
+        jobs, values = _jobs(batch)
+        first = jobs[:remote.MAX_JOBS]
+        data = remote.submit_input(first, values)  # bad input fails before anything starts
+        started = sched.start_driver(batch.requests[0].tasks[0].work_dir, len(first))
+        started.send(data)
+        sched.prepared[_key(batch)] = (started, jobs, values)
 
 
 def release(sched, batch: BatchPlan) -> None:
-    started = sched.prepared.pop(_key(batch), None)
-    if started is not None:
-        started.abandon()  # it reads EOF instead of scripts: nothing is submitted
+    prepared = sched.prepared.pop(_key(batch), None)
+    if prepared is not None:
+        prepared[0].abandon()  # it reads EOF instead of GO: nothing is submitted
 
 
-def execute_batch(sched, batch: BatchPlan) -> dict[str, Any]:
-    """Every array in ONE round trip; the cells of an array sbatch refused get its error,
-    the others ``Submitted(<array job>_<task>)``."""
+def _jobs(batch: BatchPlan) -> tuple[list[remote.Job], dict[str, str]]:
+    """The batch's scripts under names of their own, and the secret values they name."""
     import os
     import time
 
     from warpforge_launch import secrets
 
+    stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
+    jobs = [remote.Job(f"warpforge-{stamp}-{k}.sbatch", a.script, a.secret_env)
+            for k, a in enumerate(batch.requests)]
+    return jobs, secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
+
+
+def execute_batch(sched, batch: BatchPlan) -> dict[str, Any]:
+    """Every array in ONE round trip; the cells of an array sbatch refused get its error,
+    the others ``Submitted(<array job>_<task>)``."""
     arrays = list(batch.requests)
     if not arrays:
         return {}
-    started = sched.prepared.pop(_key(batch), None)
-    stamp = f"{int(time.time())}-{os.urandom(4).hex()}"
-    jobs = [remote.Job(f"warpforge-{stamp}-{k}.sbatch", a.script, a.secret_env)
-            for k, a in enumerate(arrays)]
-    try:
-        values = secrets.resolve(sorted({k for job in jobs for k in job.secret_env}))
-    except BaseException:
-        if started is not None:
-            started.abandon()
-        raise
+    prepared = sched.prepared.pop(_key(batch), None)
+    started, jobs, values = prepared if prepared is not None else (None, *_jobs(batch))
     results, stderr = {}, ""
     for k in range(0, len(jobs), remote.MAX_JOBS):
         chunk = jobs[k:k + remote.MAX_JOBS]
         done = sched._run_driver(arrays[0].tasks[0].work_dir, chunk, values,
-                                 started if k == 0 else None)
+                                 started if k == 0 else None,
+                                 sent=k == 0 and started is not None)
         results.update(remote.submit_results(done.stdout))
         stderr = done.stderr
     by_array: dict[str, Any] = {}

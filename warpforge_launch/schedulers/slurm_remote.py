@@ -15,7 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # Exit codes of the submit driver before any sbatch ran (the job scripts were not used).
-BAD_INPUT, CANNOT_WRITE, CANNOT_UNPACK, UNSAFE_DIR = 95, 90, 91, 92
+BAD_INPUT, CANNOT_WRITE, CANNOT_UNPACK, UNSAFE_DIR, NOT_SENT = 95, 90, 91, 92, 96
+# The last line of the driver's stdin, sent once the caller has recorded the jobs: the driver
+# holds every script (read and checked) until it comes, and submits nothing without it.
+GO = "GO\n"
 MAX_JOBS = 256  # scripts per round trip (bounds the driver's run time, see its deadline)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -30,9 +33,10 @@ class Job:
 
 
 def submit_input(jobs: Sequence[Job], secrets: Mapping[str, str]) -> str:
-    """The driver's stdin: ``S <name>`` + newline + the raw value + NUL per secret,
-    ``J <script> <bytes> <names...>`` per job, ``SCRIPTS``, then each script and SCRIPT_END.
-    Byte counts use the encoding the transport writes stdin with (text mode: the locale's)."""
+    """The driver's stdin up to ``GO``: ``S <name>`` + newline + the raw value + NUL per
+    secret, ``J <script> <bytes> <names...>`` per job, ``SCRIPTS``, then each script and
+    SCRIPT_END. Byte counts use the encoding the transport writes stdin with (text mode: the
+    locale's)."""
     encoding = locale.getpreferredencoding(False)
     head = []
     for key in sorted({k for job in jobs for k in job.secret_env}):
@@ -58,13 +62,20 @@ _SCRIPT_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def submit_results(stdout: str) -> dict[str, tuple[int, str]]:
-    """``WF <script> <sbatch rc> <output, newlines as ' // '>`` lines -> {script: (rc, out)}."""
+    """The driver's answer -> {script: (sbatch rc, sbatch's output)}: per script a line
+    ``WF+ <script>``, what sbatch printed, and a line ``WF <script> <rc>``."""
     results: dict[str, tuple[int, str]] = {}
+    name, said = None, []
     for line in stdout.splitlines():
-        parts = line.split(" ", 3)
-        if len(parts) >= 3 and parts[0] == "WF" and parts[2].lstrip("-").isdigit():
-            out = parts[3] if len(parts) == 4 else ""
-            results[parts[1]] = (int(parts[2]), out.replace(" // ", "\n"))
+        parts = line.split(" ")
+        if len(parts) == 2 and parts[0] == "WF+":
+            name, said = parts[1], []
+        elif (len(parts) == 3 and parts[0] == "WF" and parts[1] == name
+              and parts[2].lstrip("-").isdigit()):
+            results[name] = (int(parts[2]), "\n".join(ln for ln in said if ln.strip()))
+            name = None
+        elif name is not None:
+            said.append(line)
     return results
 
 
@@ -72,10 +83,13 @@ def submit_results(stdout: str) -> dict[str, tuple[int, str]]:
 # anything is written: every existing ancestor owned by root or this user and not writable by
 # others unless sticky, the work dir itself owned by this user, no symlink, not writable by
 # others. It is checked before stdin is read, so the caller can start the driver first and
-# send the scripts once its own records are written (EOF instead: nothing is submitted).
-# Job scripts never touch a disk: each is read whole from stdin (`read -N`, which reads a pipe
-# in blocks), checked for its end mark, and piped into its sbatch. One stat process for the
-# whole path (a second only when a component is a symlink), no temp files.
+# send the scripts while it writes its own records: every script is read and checked before
+# GO, and only GO (the last line, sent once the records are written) lets any sbatch run; EOF
+# instead, at any point, submits nothing. Job scripts never touch a disk: each is read whole
+# from stdin (`read -N`, which reads a pipe in blocks), checked for its end mark, and piped
+# into its sbatch, whose output goes straight to stdout between WF+ and WF lines (no command
+# substitution: a fork less per script). One stat process for the whole path (a second only
+# when a component is a symlink), no temp files.
 SUBMIT_DRIVER = r"""
 set -u
 umask 077
@@ -127,7 +141,7 @@ if [ ! -d "$dir" ]; then
   mkdir -p -- "$dir" || exit 90
   check_dir
 fi
-declare -A val
+declare -A val=()
 names=() sizes=() keys=()
 while IFS=' ' read -r tag a b c; do
   case $tag in
@@ -142,17 +156,27 @@ while IFS=' ' read -r tag a b c; do
 done
 [ "${tag:-}" = SCRIPTS ] || exit 95  # the caller gave up before sending: nothing to do
 end=$'\n#warpforge-end\n'
+scripts=()
 for ((j = 0; j < ${#names[@]}; j++)); do
-  # whole, before its sbatch starts; bytes, not characters (LC_ALL=C for this read only)
+  # whole, before any sbatch starts; bytes, not characters (LC_ALL=C for this read only)
   LC_ALL=C IFS= read -r -d '' -N "${sizes[j]}" s || s=
   case $s in
-    '#!'*"$end") s=${s%"$end"} ;;
+    '#!'*"$end") scripts+=("${s%"$end"}") ;;
     *) echo "job script ${names[j]} arrived cut short or damaged" >&2; exit 91 ;;
   esac
-  out=$(for k in "${!val[@]}"; do unset "$k"; done   # only the secrets this job named
-        for k in ${keys[j]}; do export "$k=${val[$k]}"; done
-        printf '%s' "$s" | sbatch --parsable 2>&1); rc=$?
-  printf 'WF %s %d %s\n' "${names[j]}" "$rc" "${out//$'\n'/ // }"
+done
+IFS= read -r go || exit 96  # the caller gave up before recording its jobs: nothing to do
+[ "$go" = GO ] || exit 95
+for ((j = 0; j < ${#names[@]}; j++)); do
+  printf 'WF+ %s\n' "${names[j]}"
+  if [ "${#val[@]}" -gt 0 ]; then
+    (for k in "${!val[@]}"; do unset "$k"; done   # only the secrets this job named
+     for k in ${keys[j]}; do export "$k=${val[$k]}"; done
+     printf '%s' "${scripts[j]}" | sbatch --parsable 2>&1)
+  else
+    printf '%s' "${scripts[j]}" | sbatch --parsable 2>&1
+  fi
+  printf '\nWF %s %d\n' "${names[j]}" "$?"
 done
 """
 

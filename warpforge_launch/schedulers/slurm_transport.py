@@ -27,12 +27,27 @@ Completed = namedtuple("Completed", ("returncode", "stdout", "stderr"))
 
 
 class Started:
-    """A command started ahead of its stdin: ``finish(input)`` sends it and waits for the
-    answer; ``abandon()`` closes its stdin unsent and reaps it."""
+    """A command started ahead of its stdin: ``send(data)`` gives it the first part now,
+    ``finish(input)`` the rest, then waits for the answer; ``abandon()`` closes its stdin
+    (after what was sent) and reaps it. A command that has not started yet gets what was
+    sent with the rest, at ``finish``."""
 
     def __init__(self, finish: Callable[[str | None], Completed],
-                 abandon: Callable[[], None] = lambda: None):
-        self.finish, self.abandon = finish, abandon
+                 abandon: Callable[[], None] = lambda: None,
+                 send: Callable[[str], None] | None = None):
+        self._finish, self.abandon, self._send = finish, abandon, send
+        self._early: list[str] = []
+
+    def send(self, data: str) -> None:
+        if self._send is not None:
+            self._send(data)
+        else:
+            self._early.append(data)
+
+    def finish(self, input: str | None) -> Completed:
+        if self._early:
+            input = "".join(self._early) + (input or "")
+        return self._finish(input)
 
 
 class Transport:
@@ -90,16 +105,18 @@ class LocalTransport(Transport):
             raise InfrastructureError(f"`{program}` is not installed on {self.where}",
                                       hint="install the Slurm client tools") from None
 
+        feeder = _Feeder(proc)
+
         def finish(input):
             try:
-                return _finish_group(proc, full, input, timeout)
+                return _finish_group(proc, full, input, timeout, feeder)
             except subprocess.TimeoutExpired as exc:
                 raise InfrastructureError(
                     f"`{program}` did not answer within {timeout:g}s on {self.where}"
                     f"{_said(exc.stderr)}", hint="is slurmctld up? (a down controller "
                     "blocks every client call)") from None
 
-        return Started(finish, lambda: _abandon(proc))
+        return Started(finish, lambda: _abandon(proc, feeder), feeder.send)
 
     def command(self, argv, timeout):
         return [*self.prefix, *argv], ({**os.environ, **self.env} if self.env else None)
@@ -115,10 +132,45 @@ def _start_group(argv: list[str], env: Mapping[str, str] | None = None,
                             start_new_session=True)
 
 
+class _Feeder:
+    """Writes the first part of a started command's stdin on a thread of its own, so that a
+    large part (or a command slow to read) never blocks the caller; ``done`` waits for it."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.thread = proc, None
+
+    def send(self, data: str) -> None:
+        import threading
+
+        def write():
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):
+                pass  # the command went away: finishing it says how
+
+        self.done(None)
+        self.thread = threading.Thread(target=write, name="stdin-feeder", daemon=True)
+        self.thread.start()
+
+    def done(self, timeout: float | None) -> bool:
+        if self.thread is not None:
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                return False
+        return True
+
+
 def _finish_group(proc: subprocess.Popen, argv: list[str], input: str | None,
-                  timeout: float) -> Completed:
+                  timeout: float, feeder: _Feeder | None = None) -> Completed:
+    import time
+
+    start = time.monotonic()
     try:
-        out, err = proc.communicate(input, timeout=timeout)
+        if feeder is not None and not feeder.done(timeout):
+            raise subprocess.TimeoutExpired(argv, timeout)  # it never read what was sent
+        out, err = proc.communicate(input, timeout=max(0.0, timeout - (time.monotonic()
+                                                                       - start)))
     except subprocess.TimeoutExpired:
         # TERM first, so a shell can run its clean-up trap; then KILL whatever is left
         _signal_group(proc.pid, signal.SIGTERM)
@@ -132,9 +184,12 @@ def _finish_group(proc: subprocess.Popen, argv: list[str], input: str | None,
     return Completed(proc.returncode, out, err)
 
 
-def _abandon(proc: subprocess.Popen) -> None:
-    """Close stdin unsent (the command sees EOF), reap it; kill it if it lingers."""
+def _abandon(proc: subprocess.Popen, feeder: _Feeder | None = None) -> None:
+    """Close stdin after what was sent (the command sees EOF), reap it; kill it if it
+    lingers."""
     try:
+        if feeder is not None and not feeder.done(5):
+            raise subprocess.TimeoutExpired(proc.args, 5)
         proc.communicate(timeout=5)
     except subprocess.TimeoutExpired:
         _signal_group(proc.pid, signal.SIGKILL)
@@ -211,12 +266,13 @@ class SshTransport(Transport):
             proc = _start_group(full, None, stdin)
         except FileNotFoundError:
             raise InfrastructureError("the OpenSSH client `ssh` is not installed") from None
-        return Started(lambda input: self._finish(proc, full, input, timeout, program),
-                       lambda: _abandon(proc))
+        feeder = _Feeder(proc)
+        return Started(lambda input: self._finish(proc, full, input, timeout, program, feeder),
+                       lambda: _abandon(proc, feeder), feeder.send)
 
-    def _finish(self, proc, full, input, timeout, program) -> Completed:
+    def _finish(self, proc, full, input, timeout, program, feeder=None) -> Completed:
         try:
-            proc = _finish_group(proc, full, input, timeout + 2)
+            proc = _finish_group(proc, full, input, timeout + 2, feeder)
         except subprocess.TimeoutExpired as exc:
             raise InfrastructureError(f"`{program}` on {self.where} did not answer within "
                                       f"{timeout:g}s{_said(exc.stderr)}", hint="is slurmctld "
