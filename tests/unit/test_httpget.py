@@ -134,3 +134,39 @@ def test_answers_that_are_not_whole_http_are_refused(raw, why):
 def test_read_to_the_end_without_a_length():
     assert httpget.parse(b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n{\"a\": 1}") == (200,
                                                                                b'{"a": 1}')
+
+
+# --- the URL helpers: urllib.parse's answers without importing it --------------------------
+@pytest.mark.parametrize("url", [
+    "https://127.0.0.1:16443", "https://KUBE.Example:6443/prefix/", "http://h", "https://h:0",
+    "http://[::1]:8265", "https://[FE80::1]/x", "https://user@h:1/p", "https://h:1/p?q#f",
+    "HTTPS://h", "http://h:8265/", "https://h:99999", "https://h: 1", "", "h:1", "ftp://a.b/c d",
+])
+def test_server_address_is_urlsplit(url):
+    from urllib.parse import urlsplit
+
+    def split():
+        parts = urlsplit(url)
+        return parts.scheme, parts.hostname, parts.port, parts.path
+
+    try:
+        want = split()
+    except ValueError:
+        with pytest.raises(ValueError):
+            httpget.server_address(url)
+        return
+    assert httpget.server_address(url) == want
+
+
+def test_quote_and_urlencode_are_urllibs():
+    import random
+    import urllib.parse
+
+    rng = random.Random(3)
+    alphabet = "aZ09-._~/:@ =,()!%+&?#\u00e9\u00ff\u4e2d\n"
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        safe = rng.choice(["/", "", "/:@-._~"])
+        assert httpget.quote(text, safe) == urllib.parse.quote(text, safe=safe)
+        query = {text: text[::-1], "n": rng.randint(-5, 500), "flag": True}
+        assert httpget.urlencode(query) == urllib.parse.urlencode(query)
