@@ -32,38 +32,45 @@ def run_cli(*args: str, cwd=None, env=None, timeout=60, check_json=False):
     return proc
 
 
-# `status` in one process: the job-model-free path, the heavy modules it loaded, the
-# statuses the store then holds, and the full path (commands.cmd_status) for the same ids
+# `status` in one process: the job-model-free path, the heavy modules it loaded, the HTTP
+# GETs it sent, the statuses the store then holds, and the full path (commands.cmd_status)
+# for the same ids
 _LEAN_THEN_FULL = """
 import json, sqlite3, sys
-from warpforge_launch import cli, storefile
+from warpforge_launch import cli, httpget, storefile
 argv = sys.argv[1:]
+gets, get = [], httpget.get
+def counted(host, port, target, *args, **kwargs):
+    gets.append(target)
+    return get(host, port, target, *args, **kwargs)
+httpget.get = counted
 rc = cli.main(argv)
+httpget.get = get
 heavy = [m for m in ('dataclasses', 'warpforge_launch.jobs', 'warpforge_launch.launcher',
                      'warpforge_launch.schedulers.slurm', 'warpforge_launch.schedulers.ray',
                      'warpforge_launch.schedulers.kubernetes') if m in sys.modules]
 db = sqlite3.connect(storefile.store_file())
 rows = db.execute('SELECT job_id, status FROM jobs').fetchall()
-print('@@', json.dumps(heavy), '@@', json.dumps({j: json.loads(s) for j, s in rows}), '@@',
-      sep='\\n')
+print('@@', json.dumps(heavy), '@@', json.dumps(gets), '@@',
+      json.dumps({j: json.loads(s) for j, s in rows}), '@@', sep='\\n')
 from warpforge_launch import commands
 sys.exit(rc or commands.cmd_status(cli.parse(argv)))
 """
 
 
 def lean_and_full_status(*args: str, env=None, timeout=60):
-    """(lean docs, heavy modules loaded, stored docs by id, full docs) of one
-    ``status --json`` command line (``args`` hold --json and the ids)."""
+    """(lean docs, heavy modules loaded, GET targets sent, stored docs by id, full docs) of
+    one ``status --json`` command line (``args`` hold --json and the ids)."""
     proc = subprocess.run([sys.executable, "-c", _LEAN_THEN_FULL, *args], capture_output=True,
                           text=True, timeout=timeout,
                           env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
-    lean, heavy, stored, full = proc.stdout.split("\n@@\n")
+    lean, heavy, gets, stored, full = proc.stdout.split("\n@@\n")
     def as_list(doc):
         return doc if isinstance(doc, list) else [doc]
 
-    return (as_list(json.loads(lean)), json.loads(heavy), json.loads(stored),
-            as_list(json.loads(full)))
+    return (as_list(json.loads(lean)), json.loads(heavy), json.loads(gets),
+            json.loads(stored), as_list(json.loads(full)))
 
 
 def assert_same_status(lean: list[dict], full: list[dict]) -> None:

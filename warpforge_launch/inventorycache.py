@@ -1,12 +1,12 @@
 """The parsed inventory, kept between commands: validating it (pydantic) costs more than
 most commands' own work.
 
-One pickle per inventory file in the state directory (0700, files 0600), valid while the
-file's path, inode, size, mtime and ctime and this package's own source files are
-unchanged. Only a cache file owned by this user and writable by no one else is read (a
-pickle runs code when loaded). An inventory with a credential in it (e.g. a literal auth
-header) is never written out. Any trouble reading or writing the cache only costs the
-parse.
+One pickle per inventory file in the state directory (0700, files 0600; the 32 written last
+are kept), valid while the file's path, inode, size, mtime and ctime and this package's own
+source files are unchanged. Only a cache file owned by this user and writable by no one else
+is read (a pickle runs code when loaded). An inventory with a credential in it (e.g. a
+literal auth header) is never written out. Any trouble reading or writing the cache only
+costs the parse.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pickle
 import sys
 
 from warpforge_launch import __version__
-from warpforge_launch.storefile import home_dir, owned_private
+from warpforge_launch.storefile import home_dir, owned_private, write_cache
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _CODE_DIRS = (_PACKAGE, os.path.join(_PACKAGE, "schedulers"))
@@ -65,20 +65,11 @@ def put(path: str, inventory) -> None:
     key = _key(path)
     if key is None or _holds_credential(inventory):
         return
-    target = _file(path)
-    tmp = f"{target}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         data = pickle.dumps((key, inventory), protocol=pickle.HIGHEST_PROTOCOL)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except Exception:  # noqa: BLE001 - not picklable or not writable: only speed is lost
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    except Exception:  # noqa: BLE001 - not picklable: only speed is lost
+        return
+    write_cache(_file(path), data)
 
 
 def _holds_credential(inventory) -> bool:

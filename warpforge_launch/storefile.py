@@ -51,3 +51,42 @@ def owned_private(path: str) -> bool:
     except OSError:
         return False
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+CACHE_KEEP = 32  # cache files of one kind kept in the state dir (the newest used)
+
+
+def write_cache(path: str, data: bytes, keep: int = CACHE_KEEP) -> None:
+    """Replace the cache file ``path`` (``<kind>-<16 hex>.<ext>`` in the state dir's cache
+    directory, made 0700) with ``data`` atomically, 0600; then remove the oldest files of the
+    same kind beyond ``keep`` - only names of that exact shape, which only these caches
+    write, and only this user's. Any trouble only costs the cache."""
+    import re
+
+    directory, name = os.path.split(path)
+    shape = re.fullmatch(r"([a-z]+)-[0-9a-f]{16}(\.[a-z]+)", name)
+    if shape is None:
+        raise ValueError(f"not a cache file name: {name!r}")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return
+    kind = re.compile(re.escape(shape[1]) + r"-[0-9a-f]{16}" + re.escape(shape[2]))
+    try:
+        with os.scandir(directory) as entries:
+            ours = [(e.stat(follow_symlinks=False).st_mtime_ns, e.path) for e in entries
+                    if kind.fullmatch(e.name) and e.is_file(follow_symlinks=False)
+                    and e.stat(follow_symlinks=False).st_uid == os.getuid()]
+        for _, old in sorted(ours, reverse=True)[keep:]:
+            os.unlink(old)
+    except OSError:
+        pass

@@ -84,3 +84,28 @@ def test_a_cache_others_can_write_is_not_read(inv_file, parses):
     os.chmod(os.path.dirname(cached), 0o777)
     inventory.load(str(inv_file))
     assert len(parses) == 3
+
+
+def test_cache_files_of_a_kind_are_capped_at_the_newest(tmp_path):
+    """Every inventory path (and every distribute command) leaves a cache file: only the
+    newest CACHE_KEEP of a kind stay, and nothing of another shape is touched."""
+    import os
+
+    from warpforge_launch.storefile import write_cache
+
+    cache = tmp_path / "cache"
+    others = [cache / "notes.txt", cache / "inventory-XYZ.pickle", cache / "distribute-"
+              "0123456789abcdef.json"]
+    cache.mkdir(mode=0o700)
+    for p in others:
+        p.write_text("not ours to prune")
+    for n in range(7):
+        path = cache / f"inventory-{n:016x}.pickle"
+        write_cache(str(path), b"x" * n, keep=3)
+        os.utime(path, ns=(n * 10**9, n * 10**9))  # written in order, whatever the clock
+    kept = sorted(p.name for p in cache.glob("inventory-*.pickle") if p.name[10] == "0")
+    assert kept == [f"inventory-{n:016x}.pickle" for n in (4, 5, 6)]
+    assert all(p.read_text() == "not ours to prune" for p in others)
+    assert oct((cache / f"inventory-{6:016x}.pickle").stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(ValueError):
+        write_cache(str(cache / "../jobs.sqlite3"), b"")

@@ -5,12 +5,12 @@ With nothing to send, `invoke distribute` is one login per box and one look at i
 (noopcheck). The full way reaches those logins only after reading the inventory and
 importing the push machinery. So, per command, the full way leaves behind what it computed
 for it (each box's probe command line, the dist dir, the probes' deadline) in the state dir
-(0600; command lines and paths, no secret), with a digest of everything that was computed
-from: the command's arguments, the working directory, the environment the inventory reads,
-every file the inventory could have come from, and this package's sources. A run with the
-same digest starts those probes first and scans the dist while they log in; a box shown on
-the dist's release is answered "unchanged" as the full way would, and any other box (or any
-trouble here) goes the full way.
+(0600, the 32 written last kept; command lines and paths, no secret), with a digest of
+everything that was computed from: the command's arguments, the working directory, the
+environment the inventory reads, every file the inventory could have come from, and this
+package's sources. A run with the same digest starts those probes first and scans the dist
+while they log in; a box shown on the dist's release is answered "unchanged" as the full way
+would, and any other box (or any trouble here) goes the full way.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 
 from warpforge_launch.errors import LaunchError
 from warpforge_launch.lab.noopcheck import Probe
-from warpforge_launch.storefile import home_dir, owned_private
+from warpforge_launch.storefile import home_dir, owned_private, write_cache
 
 _ENV = ("HOME", "WARPFORGE_INVENTORY", "WARPFORGE_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,19 +86,7 @@ def remember(request: dict, boxes, opts, dist) -> None:
         rows.append(row)
     plan = {"fingerprint": digest, "dist": str(dist),
             "timeout": opts.timeouts.connect + opts.timeouts.command, "boxes": rows}
-    target = _file(request)
-    tmp = f"{target}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(plan, f)
-        os.replace(tmp, target)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    write_cache(_file(request), json.dumps(plan).encode())
 
 
 class Quick:

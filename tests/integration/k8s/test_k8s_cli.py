@@ -226,9 +226,10 @@ def test_status_of_a_running_job_without_the_job_model(inventory, model, tmp_pat
     job_id = submit(inventory, model, "--env", "WF_FAKE_SLEEP=120")
     try:
         wait_for(inventory, job_id, {"RUNNING"})
-        lean, heavy, stored, full = lean_and_full_status("--inventory", str(inventory),
-                                                         "--json", "status", job_id)
+        lean, heavy, gets, stored, full = lean_and_full_status(
+            "--inventory", str(inventory), "--json", "status", job_id)
         assert heavy == []
+        assert len(gets) == 1 and "/pods?" in gets[0] and "resourceVersion=0" in gets[0]
         assert stored[job_id] == lean[0]  # recorded as printed
         assert_same_status(lean, full)
         assert lean[0]["scheduler_metadata"]["pod"] == full[0]["scheduler_metadata"]["pod"]

@@ -224,9 +224,10 @@ def test_status_of_a_running_job_without_the_job_model(inventory, model, black_h
                 "RUNNING":
             assert time.monotonic() < deadline, "never RUNNING"
             time.sleep(0.5)
-        lean, heavy, stored, full = lean_and_full_status("--inventory", str(inventory),
-                                                         "--json", "status", job_id)
+        lean, heavy, gets, stored, full = lean_and_full_status(
+            "--inventory", str(inventory), "--json", "status", job_id)
         assert heavy == []
+        assert gets == [f"/api/jobs/{job_id.removeprefix('raylab-')}"]  # one GET of that job
         assert stored[job_id] == lean[0]  # recorded as printed
         assert_same_status(lean, full)
         assert lean[0]["scheduler_metadata"]["ray_status"] == "RUNNING"
@@ -240,9 +241,10 @@ def test_status_of_a_running_job_without_the_job_model(inventory, model, black_h
                                                       *everyone).stdout)} != {"RUNNING"}:
                 assert time.monotonic() < deadline + 90, "never all RUNNING"
                 time.sleep(0.5)
-            lean, heavy, stored, full = lean_and_full_status(
+            lean, heavy, gets, stored, full = lean_and_full_status(
                 "--inventory", str(inventory), "--json", "status", *everyone)
             assert heavy == [] and [d["job_id"] for d in lean] == everyone
+            assert gets == ["/api/jobs/"]  # five ids: one list, not five GETs
             assert_same_status(lean, full)
         finally:
             for other in more:
