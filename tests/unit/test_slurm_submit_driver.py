@@ -259,3 +259,25 @@ def test_big_scripts_arrive_whole_and_in_order(lab):
     subs = [submission(env={"BIG": "\u00e9x" * 150_000}), submission(env={"N": "second"})]
     assert sched.submit_many(subs) == ["hpc-101", "hpc-102"]
     assert [r["text"] for r in seen()] == [sched.plan(s).request.script for s in subs]
+
+
+def test_a_command_that_never_reads_what_was_sent_ahead_times_out():
+    """Scripts sent ahead go through a pipe: a command stuck before reading them (a work
+    dir on a hung file system) cannot hang the caller past its deadline, and abandoning it
+    returns too."""
+    import time
+
+    from warpforge_launch.errors import InfrastructureError
+
+    transport = LocalTransport()
+    started = transport.start(["sleep", "30"], timeout=1.0, program="sbatch")
+    started.send("x" * (4 << 20))  # far more than a pipe holds
+    t0 = time.monotonic()
+    with pytest.raises(InfrastructureError, match="did not answer within 1s"):
+        started.finish("GO\n")
+    assert time.monotonic() - t0 < 5
+    started = transport.start(["sleep", "30"], timeout=1.0, program="sbatch")
+    started.send("x" * (4 << 20))
+    t0 = time.monotonic()
+    started.abandon()
+    assert time.monotonic() - t0 < 10
