@@ -53,7 +53,7 @@ def owned_private(path: str) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
-CACHE_KEEP = 32  # cache files of one kind kept in the state dir (the newest used)
+CACHE_KEEP = 32  # cache files of one kind kept in the state dir (the newest written)
 
 
 def write_cache(path: str, data: bytes, keep: int = CACHE_KEEP) -> None:

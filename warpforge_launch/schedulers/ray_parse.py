@@ -110,7 +110,7 @@ def status_fields(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _host(address: Any) -> str | None:
-    """The host of the job's driver agent (``http://10.0.0.5:52365``), as urlsplit reads it."""
+    """The host of the job's driver agent (``http://127.0.0.1:52365``), as urlsplit reads it."""
     text = str(address or "")
     try:
         return server_address(text)[1]
