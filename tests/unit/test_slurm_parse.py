@@ -236,3 +236,13 @@ def test_sbatch_errors_become_one_line():
 def test_accounting_disabled_detection():
     assert p.accounting_disabled(fixture("sacct_disabled.stderr"))
     assert not p.accounting_disabled(fixture("scontrol_invalid.stderr"))
+
+
+def test_a_job_squeue_shows_completed_exited_zero():
+    """squeue has no exit code column, but COMPLETED means every process exited 0: a job
+    that accounting has not caught up with yet still gives `result` its code."""
+    recs = p.parse_squeue("14|COMPLETED|0:06|vm|None|2026-11-30T06:50:50|2026-11-30T06:50:51\n"
+                          "15|RUNNING|0:03|vm|None|2026-11-30T06:50:50|2026-11-30T06:50:51\n"
+                          "16|FAILED|0:01|vm|NonZeroExitCode|2026-11-30T06:50:50|"
+                          "2026-11-30T06:50:51\n")
+    assert [recs[n].exit_code for n in ("14", "15", "16")] == [0, None, None]

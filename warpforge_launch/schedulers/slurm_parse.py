@@ -229,8 +229,12 @@ def parse_squeue(text: str) -> dict[str, SlurmRecord]:
         cols += [""] * (7 - len(cols))
         native = cols[0].strip()
         word, detail = split_state(cols[1])
+        state = map_state(word)
         out[native] = SlurmRecord(
-            native_id=native, slurm_state=word, state=map_state(word), detail=detail,
+            native_id=native, slurm_state=word, state=state, detail=detail,
+            # squeue shows no exit code, but Slurm's COMPLETED means every process exited 0
+            # (so a job accounting has not caught up with yet still has its code)
+            exit_code=0 if state == "COMPLETED" else None,
             elapsed=parse_elapsed(cols[2]), node=_node(cols[3]), reason=cols[4].strip() or None,
             submitted=parse_time(cols[5]), started=parse_time(cols[6]), source="squeue",
         )
