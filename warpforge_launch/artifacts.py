@@ -43,9 +43,13 @@ def fetch(launcher: Launcher | None, job_ids: Sequence[str],
     if not ids:
         raise UsageError("no job ids to fetch")
     records = launcher.store.find_many(ids)
-    statuses = launcher._statuses(ids, records)  # unknown ids raise NotFoundError (exit 2)
+    # unknown ids raise NotFoundError (exit 2); the jobs of an instance that cannot be
+    # reached are not fetched (exit 3) while the others are
+    statuses = launcher._statuses(ids, records, partial=True)
+    down = {j: launcher.unreachable[instance] for j in ids if (instance := (
+        records[j].instance if j in records else j.partition("-")[0])) in launcher.unreachable}
     unfinished = [f"{j} ({statuses[j].state.value})" for j in ids
-                  if not statuses[j].state.terminal]
+                  if j not in down and not statuses[j].state.terminal]
     if unfinished:
         raise UsageError(f"not finished yet, nothing fetched: {', '.join(unfinished)}",
                          hint="fetch copies finished jobs only; wait with `warpforge-launch "
@@ -55,7 +59,11 @@ def fetch(launcher: Launcher | None, job_ids: Sequence[str],
             raise UsageError(f"job {j} can no longer be read from its backend: its id was "
                              f"given to {records[j].superseded_by}")
     with ArtifactStore(to) as store:
-        return _fetch(launcher, ids, records, statuses, store)
+        got = {f.job_id: f for f in _fetch(launcher, [j for j in ids if j not in down],
+                                           records, statuses, store)}
+        got.update((j, Fetched(j, store.root / j, error=f"not fetched: {exc}", exit_code=3))
+                   for j, exc in down.items())
+    return [got[j] for j in ids]
 
 
 def _fetch(launcher, ids, records, statuses, store: ArtifactStore) -> list[Fetched]:

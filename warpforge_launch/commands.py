@@ -188,14 +188,18 @@ def cmd_list(args) -> int:
         emit_json([{"job_id": s.job_id, "name": r.name, "scheduler": r.instance,
                     "submitted_by": r.submitted_by, "submitted_at": r.submitted_at.isoformat(),
                     "status": s.to_dict()} for r, s in rows])
-        return 0
-    from warpforge_launch.output import table
+    else:
+        from warpforge_launch.output import table
 
-    table(["JOB ID", "NAME", "STATE", "SUBMITTED", "ELAPSED", "MESSAGE"],
-          [[s.job_id, r.name, s.state.value, r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{s.elapsed.total_seconds():.1f}s" if s.elapsed is not None else "-",
-            s.message] for r, s in rows])
-    return 0
+        table(["JOB ID", "NAME", "STATE", "SUBMITTED", "ELAPSED", "MESSAGE"],
+              [[s.job_id, r.name, s.state.value, r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{s.elapsed.total_seconds():.1f}s" if s.elapsed is not None else "-",
+                s.message] for r, s in rows])
+    # a scheduler that could not be reached: its jobs are listed as last known, and the
+    # exit code says that the list is not fresh
+    for name, exc in launcher.unreachable.items():
+        print(safe(f"warning: {name} not refreshed: {exc}"), file=sys.stderr)
+    return 3 if launcher.unreachable else 0
 
 
 def _list_from_cluster(args, query) -> int:

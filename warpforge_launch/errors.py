@@ -28,6 +28,13 @@ class NotFoundError(UsageError):
 
 
 class InfrastructureError(LaunchError):
-    """A cluster, box or service could not be reached, or did not answer in time."""
+    """A cluster, box or service could not be reached, or did not answer in time.
+
+    ``not_sent``: the request provably never reached the backend (the connection itself
+    failed), so a submit that raised this left nothing behind to reconcile."""
 
     exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None, not_sent: bool = False):
+        super().__init__(message, hint=hint)
+        self.not_sent = not_sent

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from warpforge_launch import codec
-from warpforge_launch.errors import LaunchError, NotFoundError, UsageError
+from warpforge_launch.errors import InfrastructureError, LaunchError, NotFoundError, UsageError
 from warpforge_launch.jobs import (
     ClusterInfo,
     JobDefinition,
@@ -47,6 +47,8 @@ class Launcher:
         self._inventory = None
         self.store = store or JobStore()
         self._instances: dict[tuple[str, str, str], Scheduler] = {}
+        # instances a partial refresh could not reach, and why (``refresh(partial=True)``)
+        self.unreachable: dict[str, InfrastructureError] = {}
 
     @property
     def inventory(self):
@@ -164,6 +166,9 @@ class Launcher:
             self.store.discard_submit(corr)  # refused before anything ran
             raise
         except BaseException as exc:
+            if getattr(exc, "not_sent", False):  # the connection failed: nothing was sent
+                self.store.discard_submit(corr)
+                raise
             self.store.note_submit(corr, f"submit to {sched.name} interrupted "
                                    f"({type(exc).__name__}: {exc}); not confirmed yet")
             if isinstance(exc, LaunchError) and not exc.hint:
@@ -190,9 +195,11 @@ class Launcher:
         """Fresh statuses of many jobs: one store read, one batched call per instance."""
         return self._statuses(job_ids, self.store.find_many(list(job_ids)))
 
-    def _statuses(self, job_ids: Sequence[str], records: dict[str, JobRecord]
-                  ) -> dict[str, JobStatus]:
-        fresh = self.refresh(list(records.values()))
+    def _statuses(self, job_ids: Sequence[str], records: dict[str, JobRecord], *,
+                  partial: bool = False) -> dict[str, JobStatus]:
+        """``partial`` (see ``refresh``): a job the store does not have, on an instance that
+        cannot be reached, is left out of the answer."""
+        fresh = self.refresh(list(records.values()), partial=partial)
         unknown: dict[int, list[str]] = {}
         instances: dict[int, Scheduler] = {}
         for job_id in job_ids:
@@ -201,17 +208,23 @@ class Launcher:
                 unknown.setdefault(id(sched), []).append(job_id)
                 instances[id(sched)] = sched
         for key, ids in unknown.items():
-            got = instances[key].statuses(ids)
+            got = self._ask(instances[key], partial, lambda: instances[key].statuses(ids))
+            if got is None:
+                continue
             for job_id in ids:
                 if job_id not in got:
                     raise NotFoundError(f"no {instances[key].name} job {job_id!r}",
                                         hint="`warpforge-launch list` shows the known jobs")
             fresh.update(got)
-        return {job_id: fresh[job_id] for job_id in job_ids}
+        return {job_id: fresh[job_id] for job_id in job_ids if job_id in fresh}
 
-    def refresh(self, records: list[JobRecord]) -> dict[str, JobStatus]:
+    def refresh(self, records: list[JobRecord], *, partial: bool = False
+                ) -> dict[str, JobStatus]:
         """Fresh statuses by the records' job ids: final ones from the store, the rest one
-        batch per instance; SUBMITTING rows are reconciled with their backend first."""
+        batch per instance; SUBMITTING rows are reconciled with their backend first.
+        ``partial``: an instance that cannot be reached keeps its jobs' last known states
+        (and lands in ``self.unreachable``) instead of failing the whole refresh, so that
+        one cluster that is down (or a row that names one) cannot hide every other job."""
         fresh: dict[str, JobStatus] = {}
         active: dict[str, JobRecord] = {}
         submitting: list[JobRecord] = []
@@ -222,13 +235,17 @@ class Launcher:
                 fresh[r.job_id] = r.status
             else:
                 active[r.job_id] = r
-        confirmed = self._reconcile(submitting, fresh)
+        confirmed = self._reconcile(submitting, fresh, partial)
         active.update((r.job_id, r) for r in confirmed.values())
         for sched, members in self._by_instance(active.values()):
             by_id = {r.job_id: r for r in members}
+            got = self._ask(sched, partial, lambda: sched.statuses(list(by_id)))
+            if got is None:
+                for r in members:
+                    fresh[r.job_id] = _last_known(r, self.unreachable[sched.name])
+                continue
             batch = [self._stamp(by_id.get(job_id), status)
-                     for job_id, status in sched.statuses(list(by_id)).items()
-                     if job_id in by_id]
+                     for job_id, status in got.items() if job_id in by_id]
             self.store.update_status(*batch)
             fresh.update((s.job_id, s) for s in batch)
         for r in active.values():
@@ -239,8 +256,18 @@ class Launcher:
             fresh[old_id] = fresh[r.job_id]
         return fresh
 
-    def _reconcile(self, records: list[JobRecord], fresh: dict[str, JobStatus]
-                   ) -> dict[str, JobRecord]:
+    def _ask(self, sched: Scheduler, partial: bool, call: Callable[[], Any]) -> Any:
+        """``call()``, or None when ``partial`` and ``sched`` cannot be reached."""
+        try:
+            return call()
+        except InfrastructureError as exc:
+            if not partial:
+                raise
+            self.unreachable[sched.name] = exc
+            return None
+
+    def _reconcile(self, records: list[JobRecord], fresh: dict[str, JobStatus],
+                   partial: bool = False) -> dict[str, JobRecord]:
         """Ask each backend (one call per instance) which SUBMITTING jobs it has; complete
         those, fail the ones it provably never got, leave the rest SUBMITTING."""
         confirmed: dict[str, JobRecord] = {}
@@ -250,7 +277,11 @@ class Launcher:
             # correlation id and its index in it
             batch = {r.correlation_id: r.plan.get("batch") for r in members}
             asked = {(b or {}).get("correlation_id") or c for c, b in batch.items()}
-            found = sched.reconcile(sorted(asked))
+            found = self._ask(sched, partial, lambda: sched.reconcile(sorted(asked)))
+            if found is None:
+                for r in members:
+                    fresh[r.job_id] = _last_known(r, self.unreachable[sched.name])
+                continue
             for r in members:
                 b = batch[r.correlation_id]
                 native = found.get(b["correlation_id"]) if b else found.get(r.correlation_id)
@@ -277,7 +308,8 @@ class Launcher:
         """Jobs from the store, newest first; active ones are refreshed before the state
         filter and the limit apply (a RUNNING row may have COMPLETED since)."""
         records = self.store.query(query, include_active=refresh)
-        statuses = self.refresh(records) if refresh else {r.job_id: r.status for r in records}
+        statuses = self.refresh(records, partial=True) if refresh else \
+            {r.job_id: r.status for r in records}
         rows = [(r, statuses[r.job_id]) for r in records]
         if query.states:
             rows = [(r, s) for r, s in rows if s.state in query.states]
@@ -376,6 +408,11 @@ def _me() -> dict[str, Any]:
     import socket
 
     return {"host": socket.gethostname(), "pid": pid, "start": proc_start_time(pid)}
+
+
+def _last_known(record: JobRecord, why: InfrastructureError) -> JobStatus:
+    return dataclasses.replace(record.status, message=_joined(
+        record.status.message, f"not refreshed ({why}); last known state"))
 
 
 def _joined(*parts: str) -> str:

@@ -72,8 +72,32 @@ def main(args) -> int:
         raise UsageError("sweep needs a FILE or a subcommand",
                          hint="warpforge-launch sweep FILE.yaml | status|result|cancel ID | list")
     with Launcher(getattr(args, "inventory", None)) as launcher:
-        return {"submit": _submit, "status": _status, "result": _result,
+        code = {"submit": _submit, "status": _status, "result": _result,
                 "cancel": _cancel, "fetch": _fetch, "list": _list}[command](launcher, args)
+    # cells on an instance that could not be reached were shown as last known (see
+    # sweep_launch._cells): say which, and let the exit code say it too
+    from warpforge_launch.output import safe
+
+    for name, exc in launcher.unreachable.items():
+        print(safe(f"warning: {name} not refreshed: {exc}"), file=sys.stderr)
+    return max(code, 3) if launcher.unreachable else code
+
+
+def _not_sent(sweep_id: str, failed: dict, cells: int) -> int:
+    """Say why cells could not be sent (each distinct reason once, on stderr); the exit
+    code: the reason's own (3 unreachable, 2 refused) when no cell went out, else 1."""
+    from warpforge_launch.output import safe
+
+    reasons: dict[str, int] = {}
+    for exc in failed.values():
+        reasons[str(exc)] = reasons.get(str(exc), 0) + 1
+    for why, n in reasons.items():
+        print(safe(f"error: {n} of {cells} cell(s) of {sweep_id} not sent: {why}"),
+              file=sys.stderr)
+    print(f"hint: `warpforge-launch sweep status {sweep_id}` shows every cell",
+          file=sys.stderr)
+    codes = {getattr(exc, "exit_code", 1) for exc in failed.values()}
+    return codes.pop() if len(failed) == cells and len(codes) == 1 else 1
 
 
 def _submit(launcher, args) -> int:
@@ -96,15 +120,15 @@ def _submit(launcher, args) -> int:
             print(g.batch.render())
         return 0
     sweep_id, failed = sweep_launch.submit(launcher, spec, **overrides)
-    if failed and not args.json:
-        print(f"warning: {len(failed)} cell(s) of {sweep_id} could not be sent; "
-              f"`warpforge-launch sweep status {sweep_id}` shows them", file=sys.stderr)
-    if not args.wait:
+    cells = len(launcher.store.get_sweep(sweep_id).cells) if failed else 0
+    code = _not_sent(sweep_id, failed, cells) if failed else 0
+    if not args.wait or len(failed) == cells > 0:  # nothing went out: nothing to wait for
         if args.json:
-            emit_json({"sweep_id": sweep_id, "not_sent": failed})
+            emit_json({"sweep_id": sweep_id,
+                       "not_sent": {corr: str(exc) for corr, exc in failed.items()}})
         else:
             print(sweep_id)
-        return 0 if not failed else 1
+        return code
     if not args.json:
         print(f"submitted {sweep_id}", file=sys.stderr)
     from warpforge_launch import sweep_launch as sl

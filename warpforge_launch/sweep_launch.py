@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warpforge_launch import codec, sweeps
-from warpforge_launch.errors import LaunchError, NotFoundError, UsageError
+from warpforge_launch.errors import InfrastructureError, LaunchError, NotFoundError, UsageError
 from warpforge_launch.jobs import JobResult, JobState, JobStatus, JobSubmission, utcnow
 from warpforge_launch.launcher import Launcher, _me
 from warpforge_launch.schedulers.base import BatchPlan, Scheduler, Submitted
@@ -73,8 +73,9 @@ def plan(launcher: Launcher, spec: sweeps.SweepSpec, **overrides: Any) -> list[G
 
 
 def submit(launcher: Launcher, spec: sweeps.SweepSpec, **overrides: Any
-           ) -> tuple[str, dict[str, str]]:
-    """Send every cell; the sweep id and, per cell that could not be sent, why."""
+           ) -> tuple[str, dict[str, LaunchError]]:
+    """Send every cell; the sweep id and, per cell that could not be sent (by correlation
+    id), the error that stopped it."""
     import gc
 
     from warpforge_launch import secrets
@@ -97,7 +98,7 @@ def submit(launcher: Launcher, spec: sweeps.SweepSpec, **overrides: Any
 
 
 def _submit(launcher: Launcher, spec: sweeps.SweepSpec, groups: list[Group]
-            ) -> tuple[str, dict[str, str]]:
+            ) -> tuple[str, dict[str, LaunchError]]:
     for g in groups:  # the backend starts up while the rows are written; nothing is sent
         g.scheduler.prepare_batch(g.batch)
     sweep_id = new_sweep_id()
@@ -123,7 +124,7 @@ def _submit(launcher: Launcher, spec: sweeps.SweepSpec, groups: list[Group]
     by = records[0].submitted_by if records else "unknown"
     launcher.store.add_sweep(SweepRecord(sweep_id, spec.name, by, now, sweeps.to_dict(spec),
                                          cells), records)
-    failed: dict[str, str] = {}
+    failed: dict[str, LaunchError] = {}
     for g in groups:
         try:
             outcomes = g.scheduler.execute_batch(g.batch)
@@ -138,12 +139,15 @@ def _submit(launcher: Launcher, spec: sweeps.SweepSpec, groups: list[Group]
                              JobStatus(job_id, corr, JobState.PENDING, utcnow())))
             elif isinstance(got, UsageError):  # refused: nothing runs, the cell shows why
                 launcher.store.fail_submit(corr, f"{g.scheduler.name} refused it: {got}")
-                failed[corr] = str(got)
+                failed[corr] = got
+            elif getattr(got, "not_sent", False):  # the connection failed: never sent
+                launcher.store.fail_submit(corr, f"never sent to {g.scheduler.name}: {got}")
+                failed[corr] = got
             else:
-                why = got or "no answer for this cell"
+                why = got or LaunchError("no answer for this cell")
                 launcher.store.note_submit(corr, f"submit to {g.scheduler.name} interrupted "
                                            f"({why}); not confirmed yet")
-                failed[corr] = str(why)
+                failed[corr] = why
         launcher.store.complete_many(done)
     return sweep_id, failed
 
@@ -159,7 +163,9 @@ class CellView:
 def _cells(launcher: Launcher, sweep_id: str) -> tuple[SweepRecord, list[CellView]]:
     sweep = launcher.store.get_sweep(sweep_id)
     rows = launcher.store.by_correlation([corr for corr, _ in sweep.cells])
-    fresh = launcher.refresh(list(rows.values()))  # one batched call per instance
+    # one batched call per instance; an instance that cannot be reached keeps its cells'
+    # last known states (launcher.unreachable says which), so the other cells still show
+    fresh = launcher.refresh(list(rows.values()), partial=True)
     out = []
     for corr, key in sweep.cells:
         record = rows.get(corr)
@@ -191,6 +197,8 @@ def results(launcher: Launcher, sweep_id: str
     for sched, known in groups.values():
         try:
             got.update(sched.results(known))
+        except InfrastructureError as exc:  # its cells stay without a result
+            launcher.unreachable[sched.name] = exc
         except NotFoundError:  # one cell at a time, so one lost cell spoils nothing else
             for job_id, st in known.items():
                 try:
@@ -213,7 +221,10 @@ def cancel(launcher: Launcher, sweep_id: str) -> tuple[SweepRecord, dict[str, bo
         groups.setdefault(id(sched), (sched, []))[1].append(c.status.job_id)
     cancelled: dict[str, bool] = {}
     for sched, job_ids in groups.values():
-        cancelled.update(sched.cancel_many(job_ids))
+        try:
+            cancelled.update(sched.cancel_many(job_ids))
+        except InfrastructureError as exc:  # the other instances' cells are still stopped
+            launcher.unreachable[sched.name] = exc
     _, cells = _cells(launcher, sweep_id)
     return sweep, cancelled, cells
 

@@ -7,7 +7,9 @@ jobs and call counts live in ``BACKEND`` (reset per test by ``install``).
 
 Like Slurm, it assigns native ids when a job is sent (a counter that ``BACKEND.reset_ids``
 restarts, as a reset cluster does); ``BACKEND.fail_send`` makes the next send fail before
-("before") or after ("after") the backend accepted the job.
+("before") or after ("after") the backend accepted the job, or fail to connect at all
+("unsent": the error says nothing was sent); an instance named in ``BACKEND.down`` cannot
+be reached by any call.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ TYPE = "counting"
 class Backend:
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # native id -> job
     calls: Counter = field(default_factory=Counter)
-    fail_send: str | None = None  # "before" | "after" | "refuse"
+    fail_send: str | None = None  # "before" | "after" | "refuse" | "unsent"
+    down: set[str] = field(default_factory=set)  # instance names no call reaches
     instances: int = 0
     closed: int = 0
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -91,9 +94,18 @@ class CountingScheduler(Scheduler):
         return SubmissionPlan(self.name, None, "counting", ("payload",), request,
                               submission.correlation_id)
 
+    def _reach(self) -> None:
+        if self.name in BACKEND.down:
+            raise InfrastructureError(f"counting instance {self.name} is unreachable",
+                                      not_sent=True)
+
     def execute(self, plan: SubmissionPlan) -> Submitted:
         BACKEND.calls["execute"] += 1
+        self._reach()
         mode, BACKEND.fail_send = BACKEND.fail_send, None
+        if mode == "unsent":
+            raise InfrastructureError("the counting backend refused the connection",
+                                      not_sent=True)
         if mode == "refuse":
             raise UsageError("the counting backend refused the job")
         if mode == "before":
@@ -107,6 +119,7 @@ class CountingScheduler(Scheduler):
 
     def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         BACKEND.calls["reconcile"] += 1
+        self._reach()
         wanted = set(correlation_ids)
         return {j["correlation_id"]: n for n, j in BACKEND.jobs.items()
                 if j["correlation_id"] in wanted}
@@ -125,6 +138,7 @@ class CountingScheduler(Scheduler):
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         BACKEND.calls["statuses"] += 1
+        self._reach()
         return {j: self._status(self.native_id(j)) for j in job_ids
                 if self.native_id(j) in BACKEND.jobs}
 
@@ -135,6 +149,7 @@ class CountingScheduler(Scheduler):
 
     def results(self, known: Mapping[str, JobStatus]) -> dict[str, JobResult]:
         BACKEND.calls["results"] += 1
+        self._reach()
         return {j: JobResult(j, None, s.state.success) for j, s in known.items()}
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
@@ -142,6 +157,7 @@ class CountingScheduler(Scheduler):
 
     def cancel(self, job_id: str) -> bool:
         BACKEND.calls["cancel"] += 1
+        self._reach()
         job = BACKEND.jobs[self.native_id(job_id)]
         if job["state"].terminal:
             return False

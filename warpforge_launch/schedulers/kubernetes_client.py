@@ -232,7 +232,7 @@ class KubeClient:
             raise self._timed_out("connect", what) from None
         except OSError as exc:
             conn.close()
-            raise self._unreachable(what, _one_line(exc)) from None
+            raise self._unreachable(what, _one_line(exc), not_sent=True) from None
         return conn
 
     # --- errors -------------------------------------------------------------------------------
@@ -254,12 +254,14 @@ class KubeClient:
         limit = self.connect_timeout if phase == "connect" else self.request_timeout
         return InfrastructureError(
             f"Kubernetes API at {self.server} timed out ({phase}, {limit:g} s): {what}",
-            hint=UNREACHABLE_HINT)
+            hint=UNREACHABLE_HINT, not_sent=phase == "connect")
 
-    def _unreachable(self, what: str, why: str) -> InfrastructureError:
+    def _unreachable(self, what: str, why: str, *, not_sent: bool = False
+                     ) -> InfrastructureError:
+        """``not_sent``: the connection (TCP or TLS) failed, so no request went out."""
         return InfrastructureError(
             f"Kubernetes API at {self.server} is unreachable ({what}): {why}",
-            hint=UNREACHABLE_HINT)
+            hint=UNREACHABLE_HINT, not_sent=not_sent)
 
 
 class KubeRejected(UsageError):

@@ -236,8 +236,8 @@ class RayClient:
             raise self._timed_out(method, path, "connect") from None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise self._unreachable(method, path, one_line(str(exc)) or type(exc).__name__
-                                    ) from None
+            raise self._unreachable(method, path, one_line(str(exc)) or type(exc).__name__,
+                                    not_sent=True) from None
         conn.sock.settimeout(self.request_timeout)
         self._conn = conn
         return conn
@@ -246,12 +246,14 @@ class RayClient:
         limit = self.connect_timeout if phase == "connect" else self.request_timeout
         return InfrastructureError(
             f"Ray dashboard at {self.base_url} timed out ({phase}, {limit:g} s): {method} {path}",
-            hint=self.hint)
+            hint=self.hint, not_sent=phase == "connect")
 
-    def _unreachable(self, method: str, path: str, why: str) -> InfrastructureError:
+    def _unreachable(self, method: str, path: str, why: str, *, not_sent: bool = False
+                     ) -> InfrastructureError:
+        """``not_sent``: the connection failed, so no request went out."""
         return InfrastructureError(
             f"Ray dashboard at {self.base_url} is unreachable ({method} {path}): {why}",
-            hint=self.hint)
+            hint=self.hint, not_sent=not_sent)
 
 
 def client_for(instance: str, config: Any, one_shot: bool = False) -> RayClient:

@@ -22,6 +22,23 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
+# How OpenSSH words a failure of the connection itself (before any remote command ran);
+# a session that broke later says "Connection to HOST closed by remote host" or "client_loop"
+_CONNECT_FAILED = ("ssh: connect to host", "ssh: Could not resolve hostname",
+                   "Permission denied (", "Host key verification failed",
+                   "kex_exchange_identification:", "Connection closed by ",
+                   "Too many authentication failures", "Unable to negotiate with",
+                   "Connection timed out during banner exchange", "banner exchange:")
+
+def _connect_failed(line: str) -> bool:
+    """An ssh stderr line that says the connection itself failed (``user@host: `` may lead
+    an authentication refusal)."""
+    if line.startswith(_CONNECT_FAILED):
+        return True
+    head, sep, rest = line.partition(": ")
+    return bool(sep) and "@" in head and " " not in head and rest.startswith(_CONNECT_FAILED)
+
+
 # what a client call returned (a named tuple: the `status` path defines no dataclass)
 Completed = namedtuple("Completed", ("returncode", "stdout", "stderr"))
 
@@ -282,12 +299,21 @@ class SshTransport(Transport):
                                       f"{timeout:g}s{_said(proc.stderr)}",
                                       hint="is slurmctld up?")
         if proc.returncode == 255:  # ssh's own failure: never the remote command's
-            line = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()),
-                        "ssh failed")
-            raise InfrastructureError(f"cannot reach {self.where}: {line.strip()}",
-                                      hint="check the host, its host key in known_hosts, "
-                                      "and the identity file")
+            raise self._unreachable(proc.stderr)
         return proc
+
+    def _unreachable(self, stderr: str) -> InfrastructureError:
+        """ssh's exit 255, with its last word (and a missing identity file, which it only
+        warns about before the refusal); ``not_sent`` when the connection itself failed."""
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        said = lines[-1] if lines else "ssh failed"
+        key = next((ln for ln in lines if ln.startswith("Warning: Identity file")), None)
+        if key and key != said:
+            said = f"{said} ({key.removeprefix('Warning: ')})"
+        return InfrastructureError(f"cannot reach {self.where}: {said}",
+                                   hint="check the host, its host key in known_hosts, and "
+                                   "the identity file",
+                                   not_sent=any(_connect_failed(ln) for ln in lines))
 
     def command(self, argv, timeout):
         remote = ["timeout", "-k", "2", f"{max(1.0, timeout - 1):g}", *argv]
@@ -298,10 +324,7 @@ class SshTransport(Transport):
             return InfrastructureError(f"`{program}` on {self.where} did not finish within "
                                        f"{timeout:g}s{_said(stderr)}")
         if returncode == 255:
-            line = next((ln for ln in reversed(stderr.splitlines()) if ln.strip()), "ssh failed")
-            return InfrastructureError(f"cannot reach {self.where}: {line.strip()}",
-                                       hint="check the host, its host key in known_hosts, "
-                                       "and the identity file")
+            return self._unreachable(stderr)
         return None
 
     def stop_master(self, timeout: float = 10) -> None:

@@ -81,6 +81,68 @@ def test_unreachable_login_node_exits_3(slurm_cluster, shared_dir, tmp_path):
     assert "cannot reach login node" in done.stderr
 
 
+def _refused_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the login node is "down"
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_submit_that_never_reached_the_login_node_leaves_nothing(slurm_cluster,
+                                                                   shared_dir, tmp_path):
+    """The connection was refused, so sbatch never ran: no SUBMITTING row is left to haunt
+    every later `list` (which would ask the dead login node again and again)."""
+    bad = inventory(tmp_path / "bad.yaml", shared_dir, slurm_cluster, login_host="127.0.0.1",
+                    login_port=_refused_port(),
+                    known_hosts_file=str(tmp_path / "known_hosts"))
+    src = model_file(tmp_path)
+    done = run_cli("--inventory", str(bad), "submit", "--source", str(src), "--class", "M",
+                   "--inputs", "[(1, 8)]", timeout=60)
+    assert done.returncode == 3 and "Connection refused" in done.stderr, done.stderr
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: s\nmodels: [{{source: {src}, class: M}}]\n"
+                     "inputs: ['[(1, 8)]', '[(2, 8)]']\n")
+    done = run_cli("--inventory", str(bad), "sweep", str(sweep), timeout=60)
+    sweep_id = done.stdout.strip()
+    assert done.returncode == 3, done.stderr
+    assert f"error: 2 of 2 cell(s) of {sweep_id} not sent: cannot reach login node" \
+        in done.stderr
+    good = inventory(tmp_path / "good.yaml", shared_dir, slurm_cluster)
+    listed = run_cli("--inventory", str(good), "--json", "list", timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 2 and {r["status"]["state"] for r in rows} == {"FAILED"}
+    assert all("never sent to hpc" in r["status"]["message"] for r in rows)
+
+
+def test_list_shows_jobs_of_an_unreachable_login_node_as_last_known(slurm_cluster,
+                                                                    shared_dir, tmp_path):
+    inv = inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster,
+                    extra_sbatch='["--hold"]')
+    src = model_file(tmp_path)
+    ids = []
+    for _ in range(2):
+        done = run_cli("--inventory", str(inv), "submit", "--source", str(src), "--class",
+                       "M", "--inputs", "[(1, 8)]", timeout=60)
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+    try:
+        # the second job's cluster now sits behind a login node that refuses connections
+        with stored_config(ids[1:], login_host="127.0.0.1", login_port=_refused_port(),
+                           known_hosts_file=str(tmp_path / "known_hosts")):
+            listed = run_cli("--inventory", str(inv), "--json", "list", timeout=60)
+        assert listed.returncode == 3
+        rows = {r["job_id"]: r["status"] for r in json.loads(listed.stdout)}
+        assert rows[ids[0]]["state"] == "PENDING" and "not refreshed" not in \
+            rows[ids[0]]["message"]
+        assert rows[ids[1]]["state"] == "PENDING" and "not refreshed (cannot reach login " \
+            "node" in rows[ids[1]]["message"]
+        assert "warning: hpc not refreshed: cannot reach login node" in listed.stderr
+    finally:
+        run_cli("--inventory", str(inv), "cancel", *ids, timeout=60)
+
+
 def test_status_of_running_jobs_without_the_job_model(slurm_cluster, shared_dir, tmp_path):
     """`status` of RUNNING jobs answers from the store and one squeue with no job model
     loaded, prints what the full path prints, and records the fresh status."""
