@@ -59,6 +59,10 @@ def fetch_and_report(launcher, job_ids, to, as_json: bool) -> tuple[int, list]:
             print_error(f"{r.job_id}: refused {entry['path']}{target}: {entry['reason']}")
         if r.error and not r.refused:
             print_error(f"{r.job_id}: nothing fetched: {r.error}")
+        if r.kept_gone:
+            print(safe(f"warning: {r.job_id}: kept {len(r.kept_gone)} file(s) of the last "
+                       f"fetch that the source no longer has ({', '.join(r.kept_gone[:3])}"
+                       f"{', ...' if len(r.kept_gone) > 3 else ''})"), file=sys.stderr)
         if as_json or (r.error and not r.refused):
             continue
         moved = (f"fetched {r.transferred_files} file(s), {_size(r.transferred_bytes)}"

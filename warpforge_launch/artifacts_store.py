@@ -225,12 +225,14 @@ class Fetched:
     refused: tuple[dict[str, str], ...] = ()
     error: str | None = None
     exit_code: int = 0  # 0 ok, 1 verification failed or a link refused, 3 unreachable
+    kept_gone: tuple[str, ...] = ()  # files of the last fetch the source no longer has
 
     def to_dict(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "path": str(self.path), "files": self.files,
                 "bytes": self.bytes, "transferred_files": self.transferred_files,
                 "transferred_bytes": self.transferred_bytes, "changed": self.changed,
-                "refused": list(self.refused), "error": self.error}
+                "refused": list(self.refused), "kept_gone": list(self.kept_gone),
+                "error": self.error}
 
 
 def read_manifest(job_dir: Path) -> dict[str, Any] | None:
@@ -313,6 +315,16 @@ class ArtifactStore:
 
     def commit(self, staging: Staging, meta: dict[str, Any]) -> Fetched:
         """Make the staged fetch the job's artifact dir (or drop it when nothing changed)."""
+        # what the last fetch verified and the source no longer offers (deleted there, or
+        # now a link that is refused): kept, never lost to a later fetch (an artifact store
+        # outlives the cluster's scratch), and said
+        gone = tuple(sorted(p for p in staging.have if p not in staging.kept and
+                            p not in staging.new))
+        for path in gone:
+            staging.kept[path] = staging.have[path]
+        if gone:
+            staging.notes.append(f"kept {len(gone)} file(s) of the last fetch that the source "
+                                 f"no longer has: {', '.join(gone)}")
         files = staging.files
         final = self.root / staging.job_id
         old = staging.old_manifest
@@ -321,7 +333,8 @@ class ArtifactStore:
                 sorted(f["path"] for f in old.get("files", [])) == sorted(files) and \
                 old.get("links") == staging.links and old.get("refused") == staging.refused:
             self.discard(staging)
-            return self._fetched(staging, final, files, transferred, changed=False)
+            return self._fetched(staging, final, files, transferred, changed=False,
+                                 gone=gone)
         stage_dir, final_s = os.fspath(staging.dir), os.fspath(final)
         for path in staging.kept:  # unchanged files: hard links, no copy
             parent = path.rpartition("/")[0]
@@ -369,16 +382,17 @@ class ArtifactStore:
             os.rename(stage_dir, final_s)
             if trash is not None:
                 shutil.rmtree(trash, ignore_errors=True)
-        return self._fetched(staging, final, files, transferred, changed=True)
+        return self._fetched(staging, final, files, transferred, changed=True, gone=gone)
 
     @staticmethod
     def _fetched(staging: Staging, final: Path, files: dict[str, FileEntry],
-                 transferred: tuple[int, int], changed: bool) -> Fetched:
+                 transferred: tuple[int, int], changed: bool, gone: tuple[str, ...] = ()
+                 ) -> Fetched:
         n = len(staging.refused)
         return Fetched(staging.job_id, final, len(files), sum(f.size for f in files.values()),
                        transferred[0], transferred[1], changed, tuple(staging.refused),
                        error=f"{n} entr{'y' if n == 1 else 'ies'} refused" if n else None,
-                       exit_code=1 if n else 0)
+                       exit_code=1 if n else 0, kept_gone=gone)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

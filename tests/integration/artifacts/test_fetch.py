@@ -112,6 +112,36 @@ def test_local_planted_symlink_is_refused(tmp_path, _private_home):
     assert "private key" not in "".join(p.read_text() for p in job_dir.rglob("*") if p.is_file())
 
 
+def test_a_refetch_keeps_what_the_source_lost(tmp_path, _private_home):
+    """The artifact store outlives the backend's copy: a file deleted at the source, or
+    replaced by a link that is refused, keeps the copy the last fetch verified."""
+    inv = local_inventory(tmp_path / "inv.yaml")
+    secret = tmp_path / "secret"
+    secret.write_text("private key")
+    with Launcher(str(inv)) as launcher:
+        job = launcher.submit(definition(model_file(tmp_path)))
+        wait_all(launcher, [job])
+    r = run_cli("--inventory", str(inv), "fetch", job)
+    assert r.returncode == 0, r.stderr
+    job_dir = _private_home / "artifacts" / job
+    mlir = (job_dir / "output" / "model.mlir").read_bytes()
+    out = _private_home / "local" / job.removeprefix("local-") / "out"
+    (out / "model.mlir").unlink()
+    (out / "manifest.json").unlink()
+    (out / "manifest.json").symlink_to(secret)
+    r = run_cli("--inventory", str(inv), "fetch", job, "--json", check_json=True)
+    assert r.returncode == 1  # the link is refused
+    (got,) = r.json
+    assert got["kept_gone"] == ["output/manifest.json", "output/model.mlir"]
+    assert "warning" not in r.stdout
+    m = check_manifest(job_dir)  # the kept files are on disk as the manifest says
+    assert (job_dir / "output" / "model.mlir").read_bytes() == mlir
+    assert "private key" not in (job_dir / "output" / "manifest.json").read_text()
+    assert any("kept 2 file(s) of the last fetch" in n for n in m["notes"])
+    r = run_cli("--inventory", str(inv), "fetch", job)
+    assert r.returncode == 1 and "warning: " + job + ": kept 2 file(s)" in r.stderr
+
+
 # -- Ray --------------------------------------------------------------------------------------
 def test_ray_fetch_from_the_shared_output_root(ray_head, fake_snakegrinder, output_root,
                                                tmp_path, _private_home):
