@@ -88,7 +88,7 @@ def table(answers: list[Answer]) -> None:
             rows.append([a.scheduler, a.type, "FAILED", "-", "-", "-", f"{a.seconds:.2f}s"])
             continue
         gpus = ", ".join(f"{k} {v}" for k, v in sorted(i.gpus_by_type.items())) or "none"
-        rows.append([a.scheduler, a.type, "ok", f"{i.scheduler_name} {i.scheduler_version}",
+        rows.append([a.scheduler, a.type, "ok", i.scheduler_version,
                      f"{i.available_nodes}/{i.total_nodes}", gpus, f"{a.seconds:.2f}s"])
     draw(["SCHEDULER", "TYPE", "STATE", "VERSION", "NODES UP", "GPUS", "TIME"], rows)
 

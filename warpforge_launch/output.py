@@ -108,7 +108,7 @@ def print_result(result: JobResult | None) -> None:
 
 def print_cluster(info: ClusterInfo) -> None:
     console = _console()
-    _line(console, f"scheduler: {info.scheduler_name} {info.scheduler_version}")
+    _line(console, f"scheduler: {info.scheduler_name} ({info.scheduler_version})")
     _line(console, f"nodes:     {info.available_nodes} available of {info.total_nodes}")
     gpus = ", ".join(f"{k} {v}" for k, v in sorted(info.gpus_by_type.items())) or "none"
     _line(console, f"gpus:      {gpus}")

@@ -147,3 +147,16 @@ def test_cluster_info_json(capsys, inv):
     rc, out, _ = call(capsys, "--json", "cluster-info", "--inventory", inv)
     info = json.loads(out)
     assert rc == 0 and info["scheduler_name"] == "local" and info["nodes"][0]["cpu_cores"] >= 1
+
+
+def test_cluster_info_names_the_instance_and_its_version_once(capsys, tmp_path):
+    from warpforge_launch import __version__
+
+    inv = tmp_path / "two.yaml"
+    inv.write_text("schedulers:\n  local:\n    type: local\n  mine:\n    type: local\n")
+    rc, out, _ = call(capsys, "cluster-info", "--inventory", str(inv), "--scheduler", "mine")
+    assert rc == 0 and f"scheduler: mine (warpforge-launch {__version__})" in out
+    rc, out, _ = call(capsys, "--json", "cluster-info", "--inventory", str(inv), "--all")
+    rows = {r["scheduler"]: r["info"] for r in json.loads(out)}
+    assert rows["mine"]["scheduler_name"] == "mine"
+    assert rows["mine"]["scheduler_version"] == f"warpforge-launch {__version__}"

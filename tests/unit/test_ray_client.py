@@ -195,3 +195,40 @@ def test_a_refused_login_points_at_the_auth_header(http_server, status):
     with pytest.raises(InfrastructureError, match=f"HTTP {status}") as info:
         client(http_server(status, "denied")).call("GET", "/api/jobs/")
     assert info.value.exit_code == 3 and "auth_header" in info.value.hint
+
+
+class _AnyJson(_Handler):
+    """Answers every request 200 with one JSON object: not the Jobs API (a proxy, another
+    service on the dashboard's port)."""
+
+    status, text = 200, '{"a": 1}'
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.do_GET()
+
+    do_PUT = do_POST
+
+
+def test_a_submit_answer_without_the_submission_id_is_not_a_submit(tmp_path, monkeypatch):
+    from warpforge_launch.inputs import parse_inputs
+    from warpforge_launch.jobs import JobDefinition, JobQuery
+    from warpforge_launch.launcher import Launcher
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AnyJson)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WARPFORGE_HOME", str(tmp_path / "home"))
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(f"schedulers:\n  ray:\n    type: ray\n    dashboard_url: "
+                   f"http://127.0.0.1:{server.server_address[1]}\n")
+    (tmp_path / "m.py").write_text("class M: pass\n")
+    try:
+        with Launcher(str(inv)) as launcher:
+            with pytest.raises(InfrastructureError, match="without its submission id"):
+                launcher.submit(JobDefinition(name="m", source=str(tmp_path / "m.py"),
+                                              inputs=parse_inputs("[(1,8)]"), model_class="M"))
+            (row,) = launcher.store.query(JobQuery())
+            assert row.submitting  # unknown whether it went in: left to reconcile
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -354,7 +354,8 @@ class LocalScheduler(Scheduler):
         cores = os.cpu_count() or 1
         running = sum(1 for s in self.list(JobQuery(limit=None)) if s.state is JobState.RUNNING)
         node = NodeInfo(host, "up", GpuType.NONE, 0, mem_mb, cores)
-        return ClusterInfo("local", __version__, 1, 1, {}, (node,),
+        return ClusterInfo(self.name, f"warpforge-launch {__version__}", 1, 1, {},
+                           (node,),
                            {"max_concurrent_jobs": self.max_concurrent, "running_jobs": running,
                             "work_dir": str(self.work_dir)})
 

@@ -229,7 +229,7 @@ class RayScheduler(Scheduler):
         body = request.wire_body(secrets.resolve(request.secret_env))
         sid = body["submission_id"]
         try:
-            client.call("POST", "/api/jobs/", json_body=body)
+            answer = client.call("POST", "/api/jobs/", json_body=body)
         except RayServerError as exc:
             if rp.is_duplicate(exc.detail):
                 raise UsageError(
@@ -238,6 +238,13 @@ class RayScheduler(Scheduler):
                     hint="each submission needs a new correlation id",
                 ) from None
             raise
+        if not isinstance(answer, dict) or answer.get("submission_id") != sid:
+            # not the Jobs API's answer (a proxy, another service): whether the job went in
+            # is unknown, so it is left to reconcile
+            raise InfrastructureError(
+                f"Ray at {self.config.dashboard_url} answered the submit without its "
+                f"submission id {sid}: {str(answer)[:120]}", hint="is dashboard_url a Ray "
+                "dashboard? `warpforge-launch list` checks whether the job went in")
         return Submitted(sid)
 
     def execute_batch(self, batch: BatchPlan) -> dict[str, Outcome]:

@@ -514,8 +514,8 @@ class SlurmScheduler(Scheduler):
                                   sum(n.gpus.values()), n.memory_mb, n.cpus))
         return ClusterInfo(
             scheduler_name=self.name,
-            scheduler_version=sp.parse_version(version.stdout) if version.returncode == 0
-            else "unknown",
+            scheduler_version=f"slurm {sp.parse_version(version.stdout)}"
+            if version.returncode == 0 else "slurm (version unknown)",
             total_nodes=len(nodes), available_nodes=sum(1 for n in nodes if n.available),
             gpus_by_type=totals, nodes=tuple(infos),
             details={"partitions": sorted({p for n in nodes for p in n.partitions}),

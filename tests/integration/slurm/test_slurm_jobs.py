@@ -166,7 +166,7 @@ def test_list_and_cluster_info(slurm):
     only_running = slurm.list(JobQuery(states=frozenset({JobState.RUNNING})))
     assert job_id not in {s.job_id for s in only_running}
     info = slurm.cluster_info()
-    assert info.scheduler_version.startswith("22.05")
+    assert info.scheduler_version.startswith("slurm 22.05")
     assert info.total_nodes == 1 and info.available_nodes == 1
     assert dict(info.gpus_by_type) == {"nvidia": 1, "amd": 1}
     node = info.nodes[0]
