@@ -110,14 +110,24 @@ def _wait(launcher: Launcher, job_id: str, progress: bool) -> JobStatus:
 
 
 def cmd_status(args) -> int:
+    """The known jobs are shown even when another id is unknown (that one is an error
+    line, and the exit code is 2)."""
+    missing: dict = {}
     with _launcher(args) as launcher:
-        statuses = list(launcher.statuses(args.job_ids).values())
+        statuses = list(launcher.statuses(args.job_ids, missing=missing).values())
+    if missing and not statuses:
+        raise next(iter(missing.values()))
     if args.json:
-        emit_json([s.to_dict() for s in statuses] if len(statuses) > 1 else statuses[0].to_dict())
-        return 0
-    for st in statuses:
-        print(_status_line(st))
-    return 0
+        emit_json([s.to_dict() for s in statuses] if len(dict.fromkeys(args.job_ids)) > 1
+                  else statuses[0].to_dict())
+    else:
+        for st in statuses:
+            print(_status_line(st))
+    from warpforge_launch.output import print_error
+
+    for i, exc in enumerate(missing.values()):
+        print_error(str(exc), hint=exc.hint if i == len(missing) - 1 else "")
+    return 2 if missing else 0
 
 
 def cmd_result(args) -> int:

@@ -191,20 +191,33 @@ class Launcher:
     def status(self, job_id: str) -> JobStatus:
         return self.statuses([job_id])[job_id]
 
-    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """Fresh statuses of many jobs: one store read, one batched call per instance."""
-        return self._statuses(job_ids, self.store.find_many(list(job_ids)))
+    def statuses(self, job_ids: Sequence[str],
+                 missing: dict[str, NotFoundError] | None = None) -> dict[str, JobStatus]:
+        """Fresh statuses of many jobs: one store read, one batched call per instance.
+        An id nobody knows raises NotFoundError, or with ``missing`` lands there (the
+        others are still answered)."""
+        return self._statuses(job_ids, self.store.find_many(list(job_ids)), missing=missing)
 
     def _statuses(self, job_ids: Sequence[str], records: dict[str, JobRecord], *,
-                  partial: bool = False) -> dict[str, JobStatus]:
+                  partial: bool = False, missing: dict[str, NotFoundError] | None = None
+                  ) -> dict[str, JobStatus]:
         """``partial`` (see ``refresh``): a job the store does not have, on an instance that
         cannot be reached, is left out of the answer."""
+        def unknown_id(job_id: str, exc: NotFoundError) -> None:
+            if missing is None:
+                raise exc
+            missing[job_id] = exc
+
         fresh = self.refresh(list(records.values()), partial=partial)
         unknown: dict[int, list[str]] = {}
         instances: dict[int, Scheduler] = {}
         for job_id in job_ids:
             if job_id not in records:
-                sched = self._by_id(job_id)
+                try:
+                    sched = self._by_id(job_id)
+                except NotFoundError as exc:
+                    unknown_id(job_id, exc)
+                    continue
                 unknown.setdefault(id(sched), []).append(job_id)
                 instances[id(sched)] = sched
         for key, ids in unknown.items():
@@ -213,8 +226,9 @@ class Launcher:
                 continue
             for job_id in ids:
                 if job_id not in got:
-                    raise NotFoundError(f"no {instances[key].name} job {job_id!r}",
-                                        hint="`warpforge-launch list` shows the known jobs")
+                    unknown_id(job_id, NotFoundError(
+                        f"no {instances[key].name} job {job_id!r}",
+                        hint="`warpforge-launch list` shows the known jobs"))
             fresh.update(got)
         return {job_id: fresh[job_id] for job_id in job_ids if job_id in fresh}
 

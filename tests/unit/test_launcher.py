@@ -230,3 +230,17 @@ def test_list_from_cluster_shows_jobs_of_other_tools(capsys, inv, backend):
     assert backend.calls == {"list": 1}
     rc, out, _ = call(capsys, "list", "--inventory", inv, "--from-cluster")
     assert "count-99" in out and "IN STORE" in out
+
+
+def test_status_shows_the_known_jobs_when_another_id_is_unknown(capsys, inv, backend):
+    ids = submit(inv, 2)
+    rc, out, err = call(capsys, "status", "--inventory", inv, ids[0], "count-999", ids[1],
+                        "nosuch-1")
+    assert rc == 2
+    assert [line.split()[0] for line in out.splitlines()] == ids
+    assert err.count("error: ") == 2 and "count-999" in err and "nosuch" in err
+    assert err.count("hint: ") == 1
+    rc, out, err = call(capsys, "--json", "status", "--inventory", inv, ids[0], "count-999")
+    assert rc == 2 and [s["job_id"] for s in json.loads(out)] == ids[:1]
+    rc, out, err = call(capsys, "status", "--inventory", inv, "count-999")
+    assert rc == 2 and not out and err.startswith("error: no count job 'count-999'")
