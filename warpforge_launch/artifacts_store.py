@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import threading
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from warpforge_launch.errors import LaunchError, UsageError
+from warpforge_launch.jobs import check_job_id  # noqa: F401 - a job id names a directory
 
 KIND = "warpforge-artifacts"
 VERSION = 1
@@ -41,7 +41,6 @@ TRASH_PREFIX = ".wf-trash-"
 STAGING_MARK = ".warpforge-staging"
 LEFTOVER_AGE = 3600.0  # staging/trash dirs older than this belong to no live fetch
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,200}")
 
 
 class TransferError(LaunchError):
@@ -52,13 +51,6 @@ def default_root() -> Path:
     from warpforge_launch.store import home
 
     return home() / "artifacts"
-
-
-def check_job_id(job_id: str) -> str:
-    """A job id names a directory: one plain path segment or nothing."""
-    if not _JOB_ID.fullmatch(job_id or "") or job_id in (".", ".."):
-        raise UsageError(f"{job_id!r} is not a job id (<scheduler>-<id>)")
-    return job_id
 
 
 def safe_relpath(path: str) -> str:

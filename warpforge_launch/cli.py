@@ -6,7 +6,9 @@ itself, cli_parser.py, is not imported for a plain `status ID...`), and `status`
 from the store and one lean backend call (quickstatus.py). Inventory validation (pydantic),
 rich tables, the job model and backend clients are imported by the commands that use them.
 The program (``run``) freezes the heap before exit. Errors are one line (`error: ...`) with
-the exit codes of errors.py.
+the exit codes of errors.py. Before any command, a stat or two refuse a state directory that
+is a file and a named inventory that cannot be read; while it runs, a stdout whose reader
+went away (or a full disk) never turns its exit code into another (``_Output``).
 
 Adding a subcommand is one self-contained edit: write ``_NAME(sub, parents)``, which calls
 ``sub.add_parser("NAME", parents=parents, help=...)`` and adds its arguments (importing
@@ -306,7 +308,93 @@ def run() -> int:
     return code
 
 
+class _Output:
+    """sys.stdout or sys.stderr for the length of a command. A write that fails (the reader
+    went away: EPIPE; a full disk: ENOSPC) sends the rest of the output to /dev/null instead
+    of raising, so the command still finishes and exits with its own code (`result ID | head`
+    of a FAILED job is 1, also under `set -o pipefail`); ``lost`` keeps the first error."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.lost = stream, None
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            self._discard(exc)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            self._discard(exc)
+
+    def _discard(self, exc: OSError) -> None:
+        if self.lost is None:
+            self.lost = exc
+        try:  # what is still buffered, and all that follows, goes nowhere: no error at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (AttributeError, ValueError, OSError):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code stands even when its output could not be written (a
+    reader that went away is not an error; a full disk is one more `error:` line)."""
+    closed = None
+    if sys.stdout is None:  # started with fd 1 closed: it is /dev/null now, not a file we open
+        closed = OSError(9, "standard output is closed")
+        sys.stdout = open(os.devnull, "w")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
+    out, err = sys.stdout, sys.stderr = _Output(sys.stdout), _Output(sys.stderr)
+    out.lost = closed
+    try:
+        code = _main(argv)
+        out.flush()
+    finally:
+        sys.stdout, sys.stderr = out.stream, err.stream
+    lost = out.lost
+    if lost is not None and not isinstance(lost, BrokenPipeError):
+        from warpforge_launch.output import print_error
+
+        print_error(f"cannot write the output: {lost.strerror or lost}")
+        return code or 1
+    return code
+
+
+def _check_setup(args) -> None:
+    """What every command relies on, checked with a stat or two and no parse: a state
+    directory that is a directory, and an inventory named by --inventory or
+    $WARPFORGE_INVENTORY that is a readable file (its contents are validated by the commands
+    that use it)."""
+    from warpforge_launch.storefile import check_home
+
+    check_home()
+    if args.command == "completion":
+        return
+    flag = getattr(args, "inventory", None)
+    named = flag or os.environ.get("WARPFORGE_INVENTORY")
+    if not named:
+        return
+    hint = f"named by {'--inventory' if flag else '$WARPFORGE_INVENTORY'}"
+    try:
+        if os.path.isdir(named):
+            raise UsageError(f"inventory {named} is a directory", hint=hint)
+        os.close(os.open(named, os.O_RDONLY | os.O_NONBLOCK))
+    except FileNotFoundError:
+        raise UsageError(f"inventory {named} does not exist", hint=hint) from None
+    except OSError as exc:
+        raise UsageError(f"inventory {named} cannot be read: {exc.strerror}", hint=hint) from None
+
+
+def _main(argv: list[str] | None) -> int:
     args = None
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["__complete"]:  # the shells' Tab callback: hidden, fast, never an error
@@ -322,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             build_parser(names_only=True).print_help()
             return 2
+        _check_setup(args)
         if getattr(args, "run", None):  # a command that lives in its own package (serve)
             return args.run(args)
         if args.command == "status":
@@ -345,9 +434,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except Exception as exc:
         if args is not None and getattr(args, "debug", False):
             raise

@@ -164,6 +164,8 @@ def cmd_logs(args) -> int:
         for chunk in launcher.logs(args.job_id, follow=args.follow):
             sys.stdout.write(chunk)
             sys.stdout.flush()
+            if getattr(sys.stdout, "lost", None) is not None:
+                break  # nobody reads any more (`logs -f ID | head`): stop following
     return 0
 
 
@@ -193,6 +195,7 @@ def cmd_list(args) -> int:
     if args.from_cluster:
         return _list_from_cluster(args, query)
     with _launcher(args) as launcher:
+        _check_instances(launcher, args.scheduler)
         rows = launcher.list(query, refresh=not args.no_refresh)
     if args.json:
         emit_json([{"job_id": s.job_id, "name": r.name, "scheduler": r.instance,
@@ -210,6 +213,20 @@ def cmd_list(args) -> int:
     for name, exc in launcher.unreachable.items():
         print(safe(f"warning: {name} not refreshed: {exc}"), file=sys.stderr)
     return 3 if launcher.unreachable else 0
+
+
+def _check_instances(launcher: Launcher, names: list[str]) -> None:
+    """A --scheduler filter names an instance the job store has jobs of, or one the inventory
+    configures (read only then): a typo is an error, not an empty table."""
+    from warpforge_launch.errors import NotFoundError
+
+    unknown = set(names) - launcher.store.instances(names)
+    if unknown:
+        inv = launcher.inventory
+        for name in sorted(unknown - set(inv.schedulers)):
+            raise NotFoundError(f"no scheduler {name!r} in the job store or the inventory "
+                                f"({inv.describe()})",
+                                hint=f"configured: {', '.join(sorted(inv.schedulers))}")
 
 
 def _list_from_cluster(args, query) -> int:

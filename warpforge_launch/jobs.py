@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import getpass
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,19 @@ from warpforge_launch.states import ACTIVE_STATES, TERMINAL_STATES, JobState  # 
 DTYPES = ("f32", "f64", "f16", "bf16", "i32", "i64", "i16", "i8", "bool")
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 DEFAULT_SEED = 42
+# <instance>-<native id>: one plain path segment (job ids name directories and files, and a
+# longer one could not: a file name has at most 255 bytes)
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,200}")
+
+
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if it can be a job id, else the one-line usage error (exit 2)."""
+    if not _JOB_ID.fullmatch(job_id or "") or job_id in (".", ".."):
+        shown = repr(job_id) if len(job_id or "") <= 80 else \
+            f"{job_id[:40]!r}... ({len(job_id)} characters)"
+        raise UsageError(f"{shown} is not a job id (<scheduler>-<id>)",
+                         hint="`warpforge-launch list` shows the known jobs")
+    return job_id
 
 
 class GpuType(enum.StrEnum):

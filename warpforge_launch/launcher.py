@@ -28,6 +28,7 @@ from warpforge_launch.jobs import (
     JobState,
     JobStatus,
     JobSubmission,
+    check_job_id,
     utcnow,
 )
 from warpforge_launch.schedulers import registry
@@ -102,8 +103,9 @@ class Launcher:
         return self._instance(record.instance, record.scheduler_type, record.config)
 
     def _by_id(self, job_id: str) -> Scheduler:
-        """The instance a job id names, for a job the store does not know."""
-        instance, sep, native = job_id.partition("-")
+        """The instance a job id names, for a job the store does not know (every command that
+        takes job ids comes here for them: the one place a malformed id is refused)."""
+        instance, sep, native = check_job_id(job_id).partition("-")
         if not sep or not native:
             raise NotFoundError(f"{job_id!r} is not a job id (<scheduler>-<id>)",
                                 hint="`warpforge-launch list` shows the known jobs")

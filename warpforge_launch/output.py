@@ -3,7 +3,8 @@
 Text that comes from a backend or a user (job names, messages, node names, log tails) is
 shown as plain text, never as rich markup, and with terminal control characters made
 visible, so a job name like ``[/x]`` or an escape sequence in a remote message cannot break
-or drive the terminal. rich is imported only by the functions that draw tables.
+or drive the terminal. rich is imported only by the functions that draw (for a table: only
+in a terminal; a pipe gets plain lines).
 """
 
 from __future__ import annotations
@@ -67,15 +68,29 @@ def _console():
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> None:
+    """Rows under headers. Output that is not a terminal is one line per row, never wrapped
+    or cut (`grep <job id>` finds the whole row, however long its message). In a terminal
+    only the last column (a message, an error, a path) wraps; ids, states and times stay
+    whole, and a terminal too narrow for them gets the plain lines (it folds them itself)."""
+    cells = [[safe(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    console = _console() if sys.stdout.isatty() else None
+    fixed = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    if console is None or fixed + min(widths[-1], 20) > console.width:
+        for line in [headers, *cells]:
+            sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)
+                                       ).rstrip() + "\n")
+        return
     from rich.table import Table
     from rich.text import Text
 
     t = Table(box=None, pad_edge=False, header_style="bold")
-    for h in headers:
-        t.add_column(h, overflow="fold")
-    for row in rows:
-        t.add_row(*[Text(safe(c)) for c in row])  # Text: never parsed as markup
-    _console().print(t)
+    for i, h in enumerate(headers):
+        last = i == len(headers) - 1
+        t.add_column(h, overflow="fold", no_wrap=not last, min_width=None if last else widths[i])
+    for row in cells:
+        t.add_row(*[Text(c) for c in row])  # Text: never parsed as markup
+    console.print(t)
 
 
 def _line(console, text: str, multiline: bool = False) -> None:

@@ -10,7 +10,8 @@ define than the status call they wrap.
 Whenever anything is not plain (unknown id, SUBMITTING, a backend without a lean refresh,
 a job the backend no longer reports, another schema), ``show`` returns None before or
 instead of recording anything, and the command takes the full path, which handles it. A
-backend that fails raises the same error the full path would.
+backend that fails, or a store SQLite cannot use, raises the same error the full path
+would.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from warpforge_launch.storefile import (
     STATUS_UPDATE_SQL,
     SUBMITTING,
     home_dir,
+    store_error,
     store_file,
 )
 
@@ -70,8 +72,8 @@ def statuses(job_ids: list[str]) -> dict[str, dict] | None:
     ids = list(dict.fromkeys(job_ids))
     try:
         db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    except sqlite3.Error:
-        return None
+    except sqlite3.Error as exc:
+        raise store_error(path, exc) from exc
     try:
         rows = _rows(db, ids)
         if rows is None or len(rows) != len(ids):
@@ -95,8 +97,8 @@ def statuses(job_ids: list[str]) -> dict[str, dict] | None:
         _record(db, fresh)
         found.update(fresh)
         return found
-    except sqlite3.Error:
-        return None
+    except sqlite3.Error as exc:  # the full path would meet it too: say what is wrong
+        raise store_error(path, exc) from exc
     finally:
         db.close()
 

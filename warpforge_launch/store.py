@@ -9,6 +9,7 @@ so status/logs/cancel reach the same cluster even if the inventory changes later
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sqlite3
@@ -30,6 +31,8 @@ from warpforge_launch.storefile import (  # noqa: F401
     STATUS_UPDATE_SQL,
     SUBMITTING,
     home,
+    home_error,
+    store_error,
 )
 
 # A sweep and its cells; a cell names its job by correlation id (stable from the SUBMITTING
@@ -132,11 +135,14 @@ class JobStore:
         return self._db
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.path.exists():  # 0600 from the first byte, not chmod after the fact
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():  # 0600 from the first byte, not chmod after the fact
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise home_error(self.path.parent, exc) from exc
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
             db.execute("PRAGMA busy_timeout = 30000")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -147,10 +153,9 @@ class JobStore:
                 db.execute("PRAGMA journal_mode = WAL")
                 with _Transaction(db):
                     _upgrade(db)
-        except sqlite3.DatabaseError as exc:
-            raise LaunchError(f"job store {self.path} is unreadable: {exc}",
-                              hint="move it aside; a new one is created on the next "
-                              "command") from exc
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def close(self) -> None:
@@ -394,6 +399,15 @@ class JobStore:
             args.append(query.limit)
         return [_record(r) for r in self.db.execute(sql, args)]
 
+    def instances(self, names: list[str]) -> set[str]:
+        """Those of ``names`` the store has jobs of."""
+        names = sorted(set(names))
+        if not names:
+            return set()
+        return {r[0] for r in self.db.execute(
+            f"SELECT DISTINCT instance FROM jobs WHERE instance IN ({','.join('?' * len(names))})",
+            names)}
+
     def page(self, states=(), schedulers=(), limit: int = 50, offset: int = 0
              ) -> tuple[list[JobRecord], int]:
         """One page of rows, newest first, and how many rows match in all (the dashboard's
@@ -409,6 +423,26 @@ class JobStore:
         rows = self.db.execute("SELECT * FROM jobs WHERE 1=1" + where + " ORDER BY submitted_at "
                                "DESC LIMIT ? OFFSET ?", [*args, limit, offset])
         return [_record(r) for r in rows], total
+
+
+def _store_errors(method):
+    """``method`` with SQLite's errors as the store's one-line LaunchError (store_error); an
+    IntegrityError (a duplicate id) is the caller's to handle."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from exc
+
+    return guarded
+
+
+for _name, _method in list(vars(JobStore).items()):
+    if not _name.startswith("__") and callable(_method):
+        setattr(JobStore, _name, _store_errors(_method))
 
 
 def _upgrade(db: sqlite3.Connection) -> None:

@@ -43,6 +43,58 @@ def store_file() -> str:
     return os.path.join(home_dir(), "jobs.sqlite3")
 
 
+def store_error(path: object, exc: Exception):
+    """The LaunchError (exit 1) for an SQLite error of the job store at ``path``: what is
+    wrong with the file and what to do, never the bare SQLite exception. Nothing is written
+    to a store SQLite cannot use, so nothing in it is lost."""
+    from warpforge_launch.errors import LaunchError
+
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        return LaunchError(f"job store {path} cannot be written: {exc}",
+                           hint="SQLite needs to write the file and create -wal and -shm "
+                           "files beside it: make both writable, or set WARPFORGE_HOME to "
+                           "another directory")
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return LaunchError(f"job store {path} stayed locked by another process: {exc}",
+                           hint="try again when the other warpforge-launch command is done")
+    if code.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+        return LaunchError(f"job store {path} cannot be written: {exc}",
+                           hint="free space on its disk (or fix the disk), then try again")
+    return LaunchError(f"job store {path} is unreadable: {exc}",
+                       hint="move it aside, with its -wal and -shm files if any (sqlite3's "
+                       "`.recover` may salvage its rows); a new one is created on the next "
+                       "command")
+
+
+def home_error(directory: object, exc: OSError):
+    """The error for a state directory that cannot be made or used: a setting pointing at a
+    file is bad input (exit 2); anything else is this machine's trouble (exit 1)."""
+    from warpforge_launch.errors import LaunchError, UsageError
+
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        setting = "WARPFORGE_HOME " if os.environ.get("WARPFORGE_HOME") else ""
+        return UsageError(f"{setting}{directory} is not a directory (or a file is in its way)",
+                          hint="point WARPFORGE_HOME at a directory (it is created if missing)")
+    return LaunchError(f"cannot create the job store in {directory}: {exc.strerror or exc}",
+                       hint="make it writable, or set WARPFORGE_HOME to another directory")
+
+
+def check_home() -> None:
+    """Refuse a state directory that is a file (one stat): every command, not only those that
+    open the job store, says so rather than finding nothing there."""
+    import stat
+
+    directory = home_dir()
+    try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            raise home_error(directory, NotADirectoryError())
+    except FileNotFoundError:
+        pass  # made when first needed
+    except OSError as exc:
+        raise home_error(directory, exc) from None
+
+
 def owned_private(path: str) -> bool:
     """Owned by this user and writable by no one else: a cache under the state dir is read
     only then (the inventory cache is unpickled, the re-push plan holds commands we run)."""
