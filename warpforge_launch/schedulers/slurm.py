@@ -520,7 +520,18 @@ class SlurmScheduler(Scheduler):
             gpus_by_type=totals, nodes=tuple(infos),
             details={"partitions": sorted({p for n in nodes for p in n.partitions}),
                      "login": self.transport.where, "work_dir": self.work_dir,
-                     "runtime": self.config.runtime, "accounting": self.accounting_enabled()})
+                     "runtime": self.config.runtime, "accounting": self._accounting()})
+
+    def _accounting(self) -> bool | None:
+        """Whether sacct answers here: remembered, or asked once (a no-op query)."""
+        known = self.accounting_enabled()
+        if known is not None:
+            return known
+        probe = self._run(["sacct", "-X", "-n", "-P", "-j", "1", "--format=JobID"])
+        if probe.returncode == 0 or sp.accounting_disabled(probe.stderr):
+            self.watcher.remember_accounting(probe.returncode == 0)
+            return probe.returncode == 0
+        return None
 
 
 def _check_source(source: str) -> None:

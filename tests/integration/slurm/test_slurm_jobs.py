@@ -172,6 +172,16 @@ def test_list_and_cluster_info(slurm):
     node = info.nodes[0]
     assert node.gpu_type is GpuType.ANY and node.gpu_count == 2 and node.cpu_cores >= 1
     assert info.details["partitions"] == ["debug", "short"]
+    assert info.details["accounting"] is True
+
+
+def test_cluster_info_asks_once_whether_there_is_accounting(slurm_cluster, shared_dir,
+                                                            tmp_path):
+    fresh = make_scheduler(tmp_path / "fresh", slurm_cluster, shared_dir, name="hpcfresh")
+    assert fresh.cluster_info().details["accounting"] is True
+    assert fresh.calls["sacct"] == 1
+    again = make_scheduler(tmp_path / "fresh", slurm_cluster, shared_dir, name="hpcfresh")
+    assert again.cluster_info().details["accounting"] is True and again.calls["sacct"] == 0
 
 
 def test_accounting_disabled_falls_back_to_scontrol_once(slurm_noacct):
@@ -194,6 +204,7 @@ def test_accounting_disabled_falls_back_to_scontrol_once(slurm_noacct):
     assert fresh.status(bad).state is JobState.FAILED
     assert fresh.calls == {"scontrol": 1}
     assert slurm_noacct.result(bad).exit_code == 3
+    assert slurm_noacct.cluster_info().details["accounting"] is False
 
 
 def test_controller_down_is_a_bounded_infrastructure_error(slurm_cluster_noacct, shared_dir,
