@@ -3,6 +3,8 @@
 ``execute`` returns at once; a detached supervisor (local_supervisor.py) runs the job.
 Its state lives in the job directory, so status works from any later process, and a
 supervisor that was killed is detected (pid + kernel start time) and reported as FAILED.
+Each instance has a work dir of its own (its job directories and its slots), so
+``max_concurrent_jobs`` is per instance. Local runs jobs on this host only.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class LocalConfig:
     __pydantic_config__ = {"extra": "forbid"}
     snakegrinder: str | None = None  # default: ./snakegrinder-dist/build/dist/bin, then PATH
     max_concurrent_jobs: int | None = None  # default: the CPU count
-    work_dir: str | None = None  # default: $WARPFORGE_HOME/local
+    work_dir: str | None = None  # default: $WARPFORGE_HOME/local/<instance>
     kill_grace_seconds: float = 5.0
 
 
@@ -105,14 +107,30 @@ def find_snakegrinder(configured: str | None) -> str:
                      ", not on PATH)", hint="run `invoke build`, or pass --snakegrinder PATH")
 
 
+def work_dir_of(name: str, config: LocalConfig, home: Path) -> Path:
+    """An instance's job directories and slots: its own, so instances never share slots."""
+    return Path(config.work_dir).expanduser() if config.work_dir else home / "local" / name
+
+
+def this_host() -> set[str]:
+    """The names a node affinity may give for the one host Local runs on."""
+    host = socket.gethostname()
+    return {host, host.split(".")[0], "localhost"}
+
+
 class LocalScheduler(Scheduler):
     type_name = "local"
     Config = LocalConfig
 
     @property
     def work_dir(self) -> Path:
-        return Path(self.config.work_dir).expanduser() if self.config.work_dir \
-            else self.home / "local"
+        return work_dir_of(self.name, self.config, self.home)
+
+    @property
+    def _former_work_dir(self) -> Path | None:
+        """Where jobs of every instance went before each had its own default work dir
+        ($WARPFORGE_HOME/local/<id>/): still read, never written or moved."""
+        return None if self.config.work_dir else self.home / "local"
 
     @property
     def max_concurrent(self) -> int:
@@ -122,7 +140,25 @@ class LocalScheduler(Scheduler):
         native = self.native_id(job_id)
         if not native.isalnum():
             raise NotFoundError(f"no local job {job_id!r}")
-        return self.work_dir / native
+        path = self.work_dir / native
+        if not path.exists() and self._former_work_dir is not None:
+            former = self._former_work_dir / native
+            if self._is_mine(former):
+                return former
+        return path
+
+    def _is_mine(self, job_dir: Path) -> bool:
+        """A job directory of the former shared work dir belongs to this instance when its
+        request carries this instance's job id."""
+        request = ls.read_json(str(job_dir / ls.REQUEST)) or {}
+        return (request.get("env") or {}).get("WARPFORGE_JOB_ID") == self.job_id(job_dir.name)
+
+    def _make_work_dir(self) -> None:
+        """Created 0700, the default's parent ($WARPFORGE_HOME/local) too."""
+        if self._former_work_dir is not None:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._former_work_dir.mkdir(exist_ok=True, mode=0o700)
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def capabilities(self) -> SchedulerCapabilities:
         return SchedulerCapabilities(gpu_scheduling=False, supported_gpu_types={GpuType.NONE},
@@ -161,7 +197,10 @@ class LocalScheduler(Scheduler):
     def execute(self, plan: SubmissionPlan[LocalRequest]) -> Submitted:
         hidden = secrets.resolve(plan.request.secret_env)
         job_dir = Path(plan.request.job_dir)
-        job_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if job_dir.parent == self.work_dir:
+            self._make_work_dir()
+        else:
+            job_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             job_dir.mkdir(mode=0o700)
         except FileExistsError:
@@ -265,7 +304,7 @@ class LocalScheduler(Scheduler):
         found = {}
         for corr in correlation_ids:
             native = corr[:8]
-            request = ls.read_json(str(self.work_dir / native / ls.REQUEST)) or {}
+            request = ls.read_json(str(self.job_dir(self.job_id(native)) / ls.REQUEST)) or {}
             if (request.get("env") or {}).get("WARPFORGE_CORRELATION_ID") == corr:
                 found[corr] = native
         return found
@@ -333,13 +372,19 @@ class LocalScheduler(Scheduler):
 
     def list(self, query: JobQuery) -> list[JobStatus]:
         found = []
-        if self.work_dir.is_dir():
-            for d in sorted(self.work_dir.iterdir()):
-                if (d / ls.STATE).is_file():
-                    st = self.status(self.job_id(d.name))
-                    if not query.states or st.state in query.states:
-                        found.append(st)
+        for d in self._job_dirs():
+            st = self.status(self.job_id(d.name))
+            if not query.states or st.state in query.states:
+                found.append(st)
         return found[: query.limit] if query.limit else found
+
+    def _job_dirs(self) -> list[Path]:
+        """This instance's job directories, with its jobs left in the former shared one."""
+        dirs = [d for d in _children_of(self.work_dir) if (d / ls.STATE).is_file()]
+        if self._former_work_dir is not None:
+            dirs += [d for d in _children_of(self._former_work_dir)
+                     if (d / ls.STATE).is_file() and self._is_mine(d)]
+        return sorted(dirs, key=lambda d: d.name)
 
     def cluster_info(self) -> ClusterInfo:
         mem_mb = 0
@@ -354,7 +399,7 @@ class LocalScheduler(Scheduler):
         cores = os.cpu_count() or 1
         running = sum(1 for s in self.list(JobQuery(limit=None)) if s.state is JobState.RUNNING)
         node = NodeInfo(host, "up", GpuType.NONE, 0, mem_mb, cores)
-        return ClusterInfo("local", __version__, 1, 1, {}, (node,),
+        return ClusterInfo(self.name, __version__, 1, 1, {}, (node,),
                            {"max_concurrent_jobs": self.max_concurrent, "running_jobs": running,
                             "work_dir": str(self.work_dir)})
 
@@ -367,6 +412,13 @@ def _supervisor_env(hidden: dict[str, str]) -> dict[str, str]:
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     return env
+
+
+def _children_of(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:
+        return []
 
 
 def _tail(job_dir: Path, lines: int = 20) -> str:

@@ -141,7 +141,7 @@ def test_cancel_while_pending(setup, model):
 def test_killed_supervisor_is_reported_failed(launcher, model, tmp_path):
     job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
     assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
-    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / "local" / job.split("-", 1)[1]
     supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
     payload = launcher.status(job).scheduler_metadata["payload_pid"]
     os.kill(supervisor, signal.SIGKILL)
@@ -275,7 +275,7 @@ def test_supervisor_killed_while_the_job_is_pending(setup, model):
         first = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
         assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
         second = launcher.submit(define(model))
-        job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / second.split("-", 1)[1]
+        job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / "local" / second.split("-", 1)[1]
         assert wait_for(lambda: (job_dir / "supervisor.pid").exists())
         supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
         assert launcher.status(second).state is JobState.PENDING
@@ -296,7 +296,7 @@ def test_a_reused_payload_pid_is_never_signalled(launcher, model):
 
     job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
     assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
-    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / "local" / job.split("-", 1)[1]
     supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
     payload = launcher.status(job).scheduler_metadata["payload_pid"]
     os.kill(supervisor, signal.SIGKILL)
@@ -321,7 +321,7 @@ def test_a_supervisor_that_never_started_is_failed_not_pending(launcher, model, 
 
     job = launcher.submit(define(model))
     launcher.wait(job, timeout=30)
-    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / "local" / job.split("-", 1)[1]
     # a job directory as a submitter that died before starting the supervisor leaves it
     (job_dir / "supervisor.pid").unlink()
     (job_dir / "state.json").write_text(json.dumps(
@@ -379,7 +379,77 @@ def test_secret_env_reaches_the_payload_and_no_file(model, tmp_path):
     job = done.json["job_id"]
     assert record(seen)["env"]["USER_TOKEN"] == value
     home = Path(os.environ["WARPFORGE_HOME"])
-    assert (home / "local" / job.split("-", 1)[1] / "job.json").is_file()
+    assert (home / "local" / "local" / job.split("-", 1)[1] / "job.json").is_file()
     for path in home.rglob("*"):
         if path.is_file():
             assert value.encode() not in path.read_bytes(), f"secret written to {path}"
+
+
+# -- each instance its own slots and work dir --------------------------------------------------
+def two_instances(tmp_path, **one):
+    from tests.testlab.builders import inventory
+
+    fake = str(FAKE_SNAKEGRINDER)
+    return str(inventory(tmp_path / "two.yaml", {
+        "local": {"type": "local", "snakegrinder": fake, "max_concurrent_jobs": 2},
+        "one": {"type": "local", "snakegrinder": fake, "max_concurrent_jobs": 1, **one}}))
+
+
+def test_instances_have_their_own_slots_and_work_dirs(model, tmp_path):
+    inv = two_instances(tmp_path)
+    home = Path(os.environ["WARPFORGE_HOME"])
+    with Launcher(inv) as launcher:
+        busy = [launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"})) for _ in range(2)]
+        assert wait_for(lambda: all(launcher.status(j).state is JobState.RUNNING for j in busy))
+        mine = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}), "one")
+        try:
+            # `one` runs nothing else: its job must not wait for `local`'s slots
+            assert wait_for(lambda: launcher.status(mine).state is JobState.RUNNING, 10)
+            shown = launcher.cluster_info("one")
+            info = shown.details
+            assert shown.scheduler_name == "one"
+            assert info["running_jobs"] == 1 and info["max_concurrent_jobs"] == 1
+            assert info["work_dir"] == str(home / "local" / "one")
+            assert launcher.cluster_info("local").details["work_dir"] == str(home / "local" /
+                                                                             "local")
+            assert (home / "local" / "one" / mine.removeprefix("one-") / "job.json").is_file()
+            assert {s.job_id for s in launcher.scheduler("one").list(JobQuery())} == {mine}
+        finally:
+            for job in (*busy, mine):
+                launcher.cancel(job)
+
+
+def test_jobs_in_the_former_shared_work_dir_stay_readable(model, tmp_path):
+    """A job submitted before instances had their own default work dir lives in
+    $WARPFORGE_HOME/local/<id>/ and its store row says ``work_dir: null``: status, result,
+    logs and list still find it there (nothing is moved). It is made here by submitting
+    with that directory set explicitly, then giving its row the config the old code kept."""
+    import sqlite3
+
+    from warpforge_launch.storefile import store_file
+
+    home = Path(os.environ["WARPFORGE_HOME"])
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    with Launcher(inv) as launcher:
+        job = launcher.submit(define(model), work_dir=str(home / "local"))
+        assert launcher.wait(job, timeout=30).state is JobState.COMPLETED
+    old_dir = home / "local" / job.removeprefix("local-")
+    assert (old_dir / "job.json").is_file()
+    db = sqlite3.connect(store_file())
+    config = json.loads(db.execute("SELECT config FROM jobs WHERE job_id = ?",
+                                   (job,)).fetchone()[0])
+    config["work_dir"] = None
+    db.execute("UPDATE jobs SET config = ?, state = 'RUNNING' WHERE job_id = ?",
+               (json.dumps(config), job))
+    db.commit()
+    db.close()
+    status = run_cli("--inventory", inv, "status", "--json", job, check_json=True)
+    assert status.returncode == 0 and status.json["state"] == "COMPLETED", status.stderr
+    result = run_cli("--inventory", inv, "result", job)
+    assert result.returncode == 0 and "stablehlo.return" in result.stdout, result.stderr
+    logs = run_cli("--inventory", inv, "logs", job)
+    assert logs.returncode == 0 and "SUCCESS: traced" in logs.stdout, logs.stderr
+    listed = run_cli("--inventory", inv, "--json", "list", "--from-cluster", check_json=True)
+    assert job in {row["status"]["job_id"] for row in listed.json}, listed.stdout
+    assert old_dir.is_dir() and not (home / "local" / "local" / old_dir.name).exists()
+

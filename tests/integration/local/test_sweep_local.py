@@ -67,7 +67,7 @@ def test_cells_queue_under_the_limit_and_one_failing_cell_fails_alone(tmp_path,
         meta = c["status"]["scheduler_metadata"]
         spans.append((datetime.fromisoformat(meta["started_at"]),
                       datetime.fromisoformat(meta["finished_at"])))
-        out = Path(_private_home) / "local" / c["job_id"].removeprefix("local-") / "out"
+        out = Path(_private_home) / "local" / "local" / c["job_id"].removeprefix("local-") / "out"
         argv = json.loads((out / "argv.json").read_text())
         env = json.loads((out / "env.json").read_text())
         assert argv[argv.index("--source") + 1] == str(tmp_path / f"{c['model']}.py")
