@@ -215,7 +215,9 @@ class LocalScheduler(Scheduler):
         # cancel sent right after submit is never lost (the mask survives fork and exec).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
-            with open(job_dir / "supervisor.log", "ab") as log:
+            log_fd = ls.open_private(str(job_dir / "supervisor.log"),
+                                     os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            with open(log_fd, "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "warpforge_launch.schedulers.local_supervisor",
                      str(job_dir)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -224,7 +226,7 @@ class LocalScheduler(Scheduler):
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         _children.append(proc)
         start = ls.proc_start_time(proc.pid)
-        (job_dir / ls.SUPERVISOR_PID).write_text(f"{proc.pid} {start}\n")
+        ls.write_private(str(job_dir / ls.SUPERVISOR_PID), f"{proc.pid} {start}\n")
         return Submitted(plan.native_id)
 
     # -- state ---------------------------------------------------------------------------

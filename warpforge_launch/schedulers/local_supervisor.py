@@ -3,7 +3,8 @@
 It waits for a free slot (the concurrency limit), runs the snakegrinder argv with no shell
 in a new process group, enforces the timeout, turns SIGTERM into a cancel, and records every
 state change in the job directory. As a child subreaper it also inherits grandchildren that
-daemonize, so a cancel or timeout leaves nothing running.
+daemonize, so a cancel or timeout leaves nothing running. It runs with umask 077, and so
+does the payload it starts: the logs, ``out/`` and whatever the payload writes are private.
 
 Usage: python -m warpforge_launch.schedulers.local_supervisor JOB_DIR
 """
@@ -84,6 +85,7 @@ class Supervisor:
     def run(self) -> int:
         if not self.request:
             return 2
+        os.umask(0o077)
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         except (OSError, AttributeError):

@@ -453,3 +453,26 @@ def test_jobs_in_the_former_shared_work_dir_stay_readable(model, tmp_path):
     assert job in {row["status"]["job_id"] for row in listed.json}, listed.stdout
     assert old_dir.is_dir() and not (home / "local" / "local" / old_dir.name).exists()
 
+
+# -- private files ------------------------------------------------------------------------------
+def test_job_files_are_private_under_umask_022(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    old = os.umask(0o022)
+    try:
+        done = run_cli("--inventory", inv, "submit", "--source", str(model), "--class",
+                       "SimpleMLP", "--inputs", "[(1,8)]", "--wait", "--json", check_json=True)
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    home = Path(os.environ["WARPFORGE_HOME"])
+    job_dir = home / "local" / "local" / done.json["job_id"].removeprefix("local-")
+    slots = job_dir.parent / "slots"
+    paths = [home / "local", job_dir.parent, job_dir, *job_dir.rglob("*"), slots,
+             *slots.iterdir()]
+    names = {p.relative_to(job_dir).as_posix() for p in job_dir.rglob("*")}
+    assert {"job.json", "state.json", "supervisor.pid", "supervisor.log", "stdout.log",
+            "stderr.log", "out", "out/model.mlir"} <= names
+    loose = {str(p): oct(p.stat().st_mode & 0o777) for p in paths
+             if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)}
+    assert not loose, f"not private (0700/0600): {loose}"
+
