@@ -166,6 +166,12 @@ class LocalScheduler(Scheduler):
 
     def plan(self, submission: JobSubmission) -> SubmissionPlan:
         d = submission.definition
+        elsewhere = sorted(d.resources.node_affinity - this_host())
+        if elsewhere:
+            raise UsageError(f"scheduler {self.name!r} (local) runs jobs on this host "
+                             f"({socket.gethostname()}) only, not on {', '.join(elsewhere)}",
+                             hint="drop the node affinity, or use a Slurm, Ray or "
+                             "Kubernetes scheduler")
         source = Path(d.source)
         if not source.is_file():
             raise UsageError(f"model source {d.source} does not exist")

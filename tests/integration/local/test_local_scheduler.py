@@ -476,3 +476,30 @@ def test_job_files_are_private_under_umask_022(model, tmp_path):
              if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)}
     assert not loose, f"not private (0700/0600): {loose}"
 
+
+# -- node affinity ------------------------------------------------------------------------------
+def test_a_node_other_than_this_host_is_refused_before_anything_is_recorded(model, tmp_path):
+    import socket
+
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    base = ["--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+            "--inputs", "[(1,8)]"]
+    for extra in ([], ["--dry-run"]):
+        refused = run_cli(*base, "--node", "othernode", *extra)
+        assert refused.returncode == 2, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert lines[0].startswith("error: ") and "othernode" in lines[0], lines
+        assert "Traceback" not in refused.stderr
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(json.dumps({"models": [{"source": str(model), "class": "SimpleMLP"}],
+                                 "inputs": ["[(1, 8)]"], "options": {"nodes": ["othernode"]}}))
+    refused = run_cli("--inventory", inv, "sweep", str(sweep))
+    assert refused.returncode == 2 and "othernode" in refused.stderr, refused.stderr
+    assert refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
+    home = Path(os.environ["WARPFORGE_HOME"])
+    assert not (home / "local").exists() or not any((home / "local").rglob("job.json"))
+    listed = run_cli("--inventory", inv, "--json", "list", check_json=True)
+    assert listed.json == []
+    assert run_cli("--inventory", inv, "--json", "sweep", "list", check_json=True).json == []
+    here = run_cli(*base, "--node", socket.gethostname(), "--wait")
+    assert here.returncode == 0, here.stderr
