@@ -367,16 +367,38 @@ class LocalScheduler(Scheduler):
             time.sleep(delay)
 
     def cancel(self, job_id: str) -> bool:
-        job_dir, state = self._read(job_id)
-        if JobState(state["state"]).terminal:
-            return False
-        found = self._supervisor(job_dir)
-        if found is not None:
-            ls.send_signal(*found, signal.SIGTERM)
+        return self.cancel_many([job_id])[job_id]
+
+    def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """Every job gets its cancel mark before any is signalled, and queued jobs are
+        signalled before running ones: a slot that a cancelled job frees is never taken by
+        a queued job of the same cancel (the supervisor checks the mark before it starts
+        the payload). Then one wait for all of them."""
+        active = {}
+        for job_id in job_ids:
+            job_dir, state = self._read(job_id)
+            if not JobState(state["state"]).terminal:
+                active[job_id] = (job_dir, state["state"] == JobState.RUNNING.value)
+        for job_dir, _ in active.values():
+            os.close(ls.open_private(str(job_dir / ls.CANCEL), os.O_WRONLY | os.O_CREAT))
+        for job_dir, _ in sorted(active.values(), key=lambda v: v[1]):  # queued first
+            found = self._supervisor(job_dir)
+            if found is not None:
+                ls.send_signal(*found, signal.SIGTERM)
+        states: dict[str, JobState] = {}
+
+        def all_stopped() -> bool:
+            for job_id in active:
+                if job_id not in states or not states[job_id].terminal:
+                    states[job_id] = JobState(self._read(job_id)[1]["state"])
+            return all(st.terminal for st in states.values())
+
         grace = self.config.kill_grace_seconds + 5
-        if not ls.wait_until(lambda: JobState(self._read(job_id)[1]["state"]).terminal, grace):
-            raise InfrastructureError(f"job {job_id} did not stop within {grace:g} s")
-        return JobState(self._read(job_id)[1]["state"]) is JobState.CANCELLED
+        if not ls.wait_until(all_stopped, grace):
+            left = [j for j in active if not states[j].terminal]
+            raise InfrastructureError(f"job{'s' if len(left) > 1 else ''} {', '.join(left)} "
+                                      f"did not stop within {grace:g} s")
+        return {j: states.get(j) is JobState.CANCELLED for j in job_ids}
 
     def list(self, query: JobQuery) -> list[JobStatus]:
         found = []

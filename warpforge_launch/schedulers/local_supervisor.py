@@ -21,6 +21,7 @@ import sys
 import time
 
 from warpforge_launch.schedulers.local_state import (
+    CANCEL,
     REQUEST,
     STATE,
     now_iso,
@@ -52,6 +53,11 @@ class Supervisor:
     def _on_term(self, *_):
         self.cancelled = True
 
+    def cancel_asked(self) -> bool:
+        """A SIGTERM, or the cancel mark (written before any job of a cancel is signalled,
+        so it is there even when a slot frees before this supervisor's signal arrives)."""
+        return self.cancelled or os.path.exists(os.path.join(self.job_dir, CANCEL))
+
     def record(self, state: str, **fields) -> None:
         self.state.update(fields, state=state, state_changed_at=now_iso())
         write_json(os.path.join(self.job_dir, STATE), self.state)
@@ -69,14 +75,18 @@ class Supervisor:
         os.makedirs(slots, exist_ok=True)
         limit = max(1, int(self.request["max_concurrent_jobs"]))
         delay = 0.005
-        while not self.cancelled:
+        while not self.cancel_asked():
             for i in range(limit):
                 fd = os.open(os.path.join(slots, f"{i}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return fd
                 except BlockingIOError:
                     os.close(fd)
+                    continue
+                if self.cancel_asked():  # the mark may have come while we waited
+                    os.close(fd)
+                    return None
+                return fd
             select.select([self.wake_r], [], [], delay)
             self._drain_wakeups()
             delay = min(delay * 2, 0.2)

@@ -138,6 +138,31 @@ def test_cancel_while_pending(setup, model):
         launcher.cancel(first)
 
 
+def test_cancel_of_many_never_starts_a_queued_one(setup, model, monkeypatch):
+    """`cancel RUNNING QUEUED QUEUED` on one slot: stopping the running job frees the slot,
+    and neither queued job may start in it. The canceller pauses 0.3 s before each signal (a
+    loaded machine; longer than a queued supervisor's slot poll), so the race is always hit."""
+    from warpforge_launch.schedulers import local_state
+
+    with setup(max_concurrent_jobs=1) as launcher:
+        first = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
+        assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
+        queued = [launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"})) for _ in "ab"]
+        real = local_state.send_signal
+
+        def busy_then_signal(*args, **kwargs):
+            time.sleep(0.3)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(local_state, "send_signal", busy_then_signal)
+        done = launcher.cancel_many([first, *queued])
+        assert [c for c, _ in done.values()] == [True] * 3
+        for job in queued:
+            status = done[job][1]
+            assert status.state is JobState.CANCELLED and "payload_pid" not in \
+                status.scheduler_metadata, status
+
+
 def test_killed_supervisor_is_reported_failed(launcher, model, tmp_path):
     job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
     assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
