@@ -48,12 +48,12 @@ def main() -> int:
     definition = JobDefinition("m", str(model), parse_inputs("[(1,8)]"), model_class="M",
                                timeout=timedelta(minutes=1))
     launcher = Launcher(str(inv))
-    launcher.scheduler()  # load the inventory once, as a long-lived library user would
+    sched = launcher.scheduler()  # load the inventory once, as a long-lived library user would
     total, direct = [], []
     for _ in range(rounds):
         t0 = time.perf_counter()
         job = launcher.submit(definition)
-        state_file = Path(home) / "local" / job.split("-", 1)[1] / "state.json"
+        state_file = sched.job_dir(job) / "state.json"
         while (local_state.read_json(str(state_file)) or {}).get("state") != "COMPLETED":
             time.sleep(0.001)
         total.append(time.perf_counter() - t0)

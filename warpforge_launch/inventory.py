@@ -366,6 +366,7 @@ def parse(document: Any, path: Path | None, env: Mapping[str, str]) -> Inventory
     _check_box_names(boxes, errors)
 
     schedulers = _resolve_login_boxes(schedulers, boxes, errors)
+    _check_local_work_dirs(schedulers, errors)
     build = _validate(BuildConfig, document.get("build") or {}, "build", errors)
     lab = _validate(LabSettings, document.get("lab") or {}, "lab", errors)
     ci = _validate(CiConfig, document.get("ci") or {}, "ci", errors)
@@ -446,6 +447,24 @@ def _resolve_login_boxes(schedulers: dict[str, SchedulerEntry], boxes: Mapping[s
                                                                               **updates))
         resolved[name] = entry
     return resolved
+
+
+def _check_local_work_dirs(schedulers: Mapping[str, SchedulerEntry], errors: list[str]) -> None:
+    """Two Local instances in one work dir would share job directories and slots (each
+    would list, and count against its limit, the other's jobs): refused."""
+    local = [e for e in schedulers.values() if e.type == "local"]
+    if len(local) < 2:
+        return
+    from warpforge_launch.schedulers.local import work_dir_of
+    from warpforge_launch.storefile import home
+
+    seen: dict[str, str] = {}
+    for entry in local:
+        path = os.path.abspath(work_dir_of(entry.name, entry.config, home()))
+        if path in seen:
+            errors.append(f"schedulers.{entry.name}.work_dir: {path} is also the work dir of "
+                          f"scheduler {seen[path]!r} (each Local instance needs its own)")
+        seen.setdefault(path, entry.name)
 
 
 def _check_box_names(boxes: Mapping[str, Box], errors: list[str]) -> None:

@@ -382,16 +382,20 @@ class Launcher:
         return self.cancel_many([job_id])[job_id]
 
     def cancel_many(self, job_ids: Sequence[str]) -> dict[str, tuple[bool, JobStatus]]:
-        """Stop jobs; those already finished are left alone (False). One store read, and
-        the statuses afterwards come from one batched refresh per instance."""
+        """Stop jobs; those already finished are left alone (False). One store read, one
+        batched cancel per instance (Local stops queued jobs before running ones free their
+        slots), and the statuses afterwards from one batched refresh per instance."""
         records = self.store.find_many(list(job_ids))
         cancelled: dict[str, bool] = {}
+        groups: dict[int, tuple[Scheduler, list[str]]] = {}
         for job_id in job_ids:
             record, sched = self._route(job_id, records.get(job_id))
             if record is not None and (record.final or record.submitting):
                 cancelled[job_id] = False
                 continue
-            cancelled[job_id] = sched.cancel(job_id)
+            groups.setdefault(id(sched), (sched, []))[1].append(job_id)
+        for sched, ids in groups.values():
+            cancelled.update(sched.cancel_many(ids))
         statuses = self._statuses(job_ids, records)
         return {job_id: (cancelled[job_id], statuses[job_id]) for job_id in job_ids}
 

@@ -67,6 +67,28 @@ extra: 1
     assert "\n" not in msg
 
 
+def test_two_local_instances_in_one_work_dir_are_refused(tmp_path, monkeypatch):
+    """They would list, and count against their limits, each other's jobs."""
+    monkeypatch.setenv("WARPFORGE_HOME", str(tmp_path / "home"))
+    shared = tmp_path / "jobs"
+    p = write(tmp_path, f"""
+schedulers:
+  local: {{type: local, work_dir: {shared}}}
+  one: {{type: local, work_dir: {shared}/}}
+  two: {{type: local, work_dir: {tmp_path}/home/local/three}}
+  three: {{type: local}}
+  four: {{type: local}}
+""")
+    with pytest.raises(UsageError) as err:
+        inventory.load(p, env={})
+    msg = str(err.value)
+    assert f"schedulers.one.work_dir: {shared} is also the work dir of scheduler 'local'" in msg
+    assert "schedulers.three.work_dir" in msg and "scheduler 'two'" in msg
+    assert "2 errors" in msg and "four" not in msg
+    p.write_text("schedulers: {local: {type: local}, one: {type: local}}\n")
+    assert set(inventory.load(p, env={}).schedulers) == {"local", "one"}
+
+
 def test_bad_yaml_names_the_line(tmp_path):
     p = write(tmp_path, "schedulers:\n  local: {type: local\n")
     with pytest.raises(UsageError, match=r"not valid YAML at line \d+"):

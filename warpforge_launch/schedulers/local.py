@@ -3,6 +3,8 @@
 ``execute`` returns at once; a detached supervisor (local_supervisor.py) runs the job.
 Its state lives in the job directory, so status works from any later process, and a
 supervisor that was killed is detected (pid + kernel start time) and reported as FAILED.
+Each instance has a work dir of its own (its job directories and its slots), so
+``max_concurrent_jobs`` is per instance. Local runs jobs on this host only.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class LocalConfig:
     __pydantic_config__ = {"extra": "forbid"}
     snakegrinder: str | None = None  # default: ./snakegrinder-dist/build/dist/bin, then PATH
     max_concurrent_jobs: int | None = None  # default: the CPU count
-    work_dir: str | None = None  # default: $WARPFORGE_HOME/local
+    work_dir: str | None = None  # default: $WARPFORGE_HOME/local/<instance>
     kill_grace_seconds: float = 5.0
 
 
@@ -105,14 +107,30 @@ def find_snakegrinder(configured: str | None) -> str:
                      ", not on PATH)", hint="run `invoke build`, or pass --snakegrinder PATH")
 
 
+def work_dir_of(name: str, config: LocalConfig, home: Path) -> Path:
+    """An instance's job directories and slots: its own, so instances never share slots."""
+    return Path(config.work_dir).expanduser() if config.work_dir else home / "local" / name
+
+
+def this_host() -> set[str]:
+    """The names a node affinity may give for the one host Local runs on."""
+    host = socket.gethostname()
+    return {host, host.split(".")[0], "localhost"}
+
+
 class LocalScheduler(Scheduler):
     type_name = "local"
     Config = LocalConfig
 
     @property
     def work_dir(self) -> Path:
-        return Path(self.config.work_dir).expanduser() if self.config.work_dir \
-            else self.home / "local"
+        return work_dir_of(self.name, self.config, self.home)
+
+    @property
+    def _former_work_dir(self) -> Path | None:
+        """Where jobs of every instance went before each had its own default work dir
+        ($WARPFORGE_HOME/local/<id>/): still read, never written or moved."""
+        return None if self.config.work_dir else self.home / "local"
 
     @property
     def max_concurrent(self) -> int:
@@ -122,7 +140,25 @@ class LocalScheduler(Scheduler):
         native = self.native_id(job_id)
         if not native.isalnum():
             raise NotFoundError(f"no local job {job_id!r}")
-        return self.work_dir / native
+        path = self.work_dir / native
+        if not path.exists() and self._former_work_dir is not None:
+            former = self._former_work_dir / native
+            if self._is_mine(former):
+                return former
+        return path
+
+    def _is_mine(self, job_dir: Path) -> bool:
+        """A job directory of the former shared work dir belongs to this instance when its
+        request carries this instance's job id."""
+        request = ls.read_json(str(job_dir / ls.REQUEST)) or {}
+        return (request.get("env") or {}).get("WARPFORGE_JOB_ID") == self.job_id(job_dir.name)
+
+    def _make_work_dir(self) -> None:
+        """Created 0700, the default's parent ($WARPFORGE_HOME/local) too."""
+        if self._former_work_dir is not None:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._former_work_dir.mkdir(exist_ok=True, mode=0o700)
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def capabilities(self) -> SchedulerCapabilities:
         return SchedulerCapabilities(gpu_scheduling=False, supported_gpu_types={GpuType.NONE},
@@ -130,6 +166,12 @@ class LocalScheduler(Scheduler):
 
     def plan(self, submission: JobSubmission) -> SubmissionPlan:
         d = submission.definition
+        elsewhere = sorted(d.resources.node_affinity - this_host())
+        if elsewhere:
+            raise UsageError(f"scheduler {self.name!r} (local) runs jobs on this host "
+                             f"({socket.gethostname()}) only, not on {', '.join(elsewhere)}",
+                             hint="drop the node affinity, or use a Slurm, Ray or "
+                             "Kubernetes scheduler")
         source = Path(d.source)
         if not source.is_file():
             raise UsageError(f"model source {d.source} does not exist")
@@ -161,7 +203,10 @@ class LocalScheduler(Scheduler):
     def execute(self, plan: SubmissionPlan[LocalRequest]) -> Submitted:
         hidden = secrets.resolve(plan.request.secret_env)
         job_dir = Path(plan.request.job_dir)
-        job_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if job_dir.parent == self.work_dir:
+            self._make_work_dir()
+        else:
+            job_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             job_dir.mkdir(mode=0o700)
         except FileExistsError:
@@ -176,7 +221,9 @@ class LocalScheduler(Scheduler):
         # cancel sent right after submit is never lost (the mask survives fork and exec).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
-            with open(job_dir / "supervisor.log", "ab") as log:
+            log_fd = ls.open_private(str(job_dir / "supervisor.log"),
+                                     os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            with open(log_fd, "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "warpforge_launch.schedulers.local_supervisor",
                      str(job_dir)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -185,7 +232,7 @@ class LocalScheduler(Scheduler):
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         _children.append(proc)
         start = ls.proc_start_time(proc.pid)
-        (job_dir / ls.SUPERVISOR_PID).write_text(f"{proc.pid} {start}\n")
+        ls.write_private(str(job_dir / ls.SUPERVISOR_PID), f"{proc.pid} {start}\n")
         return Submitted(plan.native_id)
 
     # -- state ---------------------------------------------------------------------------
@@ -265,7 +312,7 @@ class LocalScheduler(Scheduler):
         found = {}
         for corr in correlation_ids:
             native = corr[:8]
-            request = ls.read_json(str(self.work_dir / native / ls.REQUEST)) or {}
+            request = ls.read_json(str(self.job_dir(self.job_id(native)) / ls.REQUEST)) or {}
             if (request.get("env") or {}).get("WARPFORGE_CORRELATION_ID") == corr:
                 found[corr] = native
         return found
@@ -320,26 +367,54 @@ class LocalScheduler(Scheduler):
             time.sleep(delay)
 
     def cancel(self, job_id: str) -> bool:
-        job_dir, state = self._read(job_id)
-        if JobState(state["state"]).terminal:
-            return False
-        found = self._supervisor(job_dir)
-        if found is not None:
-            ls.send_signal(*found, signal.SIGTERM)
+        return self.cancel_many([job_id])[job_id]
+
+    def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """Every job gets its cancel mark before any is signalled, and queued jobs are
+        signalled before running ones: a slot that a cancelled job frees is never taken by
+        a queued job of the same cancel (the supervisor checks the mark before it starts
+        the payload). Then one wait for all of them."""
+        active = {}
+        for job_id in job_ids:
+            job_dir, state = self._read(job_id)
+            if not JobState(state["state"]).terminal:
+                active[job_id] = (job_dir, state["state"] == JobState.RUNNING.value)
+        for job_dir, _ in active.values():
+            os.close(ls.open_private(str(job_dir / ls.CANCEL), os.O_WRONLY | os.O_CREAT))
+        for job_dir, _ in sorted(active.values(), key=lambda v: v[1]):  # queued first
+            found = self._supervisor(job_dir)
+            if found is not None:
+                ls.send_signal(*found, signal.SIGTERM)
+        states: dict[str, JobState] = {}
+
+        def all_stopped() -> bool:
+            for job_id in active:
+                if job_id not in states or not states[job_id].terminal:
+                    states[job_id] = JobState(self._read(job_id)[1]["state"])
+            return all(st.terminal for st in states.values())
+
         grace = self.config.kill_grace_seconds + 5
-        if not ls.wait_until(lambda: JobState(self._read(job_id)[1]["state"]).terminal, grace):
-            raise InfrastructureError(f"job {job_id} did not stop within {grace:g} s")
-        return JobState(self._read(job_id)[1]["state"]) is JobState.CANCELLED
+        if not ls.wait_until(all_stopped, grace):
+            left = [j for j in active if not states[j].terminal]
+            raise InfrastructureError(f"job{'s' if len(left) > 1 else ''} {', '.join(left)} "
+                                      f"did not stop within {grace:g} s")
+        return {j: states.get(j) is JobState.CANCELLED for j in job_ids}
 
     def list(self, query: JobQuery) -> list[JobStatus]:
         found = []
-        if self.work_dir.is_dir():
-            for d in sorted(self.work_dir.iterdir()):
-                if (d / ls.STATE).is_file():
-                    st = self.status(self.job_id(d.name))
-                    if not query.states or st.state in query.states:
-                        found.append(st)
+        for d in self._job_dirs():
+            st = self.status(self.job_id(d.name))
+            if not query.states or st.state in query.states:
+                found.append(st)
         return found[: query.limit] if query.limit else found
+
+    def _job_dirs(self) -> list[Path]:
+        """This instance's job directories, with its jobs left in the former shared one."""
+        dirs = [d for d in _children_of(self.work_dir) if (d / ls.STATE).is_file()]
+        if self._former_work_dir is not None:
+            dirs += [d for d in _children_of(self._former_work_dir)
+                     if (d / ls.STATE).is_file() and self._is_mine(d)]
+        return sorted(dirs, key=lambda d: d.name)
 
     def cluster_info(self) -> ClusterInfo:
         mem_mb = 0
@@ -368,6 +443,13 @@ def _supervisor_env(hidden: dict[str, str]) -> dict[str, str]:
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     return env
+
+
+def _children_of(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:
+        return []
 
 
 def _tail(job_dir: Path, lines: int = 20) -> str:

@@ -2,8 +2,9 @@
 
 Each job has a directory: ``job.json`` (the plan's request), ``state.json`` (rewritten
 atomically by the supervisor), ``supervisor.pid`` (written by the submitter), the payload's
-``stdout.log``/``stderr.log`` and the ``out/`` directory. Kept import-light: the supervisor
-starts with it on every job.
+``stdout.log``/``stderr.log``, the ``out/`` directory and, once a cancel was asked for,
+``cancel``. Every file is the user's alone (0600, directories 0700). Kept import-light: the
+supervisor starts with it on every job.
 """
 
 from __future__ import annotations
@@ -17,18 +18,30 @@ from datetime import UTC, datetime
 STATE = "state.json"
 REQUEST = "job.json"
 SUPERVISOR_PID = "supervisor.pid"
+CANCEL = "cancel"  # the cancel mark: a queued job that finds it never starts its payload
+PRIVATE = 0o600
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def open_private(path: str, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """A file only its owner can read, whatever the caller's umask (0600)."""
+    return os.open(path, flags | os.O_CLOEXEC, PRIVATE)
+
+
 def write_json(path: str, data: dict) -> None:
     """Stage then rename: a reader never sees half a file."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    with os.fdopen(open_private(tmp), "w") as f:
         json.dump(data, f)
     os.replace(tmp, path)
+
+
+def write_private(path: str, text: str) -> None:
+    with os.fdopen(open_private(path), "w") as f:
+        f.write(text)
 
 
 def read_json(path: str) -> dict | None:

@@ -3,7 +3,8 @@
 It waits for a free slot (the concurrency limit), runs the snakegrinder argv with no shell
 in a new process group, enforces the timeout, turns SIGTERM into a cancel, and records every
 state change in the job directory. As a child subreaper it also inherits grandchildren that
-daemonize, so a cancel or timeout leaves nothing running.
+daemonize, so a cancel or timeout leaves nothing running. It runs with umask 077, and so
+does the payload it starts: the logs, ``out/`` and whatever the payload writes are private.
 
 Usage: python -m warpforge_launch.schedulers.local_supervisor JOB_DIR
 """
@@ -20,6 +21,7 @@ import sys
 import time
 
 from warpforge_launch.schedulers.local_state import (
+    CANCEL,
     REQUEST,
     STATE,
     now_iso,
@@ -51,6 +53,11 @@ class Supervisor:
     def _on_term(self, *_):
         self.cancelled = True
 
+    def cancel_asked(self) -> bool:
+        """A SIGTERM, or the cancel mark (written before any job of a cancel is signalled,
+        so it is there even when a slot frees before this supervisor's signal arrives)."""
+        return self.cancelled or os.path.exists(os.path.join(self.job_dir, CANCEL))
+
     def record(self, state: str, **fields) -> None:
         self.state.update(fields, state=state, state_changed_at=now_iso())
         write_json(os.path.join(self.job_dir, STATE), self.state)
@@ -68,14 +75,18 @@ class Supervisor:
         os.makedirs(slots, exist_ok=True)
         limit = max(1, int(self.request["max_concurrent_jobs"]))
         delay = 0.005
-        while not self.cancelled:
+        while not self.cancel_asked():
             for i in range(limit):
                 fd = os.open(os.path.join(slots, f"{i}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return fd
                 except BlockingIOError:
                     os.close(fd)
+                    continue
+                if self.cancel_asked():  # the mark may have come while we waited
+                    os.close(fd)
+                    return None
+                return fd
             select.select([self.wake_r], [], [], delay)
             self._drain_wakeups()
             delay = min(delay * 2, 0.2)
@@ -84,6 +95,7 @@ class Supervisor:
     def run(self) -> int:
         if not self.request:
             return 2
+        os.umask(0o077)
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         except (OSError, AttributeError):

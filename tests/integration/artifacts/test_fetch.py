@@ -99,7 +99,7 @@ def test_local_planted_symlink_is_refused(tmp_path, _private_home):
     with Launcher(str(inv)) as launcher:
         job = launcher.submit(definition(model_file(tmp_path)))
         wait_all(launcher, [job])
-    out = _private_home / "local" / job.removeprefix("local-") / "out"
+    out = _private_home / "local" / "local" / job.removeprefix("local-") / "out"
     (out / "weights").mkdir(exist_ok=True)
     (out / "weights" / "weight_0.npy").symlink_to(secret)
     r = run_cli("--inventory", str(inv), "fetch", job)

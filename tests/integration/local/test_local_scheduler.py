@@ -138,10 +138,35 @@ def test_cancel_while_pending(setup, model):
         launcher.cancel(first)
 
 
+def test_cancel_of_many_never_starts_a_queued_one(setup, model, monkeypatch):
+    """`cancel RUNNING QUEUED QUEUED` on one slot: stopping the running job frees the slot,
+    and neither queued job may start in it. The canceller pauses 0.3 s before each signal (a
+    loaded machine; longer than a queued supervisor's slot poll), so the race is always hit."""
+    from warpforge_launch.schedulers import local_state
+
+    with setup(max_concurrent_jobs=1) as launcher:
+        first = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
+        assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
+        queued = [launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"})) for _ in "ab"]
+        real = local_state.send_signal
+
+        def busy_then_signal(*args, **kwargs):
+            time.sleep(0.3)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(local_state, "send_signal", busy_then_signal)
+        done = launcher.cancel_many([first, *queued])
+        assert [c for c, _ in done.values()] == [True] * 3
+        for job in queued:
+            status = done[job][1]
+            assert status.state is JobState.CANCELLED and "payload_pid" not in \
+                status.scheduler_metadata, status
+
+
 def test_killed_supervisor_is_reported_failed(launcher, model, tmp_path):
     job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
     assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
-    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / "local" / job.split("-", 1)[1]
     supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
     payload = launcher.status(job).scheduler_metadata["payload_pid"]
     os.kill(supervisor, signal.SIGKILL)
@@ -275,7 +300,7 @@ def test_supervisor_killed_while_the_job_is_pending(setup, model):
         first = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
         assert wait_for(lambda: launcher.status(first).state is JobState.RUNNING)
         second = launcher.submit(define(model))
-        job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / second.split("-", 1)[1]
+        job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / "local" / second.split("-", 1)[1]
         assert wait_for(lambda: (job_dir / "supervisor.pid").exists())
         supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
         assert launcher.status(second).state is JobState.PENDING
@@ -296,7 +321,7 @@ def test_a_reused_payload_pid_is_never_signalled(launcher, model):
 
     job = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}))
     assert wait_for(lambda: launcher.status(job).state is JobState.RUNNING)
-    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / "local" / job.split("-", 1)[1]
     supervisor = int((job_dir / "supervisor.pid").read_text().split()[0])
     payload = launcher.status(job).scheduler_metadata["payload_pid"]
     os.kill(supervisor, signal.SIGKILL)
@@ -321,7 +346,7 @@ def test_a_supervisor_that_never_started_is_failed_not_pending(launcher, model, 
 
     job = launcher.submit(define(model))
     launcher.wait(job, timeout=30)
-    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / job.split("-", 1)[1]
+    job_dir = Path(os.environ["WARPFORGE_HOME"]) / "local" / "local" / job.split("-", 1)[1]
     # a job directory as a submitter that died before starting the supervisor leaves it
     (job_dir / "supervisor.pid").unlink()
     (job_dir / "state.json").write_text(json.dumps(
@@ -379,7 +404,127 @@ def test_secret_env_reaches_the_payload_and_no_file(model, tmp_path):
     job = done.json["job_id"]
     assert record(seen)["env"]["USER_TOKEN"] == value
     home = Path(os.environ["WARPFORGE_HOME"])
-    assert (home / "local" / job.split("-", 1)[1] / "job.json").is_file()
+    assert (home / "local" / "local" / job.split("-", 1)[1] / "job.json").is_file()
     for path in home.rglob("*"):
         if path.is_file():
             assert value.encode() not in path.read_bytes(), f"secret written to {path}"
+
+
+# -- each instance its own slots and work dir --------------------------------------------------
+def two_instances(tmp_path, **one):
+    from tests.testlab.builders import inventory
+
+    fake = str(FAKE_SNAKEGRINDER)
+    return str(inventory(tmp_path / "two.yaml", {
+        "local": {"type": "local", "snakegrinder": fake, "max_concurrent_jobs": 2},
+        "one": {"type": "local", "snakegrinder": fake, "max_concurrent_jobs": 1, **one}}))
+
+
+def test_instances_have_their_own_slots_and_work_dirs(model, tmp_path):
+    inv = two_instances(tmp_path)
+    home = Path(os.environ["WARPFORGE_HOME"])
+    with Launcher(inv) as launcher:
+        busy = [launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"})) for _ in range(2)]
+        assert wait_for(lambda: all(launcher.status(j).state is JobState.RUNNING for j in busy))
+        mine = launcher.submit(define(model, env={"WF_FAKE_SLEEP": "60"}), "one")
+        try:
+            # `one` runs nothing else: its job must not wait for `local`'s slots
+            assert wait_for(lambda: launcher.status(mine).state is JobState.RUNNING, 10)
+            shown = launcher.cluster_info("one")
+            info = shown.details
+            assert shown.scheduler_name == "one"
+            assert info["running_jobs"] == 1 and info["max_concurrent_jobs"] == 1
+            assert info["work_dir"] == str(home / "local" / "one")
+            assert launcher.cluster_info("local").details["work_dir"] == str(home / "local" /
+                                                                             "local")
+            assert (home / "local" / "one" / mine.removeprefix("one-") / "job.json").is_file()
+            assert {s.job_id for s in launcher.scheduler("one").list(JobQuery())} == {mine}
+        finally:
+            for job in (*busy, mine):
+                launcher.cancel(job)
+
+
+def test_jobs_in_the_former_shared_work_dir_stay_readable(model, tmp_path):
+    """A job submitted before instances had their own default work dir lives in
+    $WARPFORGE_HOME/local/<id>/ and its store row says ``work_dir: null``: status, result,
+    logs and list still find it there (nothing is moved). It is made here by submitting
+    with that directory set explicitly, then giving its row the config the old code kept."""
+    import sqlite3
+
+    from warpforge_launch.storefile import store_file
+
+    home = Path(os.environ["WARPFORGE_HOME"])
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    with Launcher(inv) as launcher:
+        job = launcher.submit(define(model), work_dir=str(home / "local"))
+        assert launcher.wait(job, timeout=30).state is JobState.COMPLETED
+    old_dir = home / "local" / job.removeprefix("local-")
+    assert (old_dir / "job.json").is_file()
+    db = sqlite3.connect(store_file())
+    config = json.loads(db.execute("SELECT config FROM jobs WHERE job_id = ?",
+                                   (job,)).fetchone()[0])
+    config["work_dir"] = None
+    db.execute("UPDATE jobs SET config = ?, state = 'RUNNING' WHERE job_id = ?",
+               (json.dumps(config), job))
+    db.commit()
+    db.close()
+    status = run_cli("--inventory", inv, "status", "--json", job, check_json=True)
+    assert status.returncode == 0 and status.json["state"] == "COMPLETED", status.stderr
+    result = run_cli("--inventory", inv, "result", job)
+    assert result.returncode == 0 and "stablehlo.return" in result.stdout, result.stderr
+    logs = run_cli("--inventory", inv, "logs", job)
+    assert logs.returncode == 0 and "SUCCESS: traced" in logs.stdout, logs.stderr
+    listed = run_cli("--inventory", inv, "--json", "list", "--from-cluster", check_json=True)
+    assert job in {row["status"]["job_id"] for row in listed.json}, listed.stdout
+    assert old_dir.is_dir() and not (home / "local" / "local" / old_dir.name).exists()
+
+
+# -- private files ------------------------------------------------------------------------------
+def test_job_files_are_private_under_umask_022(model, tmp_path):
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    old = os.umask(0o022)
+    try:
+        done = run_cli("--inventory", inv, "submit", "--source", str(model), "--class",
+                       "SimpleMLP", "--inputs", "[(1,8)]", "--wait", "--json", check_json=True)
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    home = Path(os.environ["WARPFORGE_HOME"])
+    job_dir = home / "local" / "local" / done.json["job_id"].removeprefix("local-")
+    slots = job_dir.parent / "slots"
+    paths = [home / "local", job_dir.parent, job_dir, *job_dir.rglob("*"), slots,
+             *slots.iterdir()]
+    names = {p.relative_to(job_dir).as_posix() for p in job_dir.rglob("*")}
+    assert {"job.json", "state.json", "supervisor.pid", "supervisor.log", "stdout.log",
+            "stderr.log", "out", "out/model.mlir"} <= names
+    loose = {str(p): oct(p.stat().st_mode & 0o777) for p in paths
+             if p.stat().st_mode & 0o777 != (0o700 if p.is_dir() else 0o600)}
+    assert not loose, f"not private (0700/0600): {loose}"
+
+
+# -- node affinity ------------------------------------------------------------------------------
+def test_a_node_other_than_this_host_is_refused_before_anything_is_recorded(model, tmp_path):
+    import socket
+
+    inv = str(local_inventory(tmp_path / "i.yaml"))
+    base = ["--inventory", inv, "submit", "--source", str(model), "--class", "SimpleMLP",
+            "--inputs", "[(1,8)]"]
+    for extra in ([], ["--dry-run"]):
+        refused = run_cli(*base, "--node", "othernode", *extra)
+        assert refused.returncode == 2, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert lines[0].startswith("error: ") and "othernode" in lines[0], lines
+        assert "Traceback" not in refused.stderr
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(json.dumps({"models": [{"source": str(model), "class": "SimpleMLP"}],
+                                 "inputs": ["[(1, 8)]"], "options": {"nodes": ["othernode"]}}))
+    refused = run_cli("--inventory", inv, "sweep", str(sweep))
+    assert refused.returncode == 2 and "othernode" in refused.stderr, refused.stderr
+    assert refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
+    home = Path(os.environ["WARPFORGE_HOME"])
+    assert not (home / "local").exists() or not any((home / "local").rglob("job.json"))
+    listed = run_cli("--inventory", inv, "--json", "list", check_json=True)
+    assert listed.json == []
+    assert run_cli("--inventory", inv, "--json", "sweep", "list", check_json=True).json == []
+    here = run_cli(*base, "--node", socket.gethostname(), "--wait")
+    assert here.returncode == 0, here.stderr

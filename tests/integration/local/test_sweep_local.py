@@ -67,7 +67,7 @@ def test_cells_queue_under_the_limit_and_one_failing_cell_fails_alone(tmp_path,
         meta = c["status"]["scheduler_metadata"]
         spans.append((datetime.fromisoformat(meta["started_at"]),
                       datetime.fromisoformat(meta["finished_at"])))
-        out = Path(_private_home) / "local" / c["job_id"].removeprefix("local-") / "out"
+        out = Path(_private_home) / "local" / "local" / c["job_id"].removeprefix("local-") / "out"
         argv = json.loads((out / "argv.json").read_text())
         env = json.loads((out / "env.json").read_text())
         assert argv[argv.index("--source") + 1] == str(tmp_path / f"{c['model']}.py")
@@ -96,3 +96,45 @@ def test_cancel_stops_running_and_queued_cells(tmp_path, _private_home):
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["cancelled"]) == 6
     assert wait_all(inv, sweep_id, 30)["summary"] == {"CANCELLED": 6}
+
+
+def test_cancel_never_starts_a_queued_cell(tmp_path, _private_home, monkeypatch):
+    """Throttle 1, three slow cells: the cancel of the running cell frees the one slot, and a
+    queued cell must not start its payload there before its own cancel reaches it. A loaded
+    machine is simulated by pausing the canceller 0.3 s before each signal it sends (longer
+    than a queued supervisor's slot poll), so the race is hit every time, not by chance."""
+    from warpforge_launch import sweep_launch
+    from warpforge_launch.launcher import Launcher
+    from warpforge_launch.schedulers import local_state
+
+    inv = local_inventory(tmp_path / "inv.yaml", max_concurrent_jobs=4)
+    model = model_file(tmp_path, "alpha.py")
+    doc = {"models": [{"source": str(model), "class": "SimpleMLP"}],
+           "inputs": ["[(1, 8)]", "[(4, 8)]", "[(16, 8)]"],
+           "options": {"throttle": 1, "env": {"WF_FAKE_SLEEP": "60"}}}
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    sub = run_cli("--inventory", str(inv), "sweep", str(spec))
+    assert sub.returncode == 0, sub.stderr
+    sweep_id = sub.stdout.strip()
+    end = time.monotonic() + 30
+    while status(inv, sweep_id)["summary"] != {"RUNNING": 1, "PENDING": 2}:
+        assert time.monotonic() < end
+        time.sleep(0.2)
+    real = local_state.send_signal
+
+    def busy_then_signal(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(local_state, "send_signal", busy_then_signal)
+    with Launcher(str(inv)) as launcher:
+        _, cancelled, _ = sweep_launch.cancel(launcher, sweep_id)
+    assert sorted(cancelled.values()) == [True] * 3
+    cells = wait_all(inv, sweep_id, 30)["cells"]
+    assert [c["status"]["state"] for c in cells] == ["CANCELLED"] * 3
+    started = [c for c in cells if "started_at" in c["status"]["scheduler_metadata"]]
+    assert len(started) == 1, [c["status"] for c in cells]
+    for c in cells:
+        if c not in started:
+            assert "waiting for a free slot" in c["status"]["message"], c["status"]
