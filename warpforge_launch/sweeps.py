@@ -93,13 +93,15 @@ def load(path: str | Path) -> SweepSpec:
     """Read and parse a sweep file; relative model sources are relative to the file."""
     import yaml
 
+    from warpforge_launch import yamlfile
+
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
         raise UsageError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.load(text)  # a key given twice is an error, not the last one wins
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -100,6 +100,39 @@ def test_bad_sweep_file_is_one_line_exit_2_and_nothing_is_stored(tmp_path, capsy
     assert not (_private_home / "jobs.sqlite3").exists() or not JobStore().sweeps()
 
 
+@pytest.mark.parametrize("text, key, line", [
+    ("name: x\nname: y\nmodels: [{source: a.py, class: A}]\ninputs: ['[(1, 8)]']\n",
+     "name", 2),
+    ("name: x\nmodels:\n  - source: a.py\n    class: A\n    class: B\n"
+     "inputs: ['[(1, 8)]']\n", "class", 5),
+    ("name: x\nmodels: [{source: a.py, class: A}]\ninputs: ['[(1, 8)]']\n"
+     "options: {env: {K: a, K: b}}\n", "K", 4),
+])
+def test_a_duplicate_key_is_refused_naming_it_and_its_line(tmp_path, capsys, _private_home,
+                                                           text, key, line):
+    """`name: x` then `name: y` is refused, not read as `name: y`: the file is checked whole."""
+    inv = local_inventory(tmp_path / "inv.yaml")
+    model_file(tmp_path, "a.py")
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    rc = main(["sweep", str(path), "--inventory", str(inv)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err.splitlines()[0].startswith(f"error: sweep file {path} is not valid YAML at "
+                                          f"line {line}, column ")
+    assert f"duplicate key '{key}'" in err.splitlines()[0]
+    assert not (_private_home / "jobs.sqlite3").exists() or not JobStore().sweeps()
+
+
+def test_yaml_merge_keys_are_no_duplicates(tmp_path):
+    """`<<: *base` then a key of base overrides it, as YAML means: no duplicate."""
+    model_file(tmp_path, "a.py")
+    path = tmp_path / "merge.yaml"
+    path.write_text("name: m\nmodels:\n  - &base {source: a.py, class: A, name: one}\n"
+                    "  - {<<: *base, name: two}\ninputs: ['[(1, 8)]']\n")
+    assert [m.name for m in sweeps.load(path).models] == ["one", "two"]
+
+
 def test_a_gpu_the_scheduler_cannot_give_is_refused_before_anything(tmp_path, capsys,
                                                                     _private_home):
     inv = local_inventory(tmp_path / "inv.yaml")
