@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import getpass
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,21 @@ from warpforge_launch.states import ACTIVE_STATES, TERMINAL_STATES, JobState  # 
 DTYPES = ("f32", "f64", "f16", "bf16", "i32", "i64", "i16", "i8", "bool")
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 DEFAULT_SEED = 42
+
+
+def source_problem(source: str) -> str | None:
+    """What keeps ``source`` from being a model source file on this machine, or None. A
+    directory is named as one: `--source models/` is no missing file."""
+    if os.path.isdir(source):
+        return "is a directory, not a file"
+    return None if os.path.isfile(source) else "does not exist"
+
+
+def check_source(source: str) -> None:
+    """The model source must be a file here (Local and Slurm run it from this path)."""
+    problem = source_problem(source)
+    if problem:
+        raise UsageError(f"model source {source} {problem}")
 
 
 class GpuType(enum.StrEnum):

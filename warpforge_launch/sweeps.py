@@ -21,6 +21,7 @@ from warpforge_launch.jobs import (
     JobType,
     ResourceRequirements,
     memory_mb,
+    source_problem,
     timeout_minutes,
 )
 
@@ -170,8 +171,9 @@ def parse(data: Any, *, base_dir: Path, default_name: str = "sweep") -> SweepSpe
         m = _mapping(m, where, _MODEL)
         src = _text(m.get("source"), f"{where}.source")
         source = (base_dir / src).resolve() if not Path(src).is_absolute() else Path(src)
-        if not source.is_file():
-            raise _fail(f"{where}.source", f"{source} is not a file")
+        problem = source_problem(str(source))
+        if problem:
+            raise _fail(f"{where}.source", f"{source} {problem}")
         t = m.get("type", "FULL_PIPELINE")
         if not isinstance(t, str) or t.upper() not in JobType.__members__:
             raise _fail(f"{where}.type", f"unknown job type {t!r} (one of {', '.join(JobType)})")
