@@ -4,7 +4,8 @@ output roots) into a Staging, without ever following a symlink.
 What lies there was written by the job, so it is not trusted: every directory is opened
 relative to its parent with ``O_NOFOLLOW`` (a link swapped in between cannot redirect a
 read), symlinks are recorded (inside the job's output directory) or refused (leading out),
-and only regular files are read. A file whose size and mtime match the last fetch is not read at all.
+and only regular files are read. A file whose size and mtime match the last fetch is not
+read at all.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ directory under ``local_output_root``. Whatever lands there was written by the c
 the directory is ``<root>/<submission id>`` and nothing else (never a path from job metadata);
 it is opened without following a symlink in its place; files are listed without following
 symlinks, and a symlink whose target leaves the job's output directory is refused;
-``model.mlir`` is read only as a regular file inside it. Directory descriptors (``dir_fd``, ``O_NOFOLLOW``) make
-the checks and the reads one step, so a link swapped in between cannot redirect a read.
+``model.mlir`` is read only as a regular file inside it. Directory descriptors (``dir_fd``,
+``O_NOFOLLOW``) make the checks and the reads one step, so a link swapped in between cannot
+redirect a read.
 """
 
 from __future__ import annotations
