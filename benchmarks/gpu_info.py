@@ -2,7 +2,7 @@
 
 1. Completion: `warpforge-launch __complete ...` in a fresh process, as a Tab press runs it
    (command names; scheduler names from the inventory cache; job ids from a store of 20
-   jobs) vs a bare `python -c pass` in the same venv.
+   jobs; sweep ids from 3 sweeps) vs a bare `python -c pass` in the same venv.
 2. gpu-info: a `warpforge-launch gpu-info --json` process over 10 loopback sshd boxes and
    over 1 box (each box with an nvidia-smi test double) vs `ssh box nvidia-smi
    --query-gpu=...` (OpenSSH, fresh connection) to one box and to all 10 at once: the
@@ -41,6 +41,7 @@ TARGETS = {
     "complete: command names": (BARE, "over", 0.060),
     "complete: scheduler names": (BARE, "over", 0.060),
     "complete: job ids": (BARE, "over", 0.060),
+    "complete: sweep ids": (BARE, "over", 0.060),
     "gpu-info, 1 box": (ONE_SSH, "over", 0.350),
     "gpu-info, 10 boxes": (ALL_SSH, "over", 0.350),
 }
@@ -64,12 +65,21 @@ def completion_cases(home: Path, env: dict) -> dict:
         subprocess.run(cli("--inventory", str(inv), "submit", "--source", str(model), "--class",
                            "M", "--inputs", "[(1,8)]"), env=env, check=True, cwd=home,
                        capture_output=True, timeout=60)
+    sweep = home / "sweep.yaml"
+    sweep.write_text("name: s\nmodels: [{source: m.py, class: M}]\ninputs: ['[(1,8)]']\n")
+    for _ in range(3):
+        subprocess.run(cli("--inventory", str(inv), "sweep", str(sweep)), env=env, check=True,
+                       cwd=home, capture_output=True, timeout=60)
+    sweeps = subprocess.run(cli("__complete", "bash", "3", "warpforge-launch", "sweep", "status",
+                                ""), env=env, capture_output=True, text=True, cwd=home)
+    if len(sweeps.stdout.split()) != 3:
+        raise SystemExit(f"completion gives the wrong sweep ids: {sweeps.stdout!r}")
     ids = subprocess.run([*cli("__complete", "bash", "2", "warpforge-launch", "status", "")],
                          env=env, capture_output=True, text=True, cwd=home).stdout.split()
     names = subprocess.run(cli("__complete", "bash", "5", "warpforge-launch", "--inventory",
                                str(inv), "submit", "--scheduler", ""), env=env, cwd=home,
                            capture_output=True, text=True).stdout.split()
-    if len(ids) != 20 or names != ["local", "ray_a"]:
+    if len(ids) != 23 or names != ["local", "ray_a"]:
         raise SystemExit(f"completion gives the wrong candidates: {ids[:3]}... {names}")
 
     def tab(*words: str, cword: int):
@@ -81,6 +91,7 @@ def completion_cases(home: Path, env: dict) -> dict:
         "complete: scheduler names": tab("warpforge-launch", "--inventory", str(inv), "submit",
                                          "--scheduler", "", cword=5),
         "complete: job ids": tab("warpforge-launch", "status", "local-", cword=2),
+        "complete: sweep ids": tab("warpforge-launch", "sweep", "status", "sweep-", cword=3),
     }
 
 

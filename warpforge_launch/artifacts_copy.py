@@ -3,8 +3,9 @@ output roots) into a Staging, without ever following a symlink.
 
 What lies there was written by the job, so it is not trusted: every directory is opened
 relative to its parent with ``O_NOFOLLOW`` (a link swapped in between cannot redirect a
-read), symlinks are recorded (inside the job's directory) or refused (leading out), and only
-regular files are read. A file whose size and mtime match the last fetch is not read at all.
+read), symlinks are recorded (inside the job's output directory) or refused (leading out),
+and only regular files are read. A file whose size and mtime match the last fetch is not
+read at all.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 
-from warpforge_launch.artifacts_store import Staging, link_leaves
+from warpforge_launch.artifacts_store import NOT_REGULAR, OUT_OF_DIR, Staging, link_leaves
 
 MAX_ENTRIES = 100_000
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-OUT_OF_DIR = "a symlink leading out of the job's directory: not followed"
-NOT_REGULAR = "not a regular file (fifo, socket or device): not read"
 
 
 def copy_tree(staging: Staging, parent: str, name: str, prefix: str = "output") -> bool:

@@ -64,9 +64,15 @@ def safe_relpath(path: str) -> str:
     return path
 
 
+# Why an entry was not fetched. The output dir is the unit a link may stay inside: on Slurm
+# it sits in the shared work dir beside other jobs' logs and outputs.
+OUT_OF_DIR = "a symlink leading out of the job's output directory: not followed"
+NOT_REGULAR = "not a regular file (fifo, socket or device): not read"
+
+
 def link_leaves(link_path: str, target: str) -> bool:
-    """True when a symlink at ``link_path`` (relative to the job's directory) names something
-    outside it. Judged on the text alone: the link is never followed."""
+    """True when a symlink at ``link_path`` (relative to the job's output directory) names
+    something outside it. Judged on the text alone: the link is never followed."""
     if not target or target.startswith("/"):
         return True
     depth = len(link_path.split("/")) - 1
@@ -105,7 +111,8 @@ class Staging:
     ``have`` holds the files the last fetch left intact (size and mtime as recorded), so a
     backend sends only what differs; ``keep`` confirms one is unchanged at the source,
     ``write`` stores a new or changed one, ``link`` records a symlink that stays inside the
-    job's directory (never recreated), ``refuse`` one that leaves it or is no regular file.
+    job's output directory (never recreated), ``refuse`` one that leaves it or is no regular
+    file.
     """
 
     job_id: str

@@ -5,10 +5,12 @@ WORDS...` and show what it prints, so every command and option comes from the ar
 parser itself (a new subcommand completes without touching this file). The callback runs on
 every Tab: it never parses the inventory through pydantic and never touches the network.
 Scheduler and box names come from a cache keyed by the inventory's path, mtime and size
-(a plain JSON/YAML read on a miss), job ids from one SQLite query on the job store.
+(a plain JSON/YAML read on a miss), job and sweep ids from one SQLite query on the job store.
 
-Output: one candidate a line, or a single `@files` / `@dirs` line asking the shell to
-complete paths itself.
+Output: one candidate a line; or an `@files` / `@dirs` line asking the shell to complete
+paths itself, then `@glob PATTERN` lines (only files matching one, and directories) and
+words to offer besides the paths (`sweep <Tab>`: its subcommands and sweep files). An older
+installed script reads only the first line of such a reply: it still completes all files.
 """
 
 from __future__ import annotations
@@ -29,8 +31,24 @@ _warpforge_launch_complete() {
     reply=($("${COMP_WORDS[0]}" __complete bash "$COMP_CWORD" "${COMP_WORDS[@]}" 2>/dev/null)) \
         || return 0
     case ${reply[0]-} in
-    @files) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")) ;;
-    @dirs) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")) ;;
+    @files | @dirs)
+        local w f
+        local -a globs=() words=()
+        for w in "${reply[@]:1}"; do
+            case $w in '@glob '*) globs+=("${w#@glob }") ;; *) words+=("$w") ;; esac
+        done
+        compopt -o filenames 2>/dev/null
+        if [[ ${reply[0]} == @dirs || ${#globs[@]} -gt 0 ]]; then
+            COMPREPLY=($(compgen -d -- "$cur"))
+        else
+            COMPREPLY=($(compgen -f -- "$cur"))
+        fi
+        for w in "${globs[@]}"; do
+            for f in $(compgen -f -X '!'"$w" -- "$cur"); do
+                [[ -d $f ]] || COMPREPLY+=("$f")
+            done
+        done
+        COMPREPLY+=("${words[@]}") ;;
     *) COMPREPLY=("${reply[@]}") ;;
     esac
 }
@@ -40,11 +58,20 @@ complete -F _warpforge_launch_complete warpforge-launch
 ZSH = r"""#compdef warpforge-launch
 # warpforge-launch completion for zsh: eval "$(warpforge-launch completion zsh)"
 _warpforge_launch() {
-    local -a reply
+    local -a reply globs extra
+    local w ret=1
     reply=("${(@f)$("${words[1]}" __complete zsh $((CURRENT - 1)) "${words[@]}" 2>/dev/null)}")
     case ${reply[1]-} in
-    @files) _files ;;
-    @dirs) _files -/ ;;
+    @files | @dirs)
+        for w in "${(@)reply[2,-1]}"; do
+            if [[ $w == '@glob '* ]]; then globs+=("${w#@glob }"); else extra+=("$w"); fi
+        done
+        if [[ ${reply[1]} == @dirs ]]; then _files -/ && ret=0
+        elif (( $#globs )); then _files -g "(${(j:|:)globs})" && ret=0
+        else _files && ret=0
+        fi
+        if (( $#extra )); then compadd -Q -- "${extra[@]}" && ret=0; fi
+        return ret ;;
     '') return 1 ;;
     *) compadd -Q -- "${reply[@]}" ;;
     esac
@@ -54,7 +81,7 @@ compdef _warpforge_launch warpforge-launch
 """
 
 SCRIPTS = {"bash": BASH, "zsh": ZSH}
-JOB_LIMIT = 100  # the newest job ids offered
+RECENT = 100  # the newest job (or sweep) ids offered
 _PATHS = {"inventory", "source", "snakegrinder", "token_file", "smoke_junit", "to", "file",
           "path", "dist"}
 
@@ -141,7 +168,17 @@ def inventory_names(words: list[str]) -> dict[str, list[str]]:
 
 
 def job_ids(prefix: str = "") -> list[str]:
-    """The newest job ids of the store (read-only: completing never creates the store)."""
+    """The newest job ids of the store."""
+    return _recent("jobs", "job_id", prefix)
+
+
+def sweep_ids(prefix: str = "") -> list[str]:
+    """The newest sweep ids of the store (none in a store older than sweeps)."""
+    return _recent("sweeps", "sweep_id", prefix)
+
+
+def _recent(table: str, column: str, prefix: str) -> list[str]:
+    """The newest ids of a store table (read-only: completing never creates the store)."""
     import sqlite3
     import urllib.parse
 
@@ -152,9 +189,9 @@ def job_ids(prefix: str = "") -> list[str]:
         uri = "file:" + urllib.parse.quote(os.path.abspath(db_path)) + "?mode=ro"
         db = sqlite3.connect(uri, uri=True, timeout=0.5)
         try:
-            rows = db.execute("SELECT job_id FROM jobs WHERE job_id LIKE ? ESCAPE '\\' "
-                              "ORDER BY submitted_at DESC LIMIT ?",
-                              (_like(prefix) + "%", JOB_LIMIT)).fetchall()
+            rows = db.execute(f"SELECT {column} FROM {table} WHERE {column} LIKE ? "
+                              "ESCAPE '\\' ORDER BY submitted_at DESC LIMIT ?",
+                              (_like(prefix) + "%", RECENT)).fetchall()
         finally:
             db.close()
     except sqlite3.Error:
@@ -174,7 +211,9 @@ def _kind(action) -> dict[str, Any] | None:
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
         return {"choices": [str(c) for c in action.choices]}
     names = f"{action.dest} {action.metavar or ''}".lower()
-    if "job" in names and "sweep" not in names:
+    if "sweep_id" in names:
+        return {"kind": "sweeps"}
+    if "job" in names:
         return {"kind": "jobs"}
     if "scheduler" in names:
         return {"kind": "schedulers"}
@@ -182,7 +221,9 @@ def _kind(action) -> dict[str, Any] | None:
         return {"kind": "boxes"}
     if "dir" in names.split("_") or (action.metavar or "").upper() == "DIR":
         return {"kind": "@dirs"}
-    if action.dest in _PATHS or (action.metavar or "").upper() in ("PATH", "FILE", "FILE.YAML"):
+    if (action.metavar or "").upper() == "FILE.YAML":
+        return {"kind": "@files", "globs": ["*.yaml", "*.yml"]}
+    if action.dest in _PATHS or (action.metavar or "").upper() in ("PATH", "FILE"):
         return {"kind": "@files"}
     return None
 
@@ -191,7 +232,10 @@ def spec_of(parser) -> dict[str, Any]:
     """What completion needs of an argparse parser, recursively, as JSON-able data."""
     import argparse
 
-    spec: dict[str, Any] = {"options": {}, "positionals": [], "commands": {}, "visible": []}
+    spec: dict[str, Any] = {"options": {}, "positionals": [], "commands": {}, "visible": [],
+                            # `sweep FILE` is `sweep submit FILE`: the command a first word
+                            # that names no subcommand belongs to
+                            "default": getattr(parser, "default_command", None)}
     for a in parser._actions:
         if isinstance(a, argparse._SubParsersAction):
             shown = {c.dest for c in a._choices_actions}  # help=SUPPRESS hides a command
@@ -261,19 +305,28 @@ def _candidates(info: dict[str, Any] | None, cur: str, words: list[str]) -> list
     kind = info["kind"]
     if kind == "jobs":
         return job_ids(cur)
+    if kind == "sweeps":
+        return sweep_ids(cur)
     if kind == "schedulers":
         return inventory_names(words)["schedulers"]
     if kind == "boxes":
         head, sep, _ = cur.rpartition(",")  # a comma-separated list: complete its last item
         chosen = set(head.split(",")) if sep else set()
         return [head + sep + b for b in inventory_names(words)["boxes"] if b not in chosen]
-    return [kind]  # @files, @dirs: the shell completes paths
+    return [kind] + [f"@glob {g}" for g in info.get("globs", [])]  # the shell completes paths
 
 
 def _matching(found: list[str], cur: str) -> list[str]:
     if found[:1] in (["@files"], ["@dirs"]):
         return found
     return [v for v in found if v.startswith(cur)]
+
+
+def _options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The options of a command, and of its default subcommand (`sweep --dry-run FILE`)."""
+    default = spec.get("default")
+    return {**spec["commands"][default]["options"], **spec["options"]} if default else \
+        spec["options"]
 
 
 def _join_equals(words: list[str], cword: int) -> tuple[list[str], int]:
@@ -308,15 +361,17 @@ def complete(shell: str, cword: int, words: list[str],
     while i < cword:  # walk the words before the cursor: which (sub)command, which slot
         w = words[i]
         if w.startswith("-") and w != "-":
-            info = spec["options"].get(w.split("=", 1)[0])
+            info = _options(spec).get(w.split("=", 1)[0])
             if info is not None and info["value"] and "=" not in w:
                 i += 1  # its value
         elif w in spec["commands"]:
             spec, positional = spec["commands"][w], 0
+        elif spec.get("default"):  # the default subcommand's first argument
+            spec, positional = spec["commands"][spec["default"]], 1
         else:
             positional += 1
         i += 1
-    opts = spec["options"]
+    opts = _options(spec)
     prev = words[cword - 1] if cword > 1 else ""
     if cur.startswith("--") and "=" in cur:
         opt, _, value = cur.partition("=")
@@ -331,7 +386,12 @@ def complete(shell: str, cword: int, words: list[str],
         return sorted(o for o, info in opts.items() if o.startswith(cur) and not info["hidden"]
                       and (o not in used or info["append"]))
     if spec["commands"]:
-        return [c for c in spec["visible"] if c.startswith(cur)]
+        commands = [c for c in spec["visible"] if c.startswith(cur)]
+        default = spec["commands"].get(spec.get("default") or "")
+        if not default or not default["positionals"]:
+            return commands
+        found = _matching(_candidates(default["positionals"][0]["complete"], cur, words), cur)
+        return found + commands  # a directive (@files) stays first
     slots = spec["positionals"]
     if not slots or (positional >= len(slots) and not slots[-1]["many"]):
         return []

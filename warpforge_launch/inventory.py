@@ -274,6 +274,8 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
 def _read_yaml(path: Path) -> Any:
     import yaml
 
+    from warpforge_launch import yamlfile
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -284,7 +286,7 @@ def _read_yaml(path: Path) -> Any:
         raise UsageError(f"inventory {path} is not UTF-8 text (byte {exc.start}: "
                          f"{exc.object[exc.start:exc.start + 1]!r})") from None
     try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yamlfile.load(text)  # a key given twice is an error, not the last one wins
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

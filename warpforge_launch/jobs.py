@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import getpass
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,21 @@ def check_job_id(job_id: str) -> str:
         raise UsageError(f"{shown} is not a job id (<scheduler>-<id>)",
                          hint="`warpforge-launch list` shows the known jobs")
     return job_id
+
+
+def source_problem(source: str) -> str | None:
+    """What keeps ``source`` from being a model source file on this machine, or None. A
+    directory is named as one: `--source models/` is no missing file."""
+    if os.path.isdir(source):
+        return "is a directory, not a file"
+    return None if os.path.isfile(source) else "does not exist"
+
+
+def check_source(source: str) -> None:
+    """The model source must be a file here (Local and Slurm run it from this path)."""
+    problem = source_problem(source)
+    if problem:
+        raise UsageError(f"model source {source} {problem}")
 
 
 class GpuType(enum.StrEnum):

@@ -223,7 +223,7 @@ class Launcher:
                 unknown.setdefault(id(sched), []).append(job_id)
                 instances[id(sched)] = sched
         for key, ids in unknown.items():
-            got = self._ask(instances[key], partial, lambda: instances[key].statuses(ids))
+            got = self._ask(instances[key], partial, instances[key].statuses, ids)
             if got is None:
                 continue
             for job_id in ids:
@@ -255,7 +255,7 @@ class Launcher:
         active.update((r.job_id, r) for r in confirmed.values())
         for sched, members in self._by_instance(active.values()):
             by_id = {r.job_id: r for r in members}
-            got = self._ask(sched, partial, lambda: sched.statuses(list(by_id)))
+            got = self._ask(sched, partial, sched.statuses, list(by_id))
             if got is None:
                 for r in members:
                     fresh[r.job_id] = _last_known(r, self.unreachable[sched.name])
@@ -272,10 +272,11 @@ class Launcher:
             fresh[old_id] = fresh[r.job_id]
         return fresh
 
-    def _ask(self, sched: Scheduler, partial: bool, call: Callable[[], Any]) -> Any:
-        """``call()``, or None when ``partial`` and ``sched`` cannot be reached."""
+    def _ask(self, sched: Scheduler, partial: bool, call: Callable[..., Any], *args: Any
+             ) -> Any:
+        """``call(*args)``, or None when ``partial`` and ``sched`` cannot be reached."""
         try:
-            return call()
+            return call(*args)
         except InfrastructureError as exc:
             if not partial:
                 raise
@@ -293,7 +294,7 @@ class Launcher:
             # correlation id and its index in it
             batch = {r.correlation_id: r.plan.get("batch") for r in members}
             asked = {(b or {}).get("correlation_id") or c for c, b in batch.items()}
-            found = self._ask(sched, partial, lambda: sched.reconcile(sorted(asked)))
+            found = self._ask(sched, partial, sched.reconcile, sorted(asked))
             if found is None:
                 for r in members:
                     fresh[r.job_id] = _last_known(r, self.unreachable[sched.name])

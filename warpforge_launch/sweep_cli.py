@@ -21,6 +21,7 @@ def add_parser(sub, parents) -> None:
                        "`sweep submit FILE`).")
     ss = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND",
                           parser_class=type(p))
+    p.default_command = "submit"  # what default_submit() inserts; read by shell completion
     s = ss.add_parser("submit", parents=parents, help="submit every cell of a sweep file")
     s.add_argument("file", metavar="FILE.yaml")
     s.add_argument("--dry-run", action="store_true",

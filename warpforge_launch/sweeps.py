@@ -21,6 +21,7 @@ from warpforge_launch.jobs import (
     JobType,
     ResourceRequirements,
     memory_mb,
+    source_problem,
     timeout_minutes,
 )
 
@@ -93,6 +94,8 @@ def load(path: str | Path) -> SweepSpec:
     """Read and parse a sweep file; relative model sources are relative to the file."""
     import yaml
 
+    from warpforge_launch import yamlfile
+
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -102,7 +105,7 @@ def load(path: str | Path) -> SweepSpec:
         raise UsageError(f"sweep file {path} is not UTF-8 text (byte {exc.start}: "
                          f"{exc.object[exc.start:exc.start + 1]!r})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.load(text)  # a key given twice is an error, not the last one wins
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -171,8 +174,9 @@ def parse(data: Any, *, base_dir: Path, default_name: str = "sweep") -> SweepSpe
         m = _mapping(m, where, _MODEL)
         src = _text(m.get("source"), f"{where}.source")
         source = (base_dir / src).resolve() if not Path(src).is_absolute() else Path(src)
-        if not source.is_file():
-            raise _fail(f"{where}.source", f"{source} is not a file")
+        problem = source_problem(str(source))
+        if problem:
+            raise _fail(f"{where}.source", f"{source} {problem}")
         t = m.get("type", "FULL_PIPELINE")
         if not isinstance(t, str) or t.upper() not in JobType.__members__:
             raise _fail(f"{where}.type", f"unknown job type {t!r} (one of {', '.join(JobType)})")

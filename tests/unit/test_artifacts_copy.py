@@ -46,6 +46,19 @@ def test_tree_links_and_special_files(tmp_path):
         assert not p.is_file() or p.read_bytes() != b"private key"
 
 
+def test_a_link_to_the_jobs_log_leaves_its_output_directory(tmp_path):
+    """The output dir is the unit: a link to a file beside it (the job's own log) is refused,
+    and the reason says so (not "the job's directory", which holds the log)."""
+    job = tmp_path / "root" / "job"
+    job.mkdir(parents=True)
+    (tmp_path / "root" / "stdout.log").write_text("the log\n")
+    (job / "inner").symlink_to("../stdout.log")
+    got = fetch(ArtifactStore(tmp_path / "art"), tmp_path / "root")
+    assert list(got.refused) == [{"path": "output/inner", "target": "../stdout.log",
+                            "reason": "a symlink leading out of the job's output directory: "
+                                      "not followed"}]
+
+
 def test_output_dir_itself_a_link_is_refused(tmp_path):
     (tmp_path / "root").mkdir()
     (tmp_path / "elsewhere").mkdir()

@@ -105,6 +105,7 @@ def test_planted_links_are_refused_and_never_followed(work, tmp_path):
     (out / "evil").symlink_to(secret)
     (out / "up").symlink_to("../../secret")
     (out / "alias.mlir").symlink_to("model.mlir")  # stays inside: recorded, not recreated
+    (out / "log").symlink_to("../warpforge-21.out")
     (out / "sub").mkdir()
     (out / "sub" / "dirlink").symlink_to(tmp_path)
     os.mkfifo(out / "pipe")
@@ -116,7 +117,10 @@ def test_planted_links_are_refused_and_never_followed(work, tmp_path):
     sched, store = scheduler(work, tmp_path), ArtifactStore(tmp_path / "art")
     a, b = fetch(sched, store, ["hpc-21", "hpc-22"])
     assert {r["path"] for r in a.refused} == {"output/evil", "output/up", "output/sub/dirlink",
-                                               "output/pipe"}
+                                               "output/pipe", "output/log"}
+    # the output dir is the unit: the job's log beside it in the shared work dir is outside
+    assert {r["reason"] for r in a.refused if r["path"] != "output/pipe"} == {
+        "a symlink leading out of the job's output directory: not followed"}
     assert a.exit_code == 1 and b.exit_code == 1
     assert {r["path"] for r in b.refused} == {"output", "stderr.log"}
     landed = [p for p in (tmp_path / "art").rglob("*") if p.is_file()]

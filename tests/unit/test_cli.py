@@ -79,6 +79,14 @@ def test_missing_source_and_class(capsys, inv, tmp_path):
     assert rc == 2 and "needs a model class" in err
 
 
+def test_a_directory_as_source_is_named_a_directory(capsys, inv, tmp_path):
+    """`--source DIR` is no missing file: the error says what is wrong with it."""
+    rc, out, err = call(capsys, "submit", "--inventory", inv, "--source", str(tmp_path),
+                        "--class", "M", "--inputs", "[(1,8)]")
+    assert rc == 2 and out == ""
+    assert err.splitlines()[0] == f"error: model source {tmp_path} is a directory, not a file"
+
+
 def test_missing_snakegrinder_is_clear(capsys, tmp_path, model, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", "/nonexistent")

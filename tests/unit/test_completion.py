@@ -141,10 +141,13 @@ def test_no_store_and_no_inventory_complete_quietly(shell_env, tmp_path):
     assert bash(["warpforge-launch", "gpu-info", "--boxes", ""], 3, shell_env) == ["local"]
 
 
-def test_callback_never_imports_the_heavy_stack(shell_env, lab_inventory):
+@pytest.mark.parametrize("words", [["gpu-info", "--boxes", ""], ["sweep", "status", ""],
+                                   ["sweep", ""]])
+def test_callback_never_imports_the_heavy_stack(shell_env, lab_inventory, words):
+    run_cli("sweep", "list", env={"WARPFORGE_HOME": shell_env["WARPFORGE_HOME"]})  # a store
+    argv = ["warpforge-launch", "--inventory", str(lab_inventory), *words]
     code = ("import sys; from warpforge_launch import cli; "
-            f"cli.main(['__complete', 'bash', '4', 'warpforge-launch', '--inventory', "
-            f"{str(lab_inventory)!r}, 'gpu-info', '--boxes', '']); "
+            f"cli.main(['__complete', 'bash', '{len(argv) - 1}', *{argv!r}]); "
             "heavy = [m for m in ('pydantic', 'rich', 'httpx', 'paramiko', 'fabric', "
             "'warpforge_launch.inventory', 'warpforge_launch.store') if m in sys.modules]; "
             "print('HEAVY', heavy)")
@@ -201,6 +204,8 @@ def test_zsh_function_offers_the_callbacks_candidates(shell_env, lab_inventory):
     assert zsh(["warpforge-launch", *inv, "gpu-info", "--boxes", "a"]) == ["amd"]
     assert zsh(["warpforge-launch", "--inventory", ""]) == ["@files "]
     assert zsh(["warpforge-launch", "status", "x"]) == []
+    # `sweep <Tab>`: sweep files (and directories) through _files, subcommands through compadd
+    assert zsh(["warpforge-launch", "sweep", "st"]) == ["@files -g (*.yaml|*.yml)", "status"]
 
 
 def test_callback_without_arguments_is_quiet():
@@ -274,5 +279,81 @@ def test_zsh_completes_a_line_in_a_real_interactive_shell(shell_env, lab_invento
     typed = typed.replace("INV", str(lab_inventory))
     proc = subprocess.run([ZSH, "-f", "-c", ZPTY, "wf-zpty", typed, completed], env=shell_env,
                           cwd=shell_env["HOME"], capture_output=True, text=True, timeout=60)
+    after = proc.stdout.split("WFREADY", 1)[-1]
+    assert completed in after, proc.stdout[-400:]
+
+
+# ---- sweeps: ids from the store, `sweep FILE` as `sweep submit FILE` -----------------------
+def _sweep_file(directory: Path, name: str) -> Path:
+    model_file(directory)
+    path = directory / f"{name}.yaml"
+    path.write_text(f"name: {name}\nmodels: [{{source: simple_mlp.py, class: SimpleMLP}}]\n"
+                    "inputs: ['[(1, 8)]']\n")
+    return path
+
+
+def test_recent_sweep_ids_from_the_store(shell_env, tmp_path):
+    inv = local_inventory(tmp_path / "inv.yaml")
+    ids = []
+    for name in ("first", "second"):
+        proc = run_cli("sweep", str(_sweep_file(tmp_path, name)), "--inventory", str(inv),
+                       env={"WARPFORGE_HOME": shell_env["WARPFORGE_HOME"]})
+        assert proc.returncode == 0, proc.stderr
+        ids.append(proc.stdout.strip())
+    for command in ("status", "result", "cancel", "fetch"):
+        assert bash(["warpforge-launch", "sweep", command, ""], 3, shell_env) == ids[::-1]
+    got = bash(["warpforge-launch", "sweep", "status", ids[0][:len("sweep-") + 4]], 3,
+               shell_env)
+    assert got == [ids[0]]
+    # a job id is no sweep id, and a sweep id is no job id
+    assert not set(bash(["warpforge-launch", "status", ""], 2, shell_env)) & set(ids)
+
+
+def test_sweep_ids_without_a_store_complete_nothing(shell_env):
+    assert bash(["warpforge-launch", "sweep", "status", ""], 3, shell_env) == []
+    assert not (Path(shell_env["WARPFORGE_HOME"]) / "jobs.sqlite3").exists()
+
+
+def test_sweep_file_form_completes_as_sweep_submit(shell_env, tmp_path):
+    (tmp_path / "s.yaml").write_text("{}")
+    submit_opts = bash(["warpforge-launch", "sweep", "submit", "s.yaml", "--"], 4, shell_env)
+    assert {"--dry-run", "--wait", "--snakegrinder"} <= set(submit_opts)
+    assert bash(["warpforge-launch", "sweep", "s.yaml", "--"], 3, shell_env) == submit_opts
+    assert bash(["warpforge-launch", "sweep", "s.yaml", "--dry-run", "--"], 4,
+                shell_env) == [o for o in submit_opts if o != "--dry-run"]
+    # an option's value before the file is not taken for the file
+    assert bash(["warpforge-launch", "sweep", "--snakegrinder", "sg", "s.yaml", "--w"], 5,
+                shell_env) == ["--wait"]
+    assert bash(["warpforge-launch", "sweep", "s.yaml", "x"], 3, shell_env) == []
+
+
+def test_sweep_offers_its_subcommands_and_sweep_files(shell_env, tmp_path):
+    work = tmp_path / "work"
+    (work / "sweeps").mkdir(parents=True)
+    for name in ("mlp.yaml", "stats.yml", "notes.txt", "status.py"):
+        (work / name).write_text("{}")
+    got = bash(["warpforge-launch", "sweep", ""], 2, shell_env, cwd=work)
+    assert sorted(got) == sorted(["submit", "status", "result", "cancel", "fetch", "list",
+                                  "mlp.yaml", "stats.yml", "sweeps"])
+    assert sorted(bash(["warpforge-launch", "sweep", "s"], 2, shell_env, cwd=work)) == [
+        "stats.yml", "status", "submit", "sweeps"]
+    # `sweep submit` takes a sweep file too
+    assert sorted(bash(["warpforge-launch", "sweep", "submit", ""], 3, shell_env,
+                       cwd=work)) == ["mlp.yaml", "stats.yml", "sweeps"]
+
+
+@pytest.mark.skipif(ZSH is None, reason="zsh is not installed (.ci/setup.d/85-zsh.sh)")
+@pytest.mark.parametrize("typed, completed", [
+    ("warpforge-launch sweep ml", "sweep mlp.yaml "),   # not mlp.txt: a sweep file
+    ("warpforge-launch sweep stat", "sweep status "),
+    ("warpforge-launch sweep mlp.yaml --dr", "sweep mlp.yaml --dry-run "),
+])
+def test_zsh_completes_sweep_files_and_subcommands(shell_env, typed, completed):
+    """`sweep <Tab>` in a real interactive zsh: sweep files and subcommands together."""
+    home = Path(shell_env["HOME"])
+    for name in ("mlp.yaml", "mlp.txt"):
+        (home / name).write_text("{}")
+    proc = subprocess.run([ZSH, "-f", "-c", ZPTY, "wf-zpty", typed, completed], env=shell_env,
+                          cwd=home, capture_output=True, text=True, timeout=60)
     after = proc.stdout.split("WFREADY", 1)[-1]
     assert completed in after, proc.stdout[-400:]

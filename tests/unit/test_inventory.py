@@ -95,6 +95,17 @@ def test_bad_yaml_names_the_line(tmp_path):
         inventory.load(p, env={})
 
 
+def test_a_duplicate_key_names_the_key_and_line(tmp_path):
+    """A key given twice is refused (it would silently replace the first), in YAML or JSON."""
+    p = write(tmp_path, "schedulers:\n  local: {type: local}\n  local: {type: ray}\n")
+    with pytest.raises(UsageError, match=r"not valid YAML at line 3, column 3: "
+                                         r"duplicate key 'local' \(first at line 2\)$"):
+        inventory.load(p, env={})
+    p.write_text('{"schedulers": {"local": {"type": "local", "type": "ray"}}}')
+    with pytest.raises(UsageError, match="duplicate key 'type'"):
+        inventory.load(p, env={})
+
+
 def test_missing_and_non_mapping(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         inventory.load(tmp_path / "nope.yaml", env={})

@@ -151,6 +151,8 @@ def test_instance_name_too_long_for_a_label(models):
 def test_unreadable_source(models):
     with pytest.raises(UsageError, match="cannot be read"):
         scheduler().plan(submission(models, source=str(models / "missing.py")))
+    with pytest.raises(UsageError, match=f"^model source {models} is a directory, not a file$"):
+        scheduler().plan(submission(models, source=str(models)))
 
 
 def test_offline_schema_check_catches_a_bad_manifest(models):

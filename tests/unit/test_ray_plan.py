@@ -259,6 +259,8 @@ def test_missing_source_is_bad_input_before_anything_is_sent(models):
     sub = submission(models, source=str(models / "nope.py"))
     with pytest.raises(UsageError, match="nope.py cannot be read"):
         scheduler().plan(sub)
+    with pytest.raises(UsageError, match=f"^model source {models} is a directory, not a file$"):
+        scheduler().plan(submission(models, source=str(models)))
     plan = scheduler(upload_source=False).plan(sub)
     assert plan.argv[plan.argv.index("--source") + 1] == str(models / "nope.py")
 

@@ -59,7 +59,8 @@ def test_the_example_file_parses():
     ({"models": []}, "models: must not be empty"),
     ({"models": "a.py"}, "models: must be a list"),
     ({"models": [{"source": "a.py"}]}, "models[0].class: required for type FULL_PIPELINE"),
-    ({"models": [{"source": "nope.py", "class": "A"}]}, "models[0].source:"),
+    ({"models": [{"source": "nope.py", "class": "A"}]}, "nope.py does not exist"),
+    ({"models": [{"source": ".", "class": "A"}]}, "is a directory, not a file"),
     ({"models": [{"source": "a.py", "class": "A", "colour": 1}]}, "models[0].colour: unknown"),
     ({"models": [{"source": "a.py", "class": "A"}, {"source": "a.py", "class": "B"}]},
      "models[1].name: 'a' is used twice"),
@@ -98,6 +99,39 @@ def test_bad_sweep_file_is_one_line_exit_2_and_nothing_is_stored(tmp_path, capsy
     rc = main(["sweep", "submit", str(tmp_path / "broken.yaml"), "--inventory", str(inv)])
     assert rc == 2 and "is not valid YAML at line" in capsys.readouterr().err
     assert not (_private_home / "jobs.sqlite3").exists() or not JobStore().sweeps()
+
+
+@pytest.mark.parametrize("text, key, line", [
+    ("name: x\nname: y\nmodels: [{source: a.py, class: A}]\ninputs: ['[(1, 8)]']\n",
+     "name", 2),
+    ("name: x\nmodels:\n  - source: a.py\n    class: A\n    class: B\n"
+     "inputs: ['[(1, 8)]']\n", "class", 5),
+    ("name: x\nmodels: [{source: a.py, class: A}]\ninputs: ['[(1, 8)]']\n"
+     "options: {env: {K: a, K: b}}\n", "K", 4),
+])
+def test_a_duplicate_key_is_refused_naming_it_and_its_line(tmp_path, capsys, _private_home,
+                                                           text, key, line):
+    """`name: x` then `name: y` is refused, not read as `name: y`: the file is checked whole."""
+    inv = local_inventory(tmp_path / "inv.yaml")
+    model_file(tmp_path, "a.py")
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    rc = main(["sweep", str(path), "--inventory", str(inv)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err.splitlines()[0].startswith(f"error: sweep file {path} is not valid YAML at "
+                                          f"line {line}, column ")
+    assert f"duplicate key '{key}'" in err.splitlines()[0]
+    assert not (_private_home / "jobs.sqlite3").exists() or not JobStore().sweeps()
+
+
+def test_yaml_merge_keys_are_no_duplicates(tmp_path):
+    """`<<: *base` then a key of base overrides it, as YAML means: no duplicate."""
+    model_file(tmp_path, "a.py")
+    path = tmp_path / "merge.yaml"
+    path.write_text("name: m\nmodels:\n  - &base {source: a.py, class: A, name: one}\n"
+                    "  - {<<: *base, name: two}\ninputs: ['[(1, 8)]']\n")
+    assert [m.name for m in sweeps.load(path).models] == ["one", "two"]
 
 
 def test_a_gpu_the_scheduler_cannot_give_is_refused_before_anything(tmp_path, capsys,

@@ -20,7 +20,7 @@ from tests.testlab.builders import inventory, model_file
 from warpforge_launch.cli import main
 from warpforge_launch.errors import InfrastructureError
 from warpforge_launch.inputs import parse_inputs
-from warpforge_launch.jobs import JobDefinition, JobQuery, JobState
+from warpforge_launch.jobs import JobDefinition, JobQuery
 from warpforge_launch.launcher import Launcher
 
 

@@ -236,8 +236,8 @@ class Scheduler(ABC):
         payload's --out directory as ``output/...`` and the job's stdout/stderr as
         ``stdout.log`` / ``stderr.log``. Call ``staging.keep`` for a file the
         staging already ``have``s unchanged (nothing travels), ``staging.write`` for the
-        rest, ``staging.refuse`` for a symlink leading out of the job's directory (never
-        followed). A backend moves all of them in as few round trips as it can (Slurm: one
+        rest, ``staging.refuse`` for a symlink leading out of the job's output directory
+        (never followed). A backend moves all of them in as few round trips as it can (Slurm: one
         archive per instance). Raise for a failure of the whole batch.
 
         The default saves what ``logs`` returns as ``stdout.log`` and nothing else: a

@@ -24,6 +24,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
+
 from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
 from warpforge_launch.httpget import quote, server_address, urlencode
 from warpforge_launch.schedulers.kubernetes_auth import Credentials, run_exec_plugin, ssl_context

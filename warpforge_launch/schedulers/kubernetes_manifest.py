@@ -146,6 +146,8 @@ def escape_dollars(text: str) -> str:
 def read_source(path: str) -> tuple[bytes, str]:
     try:
         data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise UsageError(f"model source {path} is a directory, not a file") from None
     except OSError as exc:
         raise UsageError(f"model source {path} cannot be read: {exc.strerror or exc}",
                          hint="give --source a readable file") from None

@@ -36,6 +36,7 @@ from warpforge_launch.jobs import (
     JobSubmission,
     NodeInfo,
     SchedulerCapabilities,
+    check_source,
 )
 from warpforge_launch.payload import snakegrinder_argv
 from warpforge_launch.schedulers import local_state as ls
@@ -172,9 +173,7 @@ class LocalScheduler(Scheduler):
                              f"({socket.gethostname()}) only, not on {', '.join(elsewhere)}",
                              hint="drop the node affinity, or use a Slurm, Ray or "
                              "Kubernetes scheduler")
-        source = Path(d.source)
-        if not source.is_file():
-            raise UsageError(f"model source {d.source} does not exist")
+        check_source(d.source)
         native = submission.short_id
         job_dir = self.work_dir / native
         argv = snakegrinder_argv(find_snakegrinder(self.config.snakegrinder), d,
@@ -182,10 +181,10 @@ class LocalScheduler(Scheduler):
         env = dict(d.environment)
         env.update(WARPFORGE_JOB_ID=self.job_id(native),
                    WARPFORGE_CORRELATION_ID=submission.correlation_id)
-        request = LocalRequest(tuple(argv), env, str(source.resolve().parent), str(job_dir),
-                               str(self.work_dir), d.timeout.total_seconds(),
-                               self.config.kill_grace_seconds, self.max_concurrent,
-                               tuple(d.secret_env))
+        source_dir = str(Path(d.source).resolve().parent)
+        request = LocalRequest(tuple(argv), env, source_dir, str(job_dir), str(self.work_dir),
+                               d.timeout.total_seconds(), self.config.kill_grace_seconds,
+                               self.max_concurrent, tuple(d.secret_env))
         return SubmissionPlan(self.name, native, "local-process", tuple(argv), request,
                               submission.correlation_id)
 

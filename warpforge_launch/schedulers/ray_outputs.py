@@ -4,9 +4,10 @@ The job writes ``<output_root>/<submission id>/`` on a worker; this machine sees
 directory under ``local_output_root``. Whatever lands there was written by the cluster, so:
 the directory is ``<root>/<submission id>`` and nothing else (never a path from job metadata);
 it is opened without following a symlink in its place; files are listed without following
-symlinks, and a symlink whose target leaves the job's directory is refused; ``model.mlir`` is
-read only as a regular file inside it. Directory descriptors (``dir_fd``, ``O_NOFOLLOW``) make
-the checks and the reads one step, so a link swapped in between cannot redirect a read.
+symlinks, and a symlink whose target leaves the job's output directory is refused;
+``model.mlir`` is read only as a regular file inside it. Directory descriptors (``dir_fd``,
+``O_NOFOLLOW``) make the checks and the reads one step, so a link swapped in between cannot
+redirect a read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class Outputs:
     files: list[str] = field(default_factory=list)
     mlir: str | None = None
-    refused: list[str] = field(default_factory=list)  # symlinks leaving the job's directory
+    refused: list[str] = field(default_factory=list)  # symlinks leaving the job's output directory
     mounted: bool = True  # False: the output root is not visible from this machine
 
 

@@ -66,6 +66,8 @@ def _read(source: str) -> bytes:
     try:
         with open(source, "rb") as fh:
             data = fh.read(MAX_SOURCE_BYTES + 1)
+    except IsADirectoryError:
+        raise UsageError(f"model source {source} is a directory, not a file") from None
     except OSError as exc:
         raise UsageError(
             f"model source {source} cannot be read: {exc.strerror or exc}",

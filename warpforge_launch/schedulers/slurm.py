@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from warpforge_launch.errors import (
@@ -35,6 +34,7 @@ from warpforge_launch.jobs import (
     JobSubmission,
     NodeInfo,
     SchedulerCapabilities,
+    check_source,
 )
 from warpforge_launch.payload import snakegrinder_argv
 from warpforge_launch.schedulers import slurm_client
@@ -227,7 +227,7 @@ class SlurmScheduler(Scheduler):
     def plan(self, submission: JobSubmission) -> SubmissionPlan[SlurmRequest]:
         from warpforge_launch.schedulers import slurm_script as ss
 
-        _check_source(submission.definition.source)
+        check_source(submission.definition.source)
         spec = self.script_spec(submission)
         try:
             script = ss.render(spec)
@@ -355,7 +355,7 @@ class SlurmScheduler(Scheduler):
         from warpforge_launch.schedulers import slurm_array
 
         for source in {sub.definition.source for sub in submissions}:  # cells share sources
-            _check_source(source)
+            check_source(source)
         return slurm_array.plan_batch(self, submissions, throttle)
 
     def prepare_batch(self, batch: BatchPlan) -> None:
@@ -532,16 +532,6 @@ class SlurmScheduler(Scheduler):
             self.watcher.remember_accounting(probe.returncode == 0)
             return probe.returncode == 0
         return None
-
-
-def _check_source(source: str) -> None:
-    """The model source must be a file here, as Local and Ray require (the job reads it
-    from the same path on shared storage)."""
-    path = Path(source)
-    if path.is_dir():
-        raise UsageError(f"model source {source} is a directory, not a file")
-    if not path.is_file():
-        raise UsageError(f"model source {source} does not exist")
 
 
 def _last_line(text: str) -> str:

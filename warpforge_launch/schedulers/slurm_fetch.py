@@ -34,7 +34,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from warpforge_launch.artifacts_store import Staging, TransferError, link_leaves, safe_relpath
+from warpforge_launch.artifacts_store import (
+    NOT_REGULAR,
+    OUT_OF_DIR,
+    Staging,
+    TransferError,
+    link_leaves,
+    safe_relpath,
+)
 from warpforge_launch.artifacts_writers import Writers
 from warpforge_launch.errors import InfrastructureError
 from warpforge_launch.tar_stream import Member, TarStream
@@ -304,10 +311,9 @@ def _receive(out: _Counting, places: dict[str, tuple[Staging, str]], writers: Wr
             if path.startswith("output/") and not link_leaves(inside, link):
                 st.link(path, link)
             else:
-                st.refuse(path, link, "a symlink leading out of the job's directory: "
-                                      "not followed")
+                st.refuse(path, link, OUT_OF_DIR)
         else:
-            st.refuse(path, None, "not a regular file (fifo, socket or device): not read")
+            st.refuse(path, None, NOT_REGULAR)
     sent: dict[str, tuple[Staging, str]] = {}  # in the archive's order, as the sums are
     if expected:
         back, out.back = out.back, b""

@@ -102,13 +102,17 @@ def test_local_planted_symlink_is_refused(tmp_path, _private_home):
     out = _private_home / "local" / "local" / job.removeprefix("local-") / "out"
     (out / "weights").mkdir(exist_ok=True)
     (out / "weights" / "weight_0.npy").symlink_to(secret)
+    (out / "inner").symlink_to("../stdout.log")  # the job's own log: outside its output dir
     r = run_cli("--inventory", str(inv), "fetch", job)
     assert r.returncode == 1
     assert (f"error: {job}: refused output/weights/weight_0.npy -> {secret}: a symlink "
-            "leading out of the job's directory") in r.stderr
+            "leading out of the job's output directory: not followed") in r.stderr
+    assert (f"error: {job}: refused output/inner -> ../stdout.log: a symlink leading out of "
+            "the job's output directory: not followed") in r.stderr
     job_dir = _private_home / "artifacts" / job
     m = check_manifest(job_dir)
-    assert m["refused"][0]["path"] == "output/weights/weight_0.npy"
+    assert sorted(x["path"] for x in m["refused"]) == ["output/inner",
+                                                      "output/weights/weight_0.npy"]
     assert "private key" not in "".join(p.read_text() for p in job_dir.rglob("*") if p.is_file())
 
 
@@ -165,7 +169,7 @@ def test_ray_fetch_from_the_shared_output_root(ray_head, fake_snakegrinder, outp
         again = artifacts.fetch(launcher, jobs)
         assert all(not f.changed and f.transferred_bytes == 0 and f.transferred_files == 0
                    for f in again)
-        # a link planted in the job's directory on the shared root, pointing out of it
+        # a link planted in the job's output directory on the shared root, pointing out of it
         secret = tmp_path / "secret"
         secret.write_text("private key")
         sid = jobs[0].removeprefix("ray-")
@@ -247,7 +251,7 @@ def test_slurm_planted_symlink_is_refused_over_ssh(slurm_cluster, shared_dir, lo
         wait_all(launcher, [job])
         stop_masters(launcher._for_record(launcher.store.get(job)))
     out = slurm_lab.user_work_dir(shared_dir, login_node["user"]) / f"output-{job[4:]}"
-    # readable by the login user, outside the job's directory: must not be copied
+    # readable by the login user, outside the job's output directory: must not be copied
     secret = shared_dir / "secret-for-fetch"
     secret.write_text("private key")
     secret.chmod(0o644)
@@ -258,7 +262,7 @@ def test_slurm_planted_symlink_is_refused_over_ssh(slurm_cluster, shared_dir, lo
         (out / "evil").unlink()
     assert r.returncode == 1, r.stderr
     assert (f"error: {job}: refused output/evil -> {secret}: a symlink leading out of the "
-            "job's directory") in r.stderr
+            "job's output directory: not followed") in r.stderr
     job_dir = _private_home / "artifacts" / job
     m = check_manifest(job_dir)
     assert [x["path"] for x in m["refused"]] == ["output/evil"]
