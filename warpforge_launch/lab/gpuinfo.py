@@ -82,8 +82,12 @@ def query_box(box, command: list[str], timeout: float) -> BoxGpus:
     try:
         proc = subprocess.run(command, capture_output=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         r.state, r.message = "timed-out", f"no answer within {timeout:g}s"
+        started = gpu_tools.split_sections((e.stdout or b"").decode(errors="replace"))
+        if started:  # the box answered: its tool is what hung
+            r.reached = True
+            r.message = f"{', '.join(started)} did not finish within {timeout:g}s"
         r.seconds = time.monotonic() - t0
         return r
     except OSError as e:
@@ -199,8 +203,9 @@ def table(results: Sequence[BoxGpus]) -> None:
     count = sum(len(r.gpus) for r in results)
     answered = sum(r.state in ("ok", "no-gpu") for r in results)
     asleep = sum(r.state == "asleep" for r in results)
+    failed = sum(r.failed and r.state != "asleep" for r in results)
     print(f"gpu-info: {count} GPU(s) on {answered} of {len(results)} box(es)"
-          + (f", {asleep} asleep" if asleep else ""))
+          + (f", {asleep} asleep" if asleep else "") + (f", {failed} failed" if failed else ""))
 
 
 def as_json(results: Sequence[BoxGpus]) -> dict[str, Any]:

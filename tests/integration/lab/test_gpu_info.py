@@ -143,6 +143,21 @@ def test_black_hole_box_is_reported_within_the_timeout(ssh_lab, bindir, inventor
     assert took < 20, f"gpu-info waited {took:.1f}s on a 4 s per-box deadline"
 
 
+def test_a_tool_that_hangs_on_a_box_that_answered_is_not_unreachable(ssh_lab, bindir,
+                                                                      inventory):
+    """The box answered (its shell started the tool): exit 1 and `reached`, not exit 3 "no
+    box could be reached"."""
+    install(ssh_lab, "nvidia", bindir, "nvidia-smi", "#!/bin/sh\nexec sleep 30\n")
+    proc = run_cli("gpu-info", "--inventory", inventory(names=["nvidia"]), "--timeout", "3",
+                   "--json", check_json=True)
+    assert proc.returncode == 1, proc.stderr
+    [box] = proc.json["boxes"]
+    assert (box["state"], box["reached"], box["failed"]) == ("timed-out", True, True)
+    assert box["message"] == "nvidia-smi did not finish within 3s"
+    table = run_cli("gpu-info", "--inventory", inventory(names=["nvidia"]), "--timeout", "3")
+    assert "gpu-info: 0 GPU(s) on 0 of 1 box(es), 1 failed" in table.stdout
+
+
 def test_unknown_box_is_bad_input(inventory):
     proc = run_cli("gpu-info", "--inventory", inventory(), "--boxes", "nvidia,ghost")
     assert proc.returncode == 2
