@@ -177,9 +177,14 @@ def run_trace_job(inv, scheduler: str | None, *, boxes: Sequence = (), out: Text
         result = launcher.result(job_id)
     mlir = result.mlir_output or ""
     out.write(f"job {job_id} COMPLETED in {result.execution_time}\n")
-    out.write("StableHLO (head):\n")
-    for line in mlir.splitlines()[:HEAD_LINES]:
+    lines = mlir.splitlines()
+    out.write(f"StableHLO (the first {min(HEAD_LINES, len(lines))} of {len(lines)} lines; "
+              f"`warpforge-launch result {job_id}` prints it all):\n")
+    for line in lines[:HEAD_LINES]:
         out.write(f"  {line[:HEAD_WIDTH]}{' ...' if len(line) > HEAD_WIDTH else ''}\n")
+    where = next((p for p in result.outputs if p.endswith("/model.mlir")), None)
+    if where:
+        out.write(f"  (whole file: {where})\n")
     out.flush()
     if "stablehlo" not in mlir:
         return 1, f"{job_id}: no StableHLO in the result"

@@ -66,6 +66,9 @@ def test_pipeline_on_the_default_then_everything_current(workdir):
         "smoke": "PASSED", "job": "PASSED"}
     assert rows["images"][1].startswith("not configured")
     assert "  module @main {" in first.stdout and "stablehlo.dot_general" in first.stdout
+    assert "`warpforge-launch result local-" in first.stdout  # how to see all of it
+    whole = first.stdout.split("(whole file: ", 1)[1].split(")", 1)[0]
+    assert whole.endswith("/model.mlir") and "stablehlo" in Path(whole).read_text()
     assert "Overall Pipeline result: SUCCESS" in first.stdout
     installed = tmp / "data" / "warpforge" / "boxes" / "local" / "current" / "bin" / "snakegrinder"
     assert installed.is_file()
