@@ -288,3 +288,21 @@ def test_slurmdbd_down_falls_back_to_squeue_and_names_slurmdbd(tmp_path):
     with pytest.raises(InfrastructureError, match=r"slurmdbd\) unreachable") as err:
         s.status("hpc-424242")  # only accounting could know this one
     assert err.value.exit_code == 3 and "Connection refused" in str(err.value)
+
+
+def test_results_ask_again_only_for_a_failed_status_squeue_gave_without_its_exit_code(
+        tmp_path):
+    from warpforge_launch.jobs import JobStatus, utcnow
+
+    s, t = sched(tmp_path, {"squeue": ok("squeue_mixed.txt"), "sacct": ok("sacct_mixed_x.txt")})
+    from_squeue = JobStatus("hpc-2", None, JobState.FAILED, utcnow(), message="NonZeroExitCode",
+                            scheduler_metadata={"slurm_state": "FAILED", "source": "squeue"})
+    from_sacct = JobStatus("hpc-1", None, JobState.COMPLETED, utcnow(), scheduler_metadata={
+        "slurm_state": "COMPLETED", "source": "sacct", "exit_code": 0})
+    got = s.results({"hpc-1": from_sacct})
+    assert s.calls == {"warpforge-read": 1} and got["hpc-1"].exit_code == 0
+    s.calls.clear()
+    got = s.results({"hpc-1": from_sacct, "hpc-2": from_squeue})
+    assert s.calls == {"squeue": 1, "sacct": 1, "warpforge-read": 1}
+    assert got["hpc-2"].exit_code == 3 and not got["hpc-2"].success
+    assert t.argvs[-3][6] == "2"  # squeue, sacct, read: only the unsure job is asked about

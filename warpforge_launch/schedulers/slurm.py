@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -405,52 +405,91 @@ class SlurmScheduler(Scheduler):
         return JobStatus(job_id=job_id, **sp.status_fields(rec))
 
     # -- results and logs ----------------------------------------------------------------------
-    def _read_files(self, native: str, max_bytes: int = _MAX_LOG_BYTES,
-                    offsets: tuple[int, int] | None = None) -> dict[str, str]:
-        """One round trip: stdout/err files (tail, or from byte offsets), the output dir
-        listing, model.mlir and manifest.json; sections base64-framed."""
-        argv = ["bash", "-c", remote.READ_DRIVER, "warpforge-read", self.work_dir, native,
-                str(max_bytes)]
-        if offsets is not None:
-            argv += [str(offsets[0]), str(offsets[1])]
-        return remote.read_sections(self._run(argv, program="warpforge-read").stdout)
+    def _read_jobs(self, natives: Sequence[str], what: str = "result",
+                   offsets: tuple[int, int] | None = None) -> dict[str, dict[str, str]]:
+        """Jobs' files by native id (slurm_remote.READ_DRIVER, ``what`` as it takes it): one
+        round trip per READ_MAX_JOBS ids; sections base64-framed per job."""
+        out: dict[str, dict[str, str]] = {}
+        for k in range(0, len(natives), remote.READ_MAX_JOBS):
+            chunk = list(natives[k:k + remote.READ_MAX_JOBS])
+            argv = ["bash", "-c", remote.READ_DRIVER, "warpforge-read", self.work_dir,
+                    str(_MAX_LOG_BYTES), what, *chunk]
+            if offsets is not None:
+                argv += [str(offsets[0]), str(offsets[1])]
+            done = self._run(argv, program="warpforge-read",
+                             timeout=self.config.command_timeout + 0.1 * len(chunk))
+            out.update(remote.read_jobs(done.stdout))
+        return out
+
+    def _refused(self, files: dict[str, str]) -> list[str]:
+        return [f"{self.work_dir}/{p}" for p in files.get("refused", "").splitlines() if p]
 
     def result(self, job_id: str) -> JobResult:
-        native = self._native(job_id)
         status = self.status(job_id)
         if not status.state.terminal:
             raise UsageError(f"job {job_id} has not finished ({status.state.value})")
-        files = self._read_files(native)
+        return self.results({job_id: status})[job_id]
+
+    def results(self, known: Mapping[str, JobStatus]) -> dict[str, JobResult]:
+        """Finished jobs' outcomes from the statuses given (no squeue, no sacct) and their
+        files, read in ONE round trip (per READ_MAX_JOBS jobs). Only a status squeue gave
+        without the exit code (a failed job accounting had not caught up with) is asked
+        again, all such in one batched refresh: the code is sacct's to tell."""
+        natives = {job_id: self._native(job_id) for job_id in known}
+        for job_id, status in known.items():
+            if not status.state.terminal:
+                raise UsageError(f"job {job_id} has not finished ({status.state.value})")
+        unsure = [job_id for job_id, status in known.items() if lacks_exit_code(status)]
+        if unsure:
+            known = {**known, **self.statuses(unsure)}
+        files = self._read_jobs(sorted(set(natives.values()), key=sp.id_key))
+        return {job_id: self._result(job_id, natives[job_id], status,
+                                     files.get(natives[job_id], {}))
+                for job_id, status in known.items()}
+
+    def _result(self, job_id: str, native: str, status: JobStatus,
+                files: dict[str, str]) -> JobResult:
         out_dir = f"{self.work_dir}/output-{native}"
         outputs = tuple(f"{out_dir}/{n}" for n in files.get("list", "").splitlines() if n)
         exit_code = status.scheduler_metadata.get("exit_code")
         log_tail = _tail(files.get("out", "") + files.get("err", ""), 40)
+        refused = self._refused(files)
         error = None
-        if not status.state.success:
+        if not status.state.success or refused:
             err_line = _last_line(files.get("err", "")) or _last_line(files.get("out", ""))
-            error = "; ".join(p for p in (f"{status.state.value.lower()}", status.message,
-                                          err_line) if p)
+            parts = [] if status.state.success else [status.state.value.lower(),
+                                                     status.message, err_line]
+            parts += [_refusal(p) for p in refused]
+            error = "; ".join(p for p in parts if p)
         return JobResult(
-            job_id=job_id, correlation_id=None, success=status.state.success, outputs=outputs,
-            mlir_output=files.get("mlir") or None, execution_time=status.elapsed,
-            error_message=error, exit_code=exit_code, log_tail=log_tail,
+            job_id=job_id, correlation_id=None, success=status.state.success and not refused,
+            outputs=outputs, mlir_output=files.get("mlir") or None,
+            execution_time=status.elapsed, error_message=error, exit_code=exit_code,
+            log_tail=log_tail,
             metrics={"elapsed_seconds": status.elapsed.total_seconds()} if status.elapsed else {})
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        """The job's stdout then stderr; a log that is a symlink is not read, and a line
+        says so."""
         native = self._native(job_id)
         if not follow:
-            files = self._read_files(native)
+            files = self._read_jobs([native], "logs").get(native, {})
             yield files.get("out", "") + files.get("err", "")
+            yield from (f"[{_refusal(p)}]\n" for p in self._refused(files))
             return
         offsets = [0, 0]
+        noted: set[str] = set()
         while True:
             status = self.status(job_id)
-            files = self._read_files(native, offsets=(offsets[0], offsets[1]))
+            files = self._read_jobs([native], "from", (offsets[0], offsets[1])).get(native, {})
             for i, key in enumerate(("out", "err")):
                 chunk = files.get(key, "")
                 if chunk:
                     offsets[i] += int(files.get(key + "_bytes", len(chunk.encode())))
                     yield chunk
+            for path in set(self._refused(files)) - noted:
+                noted.add(path)
+                yield f"[{_refusal(path)}]\n"
             if status.state.terminal:
                 return
             time.sleep(self.poll_interval(job_id))
@@ -537,6 +576,16 @@ class SlurmScheduler(Scheduler):
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+def lacks_exit_code(status: JobStatus) -> bool:
+    """A final status squeue gave, without the exit code only accounting knows."""
+    meta = status.scheduler_metadata
+    return status.state.terminal and meta.get("source") == "squeue" and "exit_code" not in meta
+
+
+def _refusal(path: str) -> str:
+    return f"refused {path}: a symlink or not a regular file (never followed)"
 
 
 def _tail(text: str, n: int) -> str:

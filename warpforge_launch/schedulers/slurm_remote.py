@@ -180,38 +180,92 @@ for ((j = 0; j < ${#names[@]}; j++)); do
 done
 """
 
-def read_sections(stdout: str) -> dict[str, str]:
-    """``WF <section> <b64>`` lines of the read driver -> {section: text, section_bytes: n}."""
-    sections: dict[str, str] = {}
+READ_MAX_JOBS = 64  # job ids per read round trip: bounds its answer (see the per-file caps)
+
+
+def read_jobs(stdout: str) -> dict[str, dict[str, str]]:
+    """The read driver's ``WF <id> <section> <b64>`` lines -> {id: {section: text,
+    section_bytes: n}}; ``refused`` holds the paths (work dir relative) it would not read,
+    one a line. A listing cut at its cap loses its unfinished last line."""
+    jobs: dict[str, dict[str, str]] = {}
     for line in stdout.splitlines():
         parts = line.split(" ")
-        if len(parts) == 3 and parts[0] == "WF":
-            raw = base64.b64decode(parts[2])
-            sections[parts[1]] = raw.decode(errors="replace")
-            sections[parts[1] + "_bytes"] = str(len(raw))
-    return sections
+        if len(parts) != 4 or parts[0] != "WF":
+            continue
+        raw = base64.b64decode(parts[3])
+        files = jobs.setdefault(parts[1], {})
+        if parts[2] == "refused":
+            files["refused"] = files.get("refused", "") + raw.decode(errors="replace") + "\n"
+            continue
+        if parts[2] == "list" and not raw.endswith(b"\n"):
+            raw = raw[:raw.rfind(b"\n") + 1]
+        files[parts[2]] = raw.decode(errors="replace")
+        files[parts[2] + "_bytes"] = str(len(raw))
+    return jobs
 
 
-# Read: args work_dir native max_bytes [out_offset err_offset]; prints "WF <section> <b64>".
+# Read: args work_dir max_bytes what id...; "what" is "result" (per job the stdout/stderr
+# tails, the output listing (at most 1 MiB), model.mlir (8 MiB) and manifest.json (1 MiB)),
+# "logs" (the tails only) or "from" (ONE id, then its stdout and stderr byte offsets:
+# max_bytes from each on). Prints "WF <id> <section> <b64>" lines, and "WF <id> refused
+# <b64 path>" for a file it would not read. What a job left behind is untrusted: no symlink
+# is ever followed. dd opens each file with O_NOFOLLOW (a symlink swapped in after the check
+# fails the open, and is refused) and O_NONBLOCK (a FIFO reads as empty, never hangs); the
+# output dir is entered, its parent checked to be the work dir, and its files opened
+# relative to it, so swapping the dir for a symlink afterwards changes nothing. Residual
+# (bash cannot enter a directory without following a link): an output dir swapped for a
+# symlink to another dir of the work dir between the check and the cd is read as that dir,
+# never anything outside the work dir.
 READ_DRIVER = r"""
-d=$1; id=$2; max=$3
-emit() { printf 'WF %s ' "$1"; base64 -w0; echo; }
-for s in out err; do
-  f="$d/warpforge-$id.$s"
-  [ -f "$f" ] || continue
-  if [ $# -ge 5 ]; then
-    if [ "$s" = out ]; then off=$4; else off=$5; fi
-    tail -c +"$((off + 1))" -- "$f" | head -c "$max" | emit "$s"
-  else
-    tail -c "$max" -- "$f" | emit "$s"
-  fi
+set -u
+export LC_ALL=C
+d=$1; max=$2; what=$3; shift 3
+cd -- "$d" 2>/dev/null || exit 0
+emit() { printf 'WF %s %s ' "$1" "$2"; base64 -w0; echo; }
+refuse() { printf '%s' "$2" | emit "$1" refused; }
+# read ID SECTION FILE SKIP COUNT: COUNT bytes from byte SKIP of a regular file, else refused
+read_file() {
+  if [ -L "$3" ] || { [ -e "$3" ] && [ ! -f "$3" ]; }; then refuse "$1" "$4"; return; fi
+  [ -f "$3" ] || return 0
+  dd if="$3" iflag=nofollow,nonblock,skip_bytes,count_bytes skip="$5" count="$6" \
+    bs=65536 status=none 2>/dev/null | emit "$1" "$2"
+  [ "${PIPESTATUS[0]}" = 0 ] || refuse "$1" "$4"
+}
+ids=()
+for id in "$@"; do
+  case $id in ''|*[!0-9_]*) ;; *) ids+=("$id") ;; esac
+  [ "$what" = from ] && break
 done
-[ $# -ge 5 ] && exit 0
-o="$d/output-$id"
-if [ -d "$o" ] && [ ! -L "$o" ]; then
-  (cd -- "$o" && find . -type f | sed 's|^\./||' | sort) | emit list
-  [ -f "$o/model.mlir" ] && head -c 8388608 -- "$o/model.mlir" | emit mlir
-  [ -f "$o/manifest.json" ] && head -c 1048576 -- "$o/manifest.json" | emit manifest
+[ "${#ids[@]}" -gt 0 ] || exit 0
+if [ "$what" = from ]; then
+  id=${ids[0]}
+  case ${2:-}:${3:-} in *[!0-9:]*|:*|*:) exit 0 ;; esac
+  read_file "$id" out "warpforge-$id.out" "warpforge-$id.out" "$2" "$max"
+  read_file "$id" err "warpforge-$id.err" "warpforge-$id.err" "$3" "$max"
+  exit 0
 fi
+declare -A size=()  # every log's size in one find (its own entry: find -P follows nothing)
+logs=()
+for id in "${ids[@]}"; do logs+=("warpforge-$id.out" "warpforge-$id.err"); done
+while IFS=' ' read -r -d '' n p; do size[$p]=$n; done \
+  < <(find -P "${logs[@]}" -maxdepth 0 -type f -printf '%s %p\0' 2>/dev/null)
+for id in "${ids[@]}"; do
+  for s in out err; do
+    f=warpforge-$id.$s; n=${size[$f]:-0}
+    read_file "$id" "$s" "$f" "$f" "$((n > max ? n - max : 0))" "$max"
+  done
+  [ "$what" = result ] || continue
+  o=output-$id
+  if [ -L "$o" ]; then refuse "$id" "$o"; continue; fi
+  [ -d "$o" ] && cd -- "$o" 2>/dev/null || continue
+  if [ .. -ef "$d" ]; then
+    find -P . -type f -printf '%P\n' 2>/dev/null | sort | head -c 1048576 | emit "$id" list
+    read_file "$id" mlir model.mlir "$o/model.mlir" 0 8388608
+    read_file "$id" manifest manifest.json "$o/manifest.json" 0 1048576
+  else
+    refuse "$id" "$o"
+  fi
+  cd -- "$d" || exit 0
+done
 exit 0
 """

@@ -12,12 +12,17 @@ import json
 import os
 import subprocess
 import time
+from collections import Counter
 
 import yaml
 
 from tests.helpers import model_file, run_cli
 from tests.integration.slurm.test_slurm_cli import inventory
+from tests.integration.slurm.test_slurm_results import untimed
 from tests.testlab import clientlog
+from warpforge_launch import sweep_launch
+from warpforge_launch.launcher import Launcher
+from warpforge_launch.schedulers.slurm import lacks_exit_code
 
 FAIL_INPUTS = "[(4, 8, 'f32')]"  # snakegrinder's dialect of the second shape
 
@@ -136,8 +141,22 @@ def test_a_2x3x2_sweep_is_one_round_trip_of_job_arrays(slurm_cluster, shared_dir
         assert f"gres/gpu:{other}" not in acct
     assert len({job for _, job in arrays}) == 2  # one array job per GPU type
 
+    # every cell final in the store: no squeue, no sacct, and all 12 cells' files in ONE
+    # read; only a failed cell whose final status squeue gave (accounting lagged) lacks its
+    # exit code, and such cells are asked about in one batched refresh
+    with Launcher(str(inv)) as launcher:
+        _, rows = sweep_launch.results(launcher, sweep_id)
+        unsure = any(lacks_exit_code(cell.status) for cell, _ in rows)
+        asked = Counter({"squeue": 1, "sacct": 1} if unsure else {})
+        [sched] = launcher._instances.values()
+        assert sched.calls == asked + Counter({"warpforge-read": 1})
+        with launcher.scheduler("hpc") as single:  # the same as each cell read on its own
+            for cell, got in rows:
+                assert untimed(got) == untimed(single.result(cell.status.job_id))
+    before = len(clientlog.calls(log))
     result = cli(tmp_path, inv, "--json", "sweep", "result", sweep_id)
     assert result.returncode == 1, result.stderr  # one failing cell (per GPU) fails the sweep
+    assert Counter(c[0] for c in clientlog.calls(log)[before:]) == asked
     cells = json.loads(result.stdout)["cells"]
     for c in cells:
         bad = (c["model"], c["shape"]) == ("beta", "[(4, 8)]")
