@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from warpforge_launch.errors import UsageError
-from warpforge_launch.jobs import JobState, JobStatus
+from warpforge_launch.jobs import JobState, JobStatus, check_name
 from warpforge_launch.launcher import Launcher
 from warpforge_launch.output import emit_json, safe, status_line
 
@@ -45,7 +45,7 @@ def definition_from_args(args):
         gpu, 0 if gpu is GpuType.NONE else args.gpu_count, memory_mb(args.memory),
         args.cpus, args.queue, args.priority, frozenset(args.node))
     source = os.path.abspath(args.source)
-    name = args.name or Path(args.source).name.removesuffix(".py")
+    name = check_name(args.name or Path(args.source).name.removesuffix(".py"), "--name")
     return JobDefinition(name=name, source=source, inputs=parse_inputs(args.inputs),
                          type=args.type, model_class=args.model_class, resources=resources,
                          environment=parse_env(args.env),

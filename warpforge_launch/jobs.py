@@ -40,6 +40,15 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
+def check_name(name: str, what: str = "job name") -> str:
+    """A job name the user gives: no control characters (a newline would end a table row or
+    a script comment; it is refused, never "cleaned")."""
+    bad = sorted({repr(c) for c in name if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise UsageError(f"{what} {name!r} holds control characters ({', '.join(bad)})")
+    return name
+
+
 def source_problem(source: str) -> str | None:
     """What keeps ``source`` from being a model source file on this machine, or None. A
     directory is named as one: `--source models/` is no missing file."""

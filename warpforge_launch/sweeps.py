@@ -20,6 +20,7 @@ from warpforge_launch.jobs import (
     JobDefinition,
     JobType,
     ResourceRequirements,
+    check_name,
     memory_mb,
     source_problem,
     timeout_minutes,
@@ -168,6 +169,10 @@ def parse(data: Any, *, base_dir: Path, default_name: str = "sweep") -> SweepSpe
 
     top = _mapping(data, "sweep", _TOP)
     name = _text(top.get("name", default_name), "name")
+    try:
+        check_name(name, "a sweep name")
+    except UsageError as exc:
+        raise _fail("name", str(exc)) from None
     models, seen = [], set()
     for i, m in enumerate(_list(top.get("models"), "models")):
         where = f"models[{i}]"
@@ -187,6 +192,10 @@ def parse(data: Any, *, base_dir: Path, default_name: str = "sweep") -> SweepSpe
         elif mtype in (JobType.FULL_PIPELINE, JobType.PYTORCH_NATIVE):
             raise _fail(f"{where}.class", f"required for type {mtype.value}")
         mname = _text(m.get("name", source.name.removesuffix(".py")), f"{where}.name")
+        try:
+            check_name(mname, "a model name")
+        except UsageError as exc:
+            raise _fail(f"{where}.name", str(exc)) from None
         if mname in seen:
             raise _fail(f"{where}.name", f"{mname!r} is used twice; give each model a name")
         seen.add(mname)

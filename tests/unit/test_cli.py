@@ -168,3 +168,14 @@ def test_cluster_info_names_the_instance_and_its_version_once(capsys, tmp_path):
     rows = {r["scheduler"]: r["info"] for r in json.loads(out)}
     assert rows["mine"]["scheduler_name"] == "mine"
     assert rows["mine"]["scheduler_version"] == f"warpforge-launch {__version__}"
+
+
+@pytest.mark.parametrize("name", ["x\ny", "a\tb", "bell\x07", "del\x7f"])
+def test_a_job_name_with_control_characters_is_refused_not_cleaned(capsys, inv, tmp_path,
+                                                                   name):
+    src = tmp_path / "m.py"
+    src.write_text("class M: pass\n")
+    rc, out, err = call(capsys, "submit", "--inventory", inv, "--source", str(src), "--class",
+                        "M", "--inputs", "[(1,8)]", "--name", name, "--dry-run")
+    assert rc == 2 and not out
+    assert err.startswith(f"error: --name {name!r} holds control characters")
