@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -439,6 +439,29 @@ class RayScheduler(Scheduler):
             exit_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
             log_tail="\n".join(tail),
         )
+
+    def results(self, known: Mapping[str, JobStatus]) -> dict[str, JobResult]:
+        """Like ``result``; a finished job the cluster no longer knows (its head restarted,
+        or its job table was cleaned) still gives what it left in the output root, from the
+        final status the store kept: no log, and that said."""
+        out: dict[str, JobResult] = {}
+        for job_id, status in known.items():
+            try:
+                out[job_id] = self.result(job_id)
+            except NotFoundError:
+                outputs, mlir = self._outputs(self.native_id(job_id), status.node_name,
+                                              status.state.success)
+                code = status.scheduler_metadata.get("exit_code")
+                out[job_id] = JobResult(
+                    job_id=job_id, correlation_id=status.correlation_id,
+                    success=status.state.success, outputs=outputs, mlir_output=mlir,
+                    execution_time=status.elapsed,
+                    error_message=None if status.state.success else
+                    (status.message or status.state.value), metrics={},
+                    exit_code=code if isinstance(code, int) else None,
+                    log_tail=f"(Ray at {self.config.dashboard_url} no longer has this job: "
+                             "its log is gone; the outputs are read from the output root)")
+        return out
 
     def _outputs(
         self, sid: str, node: str | None, success: bool

@@ -259,3 +259,30 @@ def test_status_of_a_running_job_without_the_job_model(inventory, model, black_h
         assert REQUEST_TIMEOUT * 0.9 <= took < REQUEST_TIMEOUT + MARGIN
     finally:
         cli(inventory, "cancel", job_id)
+
+
+def test_result_of_a_finished_job_ray_no_longer_has(inventory, model, output_root,
+                                                     _private_home):
+    """The head restarted (its job table is gone): the store's final status and the output
+    root still give the result. Made here by giving a real finished job's row and output
+    dir a submission id this head never saw (a restart is what the real case takes)."""
+    import shutil
+    import sqlite3
+
+    done = cli(inventory, "--json", "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--memory", "256M", "--wait")
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout)["job_id"]
+    old_sid, new_sid = job_id.removeprefix("raylab-"), "wf-0f0f0f0f"
+    shutil.copytree(output_root / old_sid, output_root / new_sid)
+    with sqlite3.connect(_private_home / "jobs.sqlite3") as db:
+        row = db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        db.execute(f"INSERT INTO jobs VALUES ({','.join('?' * len(row))})",
+                   ("raylab-" + new_sid, *row[1:3], new_sid, "c-forgotten", *row[5:]))
+    got = cli(inventory, "--json", "result", "raylab-" + new_sid)
+    assert got.returncode == 0, got.stderr
+    result = json.loads(got.stdout)
+    assert result["success"] and "module @main {" in result["mlir_output"]
+    assert "no longer has this job" in result["log_tail"]
+    missing = cli(inventory, "result", "raylab-wf-0e0e0e0e")  # never in the store either
+    assert missing.returncode == 2
