@@ -376,28 +376,36 @@ class Launcher:
         return {job_id: out[job_id] for job_id in job_ids}
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        _, sched = self._route(job_id)
+        """The job's output. An id the job store does not know is read, as ``status`` reads
+        it, only if its backend knows the job: else NotFoundError, before any output."""
+        record = self.store.find(job_id)
+        if record is None:
+            self._statuses([job_id], {})  # NotFoundError for a job nobody knows
+        _, sched = self._route(job_id, record)
         return sched.logs(job_id, follow=follow)
 
     def cancel(self, job_id: str) -> tuple[bool, JobStatus]:
         return self.cancel_many([job_id])[job_id]
 
     def cancel_many(self, job_ids: Sequence[str]) -> dict[str, tuple[bool, JobStatus]]:
-        """Stop jobs; those already finished are left alone (False). One store read, one
-        batched cancel per instance (Local stops queued jobs before running ones free their
-        slots), and the statuses afterwards from one batched refresh per instance."""
+        """Stop jobs of the job store: the tool acts only on what it created, so one id the
+        store does not know refuses the whole call before anything is sent. Jobs already
+        finished or still SUBMITTING are left alone (False); the rest go to one batched
+        ``Scheduler.cancel_many`` per instance (Slurm: one scancel), and the statuses
+        afterwards come from one batched refresh."""
         records = self.store.find_many(list(job_ids))
-        cancelled: dict[str, bool] = {}
-        groups: dict[int, tuple[Scheduler, list[str]]] = {}
-        for job_id in job_ids:
-            record, sched = self._route(job_id, records.get(job_id))
-            if record is not None and (record.final or record.submitting):
-                cancelled[job_id] = False
-                continue
-            groups.setdefault(id(sched), (sched, []))[1].append(job_id)
-        for sched, ids in groups.values():
-            cancelled.update(sched.cancel_many(ids))
-        statuses = self._statuses(job_ids, records)
+        unknown = [j for j in dict.fromkeys(job_ids) if j not in records]
+        if unknown:
+            raise NotFoundError(
+                f"not in the job store: {', '.join(unknown)}; cancel stops only jobs this "
+                f"tool submitted (nothing was cancelled)",
+                hint=f"`warpforge-launch list` shows the jobs of {self.store.path}")
+        cancelled = dict.fromkeys(job_ids, False)
+        active = [r for r in records.values() if not (r.final or r.submitting)]
+        for sched, members in self._by_instance(active):
+            done = sched.cancel_many([r.job_id for r in members])
+            cancelled.update((r.job_id, bool(done.get(r.job_id))) for r in members)
+        statuses = self.refresh(list(records.values()))
         return {job_id: (cancelled[job_id], statuses[job_id]) for job_id in job_ids}
 
     def wait(self, job_id: str, timeout: float | None = None,

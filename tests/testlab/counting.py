@@ -41,6 +41,7 @@ TYPE = "counting"
 class Backend:
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # native id -> job
     calls: Counter = field(default_factory=Counter)
+    cancelled: list[list[str]] = field(default_factory=list)  # the ids of each cancel_many
     fail_send: str | None = None  # "before" | "after" | "refuse" | "unsent"
     down: set[str] = field(default_factory=set)  # instance names no call reaches
     instances: int = 0
@@ -163,6 +164,18 @@ class CountingScheduler(Scheduler):
             return False
         job["state"] = JobState.CANCELLED
         return True
+
+    def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """One call for the batch, as Slurm's one scancel."""
+        BACKEND.calls["cancel_many"] += 1
+        BACKEND.cancelled.append(list(job_ids))
+        out = {}
+        for job_id in job_ids:
+            job = BACKEND.jobs[self.native_id(job_id)]
+            out[job_id] = not job["state"].terminal
+            if out[job_id]:
+                job["state"] = JobState.CANCELLED
+        return out
 
     def list(self, query: JobQuery) -> list[JobStatus]:
         BACKEND.calls["list"] += 1

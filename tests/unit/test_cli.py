@@ -114,6 +114,45 @@ def test_unknown_job_ids(capsys, inv):
     assert rc == 2 and "is not a job id" in err
     rc, _, err = call(capsys, "result", "--inventory", inv, "ray-123")
     assert rc == 2 and "no scheduler 'ray'" in err
+    for argv in (["logs", "local-deadbeef"], ["logs", "--json", "local-deadbeef"]):
+        rc, out, err = call(capsys, *argv, "--inventory", inv)
+        assert rc == 2 and out == "" and "no local job" in err, (argv, err)
+    rc, out, err = call(capsys, "cancel", "--inventory", inv, "local-deadbeef")
+    assert rc == 2 and out == "" and "not in the job store: local-deadbeef" in err
+
+
+def test_cancel_of_a_job_this_store_never_recorded_is_refused(capsys, inv, model, tmp_path):
+    """A real Local job submitted through another job store (someone else's) is left
+    running: `cancel` refuses it, and the job of this store named with it, with exit 2."""
+    from warpforge_launch.inputs import parse_inputs
+    from warpforge_launch.jobs import JobDefinition, JobState
+    from warpforge_launch.launcher import Launcher
+    from warpforge_launch.store import JobStore
+
+    def define():
+        return JobDefinition(name="mlp", source=model, model_class="SimpleMLP",
+                             inputs=parse_inputs("[(1, 8)]"),
+                             environment={"WF_FAKE_SLEEP": "30"})
+
+    with Launcher(inv, store=JobStore(tmp_path / "other.sqlite3")) as theirs:
+        foreign = theirs.submit(define())
+        try:
+            with Launcher(inv) as launcher:
+                ours = launcher.submit(define())
+            rc, out, err = call(capsys, "cancel", "--inventory", inv, ours, foreign)
+            assert rc == 2 and out == ""
+            assert err.startswith(f"error: not in the job store: {foreign};")
+            assert "nothing was cancelled" in err and "Traceback" not in err
+            with Launcher(inv) as launcher:
+                sched = launcher.scheduler("local")
+                assert not sched.status(foreign).state.terminal
+                assert not sched.status(ours).state.terminal
+                rc, out, err = call(capsys, "cancel", "--inventory", inv, ours)
+                assert rc == 0 and out == f"{ours}: cancelled\n", err
+                assert sched.status(ours).state is JobState.CANCELLED
+                assert not sched.status(foreign).state.terminal
+        finally:
+            theirs.cancel(foreign)
 
 
 def test_bad_inventory_is_exit_2(capsys, tmp_path, model):

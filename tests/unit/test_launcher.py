@@ -12,7 +12,7 @@ import pytest
 from tests.testlab import counting
 from warpforge_launch import launcher as launcher_mod
 from warpforge_launch.cli import main
-from warpforge_launch.errors import InfrastructureError, UsageError
+from warpforge_launch.errors import InfrastructureError, NotFoundError, UsageError
 from warpforge_launch.inputs import parse_inputs
 from warpforge_launch.jobs import JobDefinition, JobQuery, JobState
 from warpforge_launch.launcher import Launcher
@@ -65,7 +65,48 @@ def test_cancel_of_many_ids_refreshes_once(capsys, inv, backend):
     assert rc == 0
     assert out.splitlines() == [f"{ids[0]}: not cancelled, already COMPLETED",
                                 f"{ids[1]}: cancelled", f"{ids[2]}: cancelled"]
-    assert backend.calls == {"cancel": 2, "statuses": 1}
+    # one batched cancel for the active jobs of the instance, one refresh after
+    assert backend.calls == {"cancel_many": 1, "statuses": 1}
+    assert backend.cancelled == [ids[1:]]
+
+
+def test_cancel_refuses_ids_the_store_does_not_know_before_sending_anything(
+        capsys, inv, backend):
+    """The tool acts only on what it created: a job of the backend that this job store
+    never recorded (someone else's) is not cancelled, nor is anything else in that call."""
+    ours = submit(inv, 2)
+    foreign = "count-" + backend.next_id()  # on the backend, not in the job store
+    backend.jobs[foreign.removeprefix("count-")] = {
+        "correlation_id": "c0ffee", "state": JobState.RUNNING, "message": "", "node": "n"}
+    backend.calls.clear()
+    rc, out, err = call(capsys, "cancel", "--inventory", inv, ours[0], foreign, "count-77",
+                        ours[1])
+    assert rc == 2 and out == ""
+    assert err.splitlines()[0] == (f"error: not in the job store: {foreign}, count-77; cancel "
+                                   "stops only jobs this tool submitted (nothing was cancelled)")
+    assert "Traceback" not in err
+    assert backend.calls == {}  # nothing was sent: not even a status
+    assert {j["state"] for j in backend.jobs.values()} == {JobState.RUNNING}
+    with Launcher(inv) as launcher, pytest.raises(NotFoundError):
+        launcher.cancel(foreign)
+    assert backend.calls == {}
+
+
+def test_logs_of_an_id_nobody_knows_is_exit_2(capsys, inv, backend):
+    """As `status`: unknown to the job store and to its backend is exit 2, not empty logs."""
+    rc, out, err = call(capsys, "logs", "--inventory", inv, "count-404")
+    assert rc == 2 and out == "" and err.startswith("error: no count job 'count-404'")
+    rc, out, err = call(capsys, "logs", "--inventory", inv, "--json", "count-404")
+    assert rc == 2 and out == ""
+    (job,) = submit(inv)
+    rc, _, err = call(capsys, "logs", "--inventory", inv, job)
+    assert rc == 0, err
+    # reading is not acting: like `status`, `logs` reads a job its backend knows that this
+    # job store never recorded
+    backend.jobs["9"] = {"correlation_id": "c0ffee", "state": JobState.RUNNING,
+                         "message": "", "node": "n"}
+    rc, _, err = call(capsys, "logs", "--inventory", inv, "count-9")
+    assert rc == 0, err
 
 
 def test_result_of_many_ids_one_refresh_and_known_statuses(capsys, inv, backend):

@@ -107,6 +107,24 @@ def test_unknown_job_is_not_found(tmp_path):
         s.status("other-42")
 
 
+def test_cancel_many_is_one_scancel_then_one_refresh_the_launcher_reuses(tmp_path):
+    """scancel says nothing of jobs that had already ended (Slurm 22.05 exits 0), so the
+    refresh after it tells: COMPLETED or unknown is not cancelled; CANCELLED, or still
+    stopping (COMPLETING shows as RUNNING), is."""
+    s, t = sched(tmp_path, {"squeue": ok("squeue_mixed.txt"), "sacct": ok("sacct_mixed_x.txt")})
+    ids = ["hpc-10", "hpc-5", "hpc-3", "hpc-404", "hpc-1"]
+    got = s.cancel_many(ids)
+    assert got == {"hpc-10": False, "hpc-5": True, "hpc-3": True, "hpc-404": False,
+                   "hpc-1": False}
+    assert t.argvs[0] == ["scancel", "1", "3", "5", "10", "404"]
+    assert [a[0] for a in t.argvs] == ["scancel", "squeue", "sacct"]
+    s.calls.clear()
+    known = [j for j in ids if j != "hpc-404"]
+    s.statuses(known)  # the launcher's refresh right after: answered from the watcher
+    assert not s.calls
+    assert s.cancel_many([]) == {} and not s.calls
+
+
 def test_sbatch_rejection_is_usage_error(tmp_path):
     driver_out = ("WF+ warpforge-x-0.sbatch\nsbatch: error: Batch job submission failed: "
                   "Invalid partition name specified\n\nWF warpforge-x-0.sbatch 1\n")

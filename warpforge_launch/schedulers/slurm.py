@@ -30,6 +30,7 @@ from warpforge_launch.jobs import (
     GpuType,
     JobQuery,
     JobResult,
+    JobState,
     JobStatus,
     JobSubmission,
     NodeInfo,
@@ -385,21 +386,24 @@ class SlurmScheduler(Scheduler):
                           hint="check partition, GRES and limits with `sinfo`")
 
     def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
-        """ONE scancel for every active job of the list, after one batched refresh. Array
-        tasks are named one by one (``123_4``), never the whole array: a task not in the
-        list is not ours to stop."""
+        """ONE scancel naming every job, then ONE refresh (which the launcher's refresh
+        right after reads from the watcher, asking Slurm nothing more). scancel says nothing
+        of a job that had already ended, so that refresh tells: a job counts as cancelled
+        unless Slurm then shows it ended otherwise (COMPLETED, FAILED, TIMEOUT, ...) or no
+        longer knows it. Callers pass the jobs they saw active. Array tasks are named one by
+        one (``123_4``), never the whole array: a task not in the list is not ours to stop."""
+        if not job_ids:
+            return {}
         natives = {j: self._native(j) for j in job_ids}
-        statuses = self.statuses(list(job_ids))
-        active = [j for j in job_ids if j in statuses and not statuses[j].state.terminal]
-        if not active:
-            return {j: False for j in job_ids}
-        done = self._run(["scancel", *sorted({natives[j] for j in active}, key=sp.id_key)])
+        done = self._run(["scancel", *sorted(set(natives.values()), key=sp.id_key)])
         if done.returncode != 0:
             low = done.stderr.lower()
             if not ("already completing or completed" in low or INVALID_ID in low):
                 raise InfrastructureError(f"scancel failed: {sp.first_line(done.stderr)}")
         self.watcher.forget(*natives.values())
-        return {j: j in active for j in job_ids}
+        after = self.statuses(list(job_ids))
+        return {j: j in after and (after[j].state is JobState.CANCELLED
+                                   or not after[j].state.terminal) for j in job_ids}
 
     def _to_status(self, job_id: str, rec: sp.SlurmRecord) -> JobStatus:
         return JobStatus(job_id=job_id, **sp.status_fields(rec))

@@ -185,3 +185,82 @@ def test_status_of_running_jobs_without_the_job_model(slurm_cluster, shared_dir,
     finally:
         slurm_cluster.run("scancel", *(i.rsplit("-", 1)[1] for i in ids))
 
+
+
+def _states(base, ids, until, deadline_s=60):
+    """Poll `status` until every job is in one of the states ``until`` (the store then
+    knows them so), or the deadline; the last states seen."""
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        states = [s["state"] for s in run_cli(*base, "--json", "status", *ids,
+                                               check_json=True).json]
+        if set(states) <= until or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
+
+
+def test_cancel_refuses_a_job_this_tool_never_submitted(slurm_cluster, shared_dir, tmp_path):
+    """A job sbatch'ed by someone else, under a job id of the instance: `cancel` refuses the
+    whole command (exit 2, one line) and sends nothing; both jobs go on running."""
+    inv = inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster)
+    base = ["--inventory", str(inv)]
+    theirs = slurm_cluster.run("sbatch", "--parsable", "-p", "debug", "-o", "/dev/null",
+                               "--wrap", "sleep 120").stdout.strip().split(";")[0]
+    ours = run_cli(*base, "--json", "submit", "--source", str(model_file(tmp_path)),
+                   "--class", "SimpleMLP", "--inputs", "[(1, 8)]", "--env",
+                   "WF_FAKE_SLEEP=120", check_json=True).json["job_id"]
+    try:
+        for argv in ([f"hpc-{theirs}"], [ours, f"hpc-{theirs}"]):
+            done = run_cli(*base, "cancel", *argv)
+            assert done.returncode == 2, done.stderr
+            assert done.stdout == "" and "Traceback" not in done.stderr
+            assert done.stderr.splitlines()[0] == (
+                f"error: not in the job store: hpc-{theirs}; cancel stops only jobs this "
+                "tool submitted (nothing was cancelled)")
+        queued = slurm_cluster.run("squeue", "-h", "-t", "all", "-j",
+                                   f"{theirs},{ours.removeprefix('hpc-')}", "-o", "%i %T")
+        states = dict(line.split() for line in queued.stdout.splitlines())
+        assert states[theirs] in ("PENDING", "RUNNING"), states
+        assert states[ours.removeprefix("hpc-")] in ("PENDING", "RUNNING"), states
+        # read-only commands still read a job the backend knows; an id nobody knows is 2
+        assert run_cli(*base, "status", f"hpc-{theirs}").returncode == 0
+        for argv in (["logs", "hpc-999999"], ["--json", "logs", "hpc-999999"]):
+            done = run_cli(*base, *argv)
+            assert done.returncode == 2 and done.stdout == "", (argv, done.stderr)
+            assert done.stderr.startswith("error: no hpc job 'hpc-999999'"), done.stderr
+    finally:
+        slurm_cluster.run("scancel", theirs, ours.removeprefix("hpc-"))
+
+
+def test_cancel_of_many_jobs_is_one_scancel(slurm_cluster, shared_dir, tmp_path):
+    """`cancel A B C`: one scancel naming the three, then one refresh (one squeue, one sacct
+    at most); nothing per job."""
+    import os
+
+    from tests.testlab import clientlog
+
+    log = tmp_path / "calls.log"
+    env = {"PATH": f"{clientlog.wrap(tmp_path / 'bin', log)}:{os.environ['PATH']}"}
+    inv = inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster)
+    base = ["--inventory", str(inv)]
+    src = model_file(tmp_path)
+    ids = [run_cli(*base, "--json", "submit", "--source", str(src), "--class", "SimpleMLP",
+                   "--inputs", "[(1, 8)]", "--env", "WF_FAKE_SLEEP=120", check_json=True
+                   ).json["job_id"] for _ in range(3)]
+    natives = [i.removeprefix("hpc-") for i in ids]
+    try:
+        assert _states(base, ids, until={"RUNNING"}) == ["RUNNING"] * 3
+        before = len(clientlog.calls(log))
+        done = run_cli(*base, "cancel", *ids, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [f"{i}: cancelled" for i in ids]
+        new = clientlog.calls(log)[before:]
+        assert [c for c in new if c[0] == "scancel"] == [["scancel", *natives]], new
+        assert sum(c[0] == "squeue" for c in new) == 1, new
+        assert sum(c[0] == "sacct" for c in new) <= 1, new
+        assert len(new) <= 3, new
+        assert set(_states(base, ids, until={"CANCELLED"})) == {"CANCELLED"}
+    finally:
+        slurm_cluster.run("scancel", *natives)
