@@ -168,6 +168,7 @@ class CountingScheduler(Scheduler):
     def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
         """One call for the batch, as Slurm's one scancel."""
         BACKEND.calls["cancel_many"] += 1
+        self._reach()
         BACKEND.cancelled.append(list(job_ids))
         out = {}
         for job_id in job_ids:
