@@ -172,17 +172,23 @@ def cmd_logs(args) -> int:
 def cmd_cancel(args) -> int:
     with _launcher(args) as launcher:
         results = launcher.cancel_many(args.job_ids)
+    errors = launcher.cancel_errors
     if args.json:
-        emit_json([{"job_id": j, "cancelled": c, "status": s.to_dict()}
+        emit_json([{"job_id": j, "cancelled": c, "status": s.to_dict(),
+                    **({"error": str(errors[j])} if j in errors else {})}
                    for j, (c, s) in results.items()])
     else:
         for job_id, (cancelled, status) in results.items():
             if cancelled:
                 print(safe(f"{job_id}: cancelled"))
-            else:
+            elif job_id not in errors:
                 print(safe(f"{job_id}: not cancelled, already {status.state.value}"
                            + (f" ({status.message})" if status.message else "")))
-    return 0
+    from warpforge_launch.output import print_error
+
+    for exc in errors.values():  # after the others: they were stopped
+        print_error(exc)
+    return max((e.exit_code for e in errors.values()), default=0)
 
 
 def cmd_list(args) -> int:

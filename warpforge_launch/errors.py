@@ -38,3 +38,12 @@ class InfrastructureError(LaunchError):
     def __init__(self, message: str, *, hint: str | None = None, not_sent: bool = False):
         super().__init__(message, hint=hint)
         self.not_sent = not_sent
+
+
+class CancelIncomplete(LaunchError):
+    """Some jobs of a batched cancel could not be stopped (a Ray job still PENDING): the
+    others were. ``done``: job id -> cancelled, for every job; ``errors``: why, per job."""
+
+    def __init__(self, done: dict[str, bool], errors: dict[str, LaunchError]):
+        super().__init__(f"{len(errors)} job(s) could not be cancelled")
+        self.done, self.errors = done, errors

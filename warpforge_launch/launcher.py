@@ -19,7 +19,13 @@ from datetime import timedelta
 from typing import Any
 
 from warpforge_launch import codec
-from warpforge_launch.errors import InfrastructureError, LaunchError, NotFoundError, UsageError
+from warpforge_launch.errors import (
+    CancelIncomplete,
+    InfrastructureError,
+    LaunchError,
+    NotFoundError,
+    UsageError,
+)
 from warpforge_launch.jobs import (
     ClusterInfo,
     JobDefinition,
@@ -50,6 +56,8 @@ class Launcher:
         self._instances: dict[tuple[str, str, str], Scheduler] = {}
         # instances a partial refresh could not reach, and why (``refresh(partial=True)``)
         self.unreachable: dict[str, InfrastructureError] = {}
+        # jobs the last cancel_many could not stop, and why (the others were stopped)
+        self.cancel_errors: dict[str, LaunchError] = {}
 
     @property
     def inventory(self):
@@ -404,8 +412,13 @@ class Launcher:
                 hint=f"`warpforge-launch list` shows the jobs of {self.store.path}")
         cancelled = dict.fromkeys(job_ids, False)
         active = [r for r in records.values() if not (r.final or r.submitting)]
+        self.cancel_errors = {}
         for sched, members in self._by_instance(active):
-            done = sched.cancel_many([r.job_id for r in members])
+            try:
+                done = sched.cancel_many([r.job_id for r in members])
+            except CancelIncomplete as exc:  # the others were stopped: say which were not
+                done = exc.done
+                self.cancel_errors.update(exc.errors)
             cancelled.update((r.job_id, bool(done.get(r.job_id))) for r in members)
         statuses = self.refresh(list(records.values()))
         return {job_id: (cancelled[job_id], statuses[job_id]) for job_id in job_ids}

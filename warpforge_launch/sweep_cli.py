@@ -220,7 +220,11 @@ def _cancel(launcher, args) -> int:
         n = sum(cancelled.values())
         counts = ", ".join(f"{k} {s}" for s, k in sorted(sweep_launch.summary(cells).items()))
         print(f"{sweep.sweep_id}: cancelled {n} cell(s); now {counts}")
-    return 0
+    from warpforge_launch.output import print_error
+
+    for exc in launcher.cancel_errors.values():  # cells that could not be stopped
+        print_error(exc)
+    return 1 if launcher.cancel_errors else 0
 
 
 def _fetch(launcher, args) -> int:

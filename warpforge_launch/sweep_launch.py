@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from warpforge_launch import codec, sweeps
-from warpforge_launch.errors import InfrastructureError, LaunchError, NotFoundError, UsageError
+from warpforge_launch.errors import (
+    CancelIncomplete,
+    InfrastructureError,
+    LaunchError,
+    NotFoundError,
+    UsageError,
+)
 from warpforge_launch.jobs import JobResult, JobState, JobStatus, JobSubmission, utcnow
 from warpforge_launch.launcher import Launcher, _me
 from warpforge_launch.schedulers.base import BatchPlan, Scheduler, Submitted
@@ -223,6 +229,9 @@ def cancel(launcher: Launcher, sweep_id: str) -> tuple[SweepRecord, dict[str, bo
     for sched, job_ids in groups.values():
         try:
             cancelled.update(sched.cancel_many(job_ids))
+        except CancelIncomplete as exc:  # the others were stopped (launcher says which not)
+            cancelled.update(exc.done)
+            launcher.cancel_errors.update(exc.errors)
         except InfrastructureError as exc:  # the other instances' cells are still stopped
             launcher.unreachable[sched.name] = exc
     _, cells = _cells(launcher, sweep_id)

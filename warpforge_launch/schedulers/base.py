@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, Union
 
-from warpforge_launch.errors import InfrastructureError, LaunchError, NotFoundError
+from warpforge_launch.errors import (
+    CancelIncomplete,
+    InfrastructureError,
+    LaunchError,
+    NotFoundError,
+)
 from warpforge_launch.jobs import (
     ClusterInfo,
     JobQuery,
@@ -200,8 +205,21 @@ class Scheduler(ABC):
         return f"{native_id}_{index}"
 
     def cancel_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
-        """Cancel many jobs; backends override this with one batched call."""
-        return {job_id: self.cancel(job_id) for job_id in job_ids}
+        """Cancel many jobs; backends override this with one batched call. One job that
+        cannot be stopped does not stop the others: they are all tried, then
+        CancelIncomplete says which failed (an unreachable backend still ends it at once)."""
+        done: dict[str, bool] = {}
+        errors: dict[str, LaunchError] = {}
+        for job_id in job_ids:
+            try:
+                done[job_id] = self.cancel(job_id)
+            except InfrastructureError:
+                raise
+            except LaunchError as exc:
+                done[job_id], errors[job_id] = False, exc
+        if errors:
+            raise CancelIncomplete(done, errors)
+        return done
 
     def reconcile(self, correlation_ids: Sequence[str]) -> dict[str, str]:
         """Native ids of jobs this backend accepted, by the correlation id their request

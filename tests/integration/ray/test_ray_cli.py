@@ -288,3 +288,25 @@ def test_result_of_a_finished_job_ray_no_longer_has(inventory, model, output_roo
     assert "no longer has this job" in result["log_tail"]
     missing = cli(inventory, "result", "raylab-wf-0e0e0e0e")  # never in the store either
     assert missing.returncode == 2
+
+
+def test_cancel_goes_on_past_a_job_ray_cannot_stop(tmp_path, ray_url, fake_snakegrinder,
+                                                   output_root, model):
+    """A PENDING Ray job ignores a stop: that one is an error line, and a RUNNING job named
+    after it in the same command is still stopped."""
+    path = tmp_path / "inv.yaml"
+    path.write_text(yaml.safe_dump({"schedulers": {"raylab": {
+        "type": "ray", "dashboard_url": ray_url, "snakegrinder": str(fake_snakegrinder),
+        "output_root": str(output_root), "request_timeout": 3,
+        "gpu_resources": {"NVIDIA": "wf_no_node_has_this"}}}}))
+    stuck = submit(path, model, "--gpu", "NVIDIA")  # waits for a resource no node has
+    running = submit(path, model, "--env", "WF_FAKE_SLEEP=120")
+    deadline = time.monotonic() + 60
+    while json.loads(cli(path, "--json", "status", running).stdout)["state"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    done = cli(path, "cancel", stuck, running, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert f"{running}: cancelled" in done.stdout
+    assert f"error: Ray cannot stop job {stuck} while it is PENDING" in done.stderr
+    assert json.loads(cli(path, "--json", "status", running).stdout)["state"] == "CANCELLED"
