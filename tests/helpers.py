@@ -110,3 +110,16 @@ def timed_cli(*args: str, timeout=60):
     t0 = time.monotonic()
     done = run_cli(*args, timeout=timeout)
     return done, time.monotonic() - t0
+
+
+def wait_finished(launcher, ids, deadline=90.0):
+    """The jobs' statuses once all of them are terminal (polled every 0.3 s)."""
+    import time
+
+    end = time.monotonic() + deadline
+    while True:
+        states = launcher.statuses(ids)
+        if all(s.state.terminal for s in states.values()):
+            return states
+        assert time.monotonic() < end, {j: s.state for j, s in states.items()}
+        time.sleep(0.3)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_finished
 from tests.testlab import slurm as slurm_lab
 from tests.testlab.builders import definition, inventory, local_inventory, model_file
 from tests.testlab.payload import behaviour
@@ -39,16 +38,6 @@ def check_manifest(job_dir: Path) -> dict:
     return m
 
 
-def wait_all(launcher: Launcher, ids, deadline=90.0):
-    end = time.monotonic() + deadline
-    while True:
-        states = launcher.statuses(ids)
-        if all(s.state.terminal for s in states.values()):
-            return states
-        assert time.monotonic() < end, {j: s.state for j, s in states.items()}
-        time.sleep(0.3)
-
-
 # -- Local ------------------------------------------------------------------------------------
 def test_local_fetch_cli_then_nothing_moves_and_bad_ids_exit_2(tmp_path, _private_home):
     inv = local_inventory(tmp_path / "inv.yaml")
@@ -57,7 +46,7 @@ def test_local_fetch_cli_then_nothing_moves_and_bad_ids_exit_2(tmp_path, _privat
         ok = launcher.submit(definition(src))
         failed = launcher.submit(definition(src, env=behaviour(exit=3, stderr="boom")))
         slow = launcher.submit(definition(src, env=behaviour(sleep=60)))
-        wait_all(launcher, [ok, failed])
+        wait_finished(launcher, [ok, failed])
     base = ["--inventory", str(inv)]
     r = run_cli(*base, "fetch", ok, failed, "--json", check_json=True)
     assert r.returncode == 0, r.stderr
@@ -92,14 +81,19 @@ def test_local_fetch_cli_then_nothing_moves_and_bad_ids_exit_2(tmp_path, _privat
     run_cli(*base, "cancel", slow)
 
 
-def test_local_planted_symlink_is_refused(tmp_path, _private_home):
+def finished_local_job(tmp_path, home: Path) -> tuple[Path, str, Path, Path]:
+    """(inventory, job id, its out dir, a secret file outside it) of a finished Local job."""
     inv = local_inventory(tmp_path / "inv.yaml")
     secret = tmp_path / "secret"
     secret.write_text("private key")
     with Launcher(str(inv)) as launcher:
         job = launcher.submit(definition(model_file(tmp_path)))
-        wait_all(launcher, [job])
-    out = _private_home / "local" / "local" / job.removeprefix("local-") / "out"
+        wait_finished(launcher, [job])
+    return inv, job, home / "local" / "local" / job.removeprefix("local-") / "out", secret
+
+
+def test_local_planted_symlink_is_refused(tmp_path, _private_home):
+    inv, job, out, secret = finished_local_job(tmp_path, _private_home)
     (out / "weights").mkdir(exist_ok=True)
     (out / "weights" / "weight_0.npy").symlink_to(secret)
     (out / "inner").symlink_to("../stdout.log")  # the job's own log: outside its output dir
@@ -119,17 +113,11 @@ def test_local_planted_symlink_is_refused(tmp_path, _private_home):
 def test_a_refetch_keeps_what_the_source_lost(tmp_path, _private_home):
     """The artifact store outlives the backend's copy: a file deleted at the source, or
     replaced by a link that is refused, keeps the copy the last fetch verified."""
-    inv = local_inventory(tmp_path / "inv.yaml")
-    secret = tmp_path / "secret"
-    secret.write_text("private key")
-    with Launcher(str(inv)) as launcher:
-        job = launcher.submit(definition(model_file(tmp_path)))
-        wait_all(launcher, [job])
+    inv, job, out, secret = finished_local_job(tmp_path, _private_home)
     r = run_cli("--inventory", str(inv), "fetch", job)
     assert r.returncode == 0, r.stderr
     job_dir = _private_home / "artifacts" / job
     mlir = (job_dir / "output" / "model.mlir").read_bytes()
-    out = _private_home / "local" / job.removeprefix("local-") / "out"
     (out / "model.mlir").unlink()
     (out / "manifest.json").unlink()
     (out / "manifest.json").symlink_to(secret)
@@ -155,7 +143,7 @@ def test_ray_fetch_from_the_shared_output_root(ray_head, fake_snakegrinder, outp
     src = model_file(tmp_path)
     with Launcher(str(inv)) as launcher:
         jobs = [launcher.submit(definition(src)) for _ in range(2)]
-        wait_all(launcher, jobs)
+        wait_finished(launcher, jobs)
         first = artifacts.fetch(launcher, jobs)
         assert all(f.changed and f.exit_code == 0 for f in first)
         for job in jobs:
@@ -208,7 +196,7 @@ def test_slurm_fetch_through_the_login_node_in_one_round_trip(slurm_cluster, sha
     with Launcher(str(inv)) as launcher:
         jobs = [launcher.submit(definition(MODEL, resources=SMALL)) for _ in range(3)]
         jobs.append(launcher.submit(definition(MODEL, resources=SMALL, env=behaviour(exit=3))))
-        wait_all(launcher, jobs)
+        wait_finished(launcher, jobs)
         sched = launcher._for_record(launcher.store.get(jobs[0]))
         stop_masters(sched)
         sched.calls.clear()
@@ -248,7 +236,7 @@ def test_slurm_planted_symlink_is_refused_over_ssh(slurm_cluster, shared_dir, lo
     inv = slurm_inventory(tmp_path / "inv.yaml", shared_dir, login_node)
     with Launcher(str(inv)) as launcher:
         job = launcher.submit(definition(MODEL, resources=SMALL))
-        wait_all(launcher, [job])
+        wait_finished(launcher, [job])
         stop_masters(launcher._for_record(launcher.store.get(job)))
     out = slurm_lab.user_work_dir(shared_dir, login_node["user"]) / f"output-{job[4:]}"
     # readable by the login user, outside the job's output directory: must not be copied

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_finished
 from tests.integration.slurm.test_slurm_cli import inventory as local_inventory
 from tests.testlab import clientlog
 from tests.testlab import slurm as slurm_lab
@@ -34,16 +34,6 @@ def login_inventory(path: Path, shared: Path, login: dict) -> Path:
         "command_timeout": 20, "login_host": login["host"], "login_port": login["port"],
         "login_user": login["user"], "identity_file": login["identity_file"],
         "known_hosts_file": login["known_hosts_file"]}})
-
-
-def wait_all(launcher: Launcher, ids, deadline=90.0):
-    end = time.monotonic() + deadline
-    while True:
-        states = launcher.statuses(ids)
-        if all(s.state.terminal for s in states.values()):
-            return states
-        assert time.monotonic() < end, {j: s.state for j, s in states.items()}
-        time.sleep(0.3)
 
 
 def untimed(result):
@@ -107,7 +97,7 @@ def test_result_cli_asks_slurm_nothing_once_the_store_has_final_statuses(
     inv = local_inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster)
     with Launcher(str(inv)) as launcher:
         ids = [launcher.submit(definition(MODEL, resources=SMALL)) for _ in range(3)]
-        wait_all(launcher, ids)
+        wait_finished(launcher, ids)
     base = ["--inventory", str(inv)]
     before = len(clientlog.calls(log))
     r = run_cli(*base, "--json", "result", *ids, env=env, check_json=True)
