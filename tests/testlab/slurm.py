@@ -644,3 +644,16 @@ def stop_login_node(node: LoginNode) -> None:
     except ChildProcessError:
         pass
     node.pid = None
+
+
+def login_inventory(path: Path, shared: Path, login: dict) -> Path:
+    """An inventory with one Slurm instance, ``hpc``, reached through the login node
+    ``login`` (the dict the tests' ``login_node`` fixture yields)."""
+    from tests.testlab.builders import inventory
+
+    return inventory(path, {"hpc": {
+        "type": "slurm", "work_dir": shared_work_dir(shared), "runtime": "none",
+        "partition": "debug", "snakegrinder": str(shared / "bin" / "fake_snakegrinder.sh"),
+        "command_timeout": 20, "login_host": login["host"], "login_port": login["port"],
+        "login_user": login["user"], "identity_file": login["identity_file"],
+        "known_hosts_file": login["known_hosts_file"]}})

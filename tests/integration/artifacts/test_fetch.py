@@ -180,19 +180,10 @@ def stop_masters(_private_home):
         sched.transport.stop_master()
 
 
-def slurm_inventory(path: Path, shared: Path, login: dict) -> Path:
-    return inventory(path, {"hpc": {
-        "type": "slurm", "work_dir": slurm_lab.shared_work_dir(shared), "runtime": "none",
-        "partition": "debug", "snakegrinder": str(shared / "bin" / "fake_snakegrinder.sh"),
-        "command_timeout": 20, "login_host": login["host"], "login_port": login["port"],
-        "login_user": login["user"], "identity_file": login["identity_file"],
-        "known_hosts_file": login["known_hosts_file"]}})
-
-
 def test_slurm_fetch_through_the_login_node_in_one_round_trip(slurm_cluster, shared_dir,
                                                               login_node, tmp_path,
                                                               _private_home, stop_masters):
-    inv = slurm_inventory(tmp_path / "inv.yaml", shared_dir, login_node)
+    inv = slurm_lab.login_inventory(tmp_path / "inv.yaml", shared_dir, login_node)
     with Launcher(str(inv)) as launcher:
         jobs = [launcher.submit(definition(MODEL, resources=SMALL)) for _ in range(3)]
         jobs.append(launcher.submit(definition(MODEL, resources=SMALL, env=behaviour(exit=3))))
@@ -233,7 +224,7 @@ def test_slurm_fetch_through_the_login_node_in_one_round_trip(slurm_cluster, sha
 
 def test_slurm_planted_symlink_is_refused_over_ssh(slurm_cluster, shared_dir, login_node,
                                                    tmp_path, _private_home, stop_masters):
-    inv = slurm_inventory(tmp_path / "inv.yaml", shared_dir, login_node)
+    inv = slurm_lab.login_inventory(tmp_path / "inv.yaml", shared_dir, login_node)
     with Launcher(str(inv)) as launcher:
         job = launcher.submit(definition(MODEL, resources=SMALL))
         wait_finished(launcher, [job])
@@ -264,7 +255,7 @@ def test_slurm_fetch_of_an_unreachable_login_node_exits_3(slurm_cluster, shared_
     from warpforge_launch.jobs import JobState, JobStatus, utcnow
     from warpforge_launch.store import JobRecord
 
-    inv = slurm_inventory(tmp_path / "inv.yaml", shared_dir, {
+    inv = slurm_lab.login_inventory(tmp_path / "inv.yaml", shared_dir, {
         "host": "127.0.0.1", "port": 1, "user": "nobody", "identity_file": str(tmp_path / "k"),
         "known_hosts_file": str(tmp_path / "kh")})
     with Launcher(str(inv)) as launcher:

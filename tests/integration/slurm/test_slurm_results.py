@@ -17,7 +17,7 @@ from tests.helpers import run_cli, wait_finished
 from tests.integration.slurm.test_slurm_cli import inventory as local_inventory
 from tests.testlab import clientlog
 from tests.testlab import slurm as slurm_lab
-from tests.testlab.builders import definition, inventory
+from tests.testlab.builders import definition
 from tests.testlab.payload import behaviour
 from warpforge_launch.jobs import ResourceRequirements
 from warpforge_launch.launcher import Launcher
@@ -25,15 +25,6 @@ from warpforge_launch.launcher import Launcher
 MODEL = Path(__file__).parents[2] / "unit" / "fixtures" / "slurm" / "models" / "simple_mlp.py"
 SMALL = ResourceRequirements(memory_mb=200)
 SECRET = "root:secret-for-result:0:0\n"
-
-
-def login_inventory(path: Path, shared: Path, login: dict) -> Path:
-    return inventory(path, {"hpc": {
-        "type": "slurm", "work_dir": slurm_lab.shared_work_dir(shared), "runtime": "none",
-        "partition": "debug", "snakegrinder": str(shared / "bin" / "fake_snakegrinder.sh"),
-        "command_timeout": 20, "login_host": login["host"], "login_port": login["port"],
-        "login_user": login["user"], "identity_file": login["identity_file"],
-        "known_hosts_file": login["known_hosts_file"]}})
 
 
 def untimed(result):
@@ -46,7 +37,7 @@ def untimed(result):
 def finished(slurm_cluster, shared_dir, login_node, tmp_path, _private_home):
     """Four finished jobs (one failed) submitted through the login node; their final
     statuses are in the job store."""
-    inv = login_inventory(tmp_path / "inv.yaml", shared_dir, login_node)
+    inv = slurm_lab.login_inventory(tmp_path / "inv.yaml", shared_dir, login_node)
     with Launcher(str(inv)) as launcher:
         jobs = [launcher.submit(definition(MODEL, resources=SMALL)) for _ in range(3)]
         jobs.append(launcher.submit(definition(MODEL, resources=SMALL, env=behaviour(
