@@ -277,8 +277,13 @@ def cmd_schedulers(args) -> int:
 
     with _launcher(args) as launcher:
         inv = launcher.inventory
+    from warpforge_launch.secrets import shown_header
+
     rows = [{"name": e.name, "type": e.type, "default": e.name == inv.default_scheduler,
              "config": codec.to_jsonable(e.config)} for e in inv.schedulers.values()]
+    for row in rows:  # a token written out in the inventory is not printed
+        if row["config"].get("auth_header"):
+            row["config"]["auth_header"] = shown_header(row["config"]["auth_header"])
     if args.json:
         emit_json(rows)
         return 0

@@ -28,3 +28,10 @@ def resolve(names: Iterable[str], environ: Mapping[str, str] | None = None) -> d
 def masked(names: Iterable[str]) -> dict[str, str]:
     """What a dry run shows in place of the values."""
     return {n: MASK for n in names}
+
+
+def shown_header(header: str) -> str:
+    """An ``auth_header`` as printed: ``${VAR}`` references are kept (they are names), a
+    value written out in the inventory is masked."""
+    name, sep, value = header.partition(":")
+    return header if "${" in value or not sep else f"{name}: {MASK}"

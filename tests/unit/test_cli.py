@@ -218,3 +218,20 @@ def test_a_job_name_with_control_characters_is_refused_not_cleaned(capsys, inv, 
                         "M", "--inputs", "[(1,8)]", "--name", name, "--dry-run")
     assert rc == 2 and not out
     assert err.startswith(f"error: --name {name!r} holds control characters")
+
+
+def test_ray_credentials_are_never_printed(capsys, tmp_path):
+    inv = tmp_path / "ray.yaml"
+    inv.write_text("schedulers:\n  r:\n    type: ray\n"
+                   "    dashboard_url: http://admin:hunter2pw@127.0.0.1:1\n")
+    rc, out, err = call(capsys, "--inventory", str(inv), "schedulers")
+    assert rc == 2 and "dashboard_url must not hold a user or password" in err
+    assert "hunter2pw" not in out + err
+    inv.write_text("schedulers:\n  t:\n    type: ray\n    dashboard_url: http://127.0.0.1:1\n"
+                   "    auth_header: 'X-Token: abc123secret'\n  u:\n    type: ray\n"
+                   "    dashboard_url: http://127.0.0.1:1\n"
+                   "    auth_header: 'Authorization: Bearer ${RAY_TOKEN}'\n")
+    rc, out, err = call(capsys, "--inventory", str(inv), "--json", "schedulers")
+    rows = {r["name"]: r["config"]["auth_header"] for r in json.loads(out)}
+    assert rc == 0 and "abc123secret" not in out + err
+    assert rows == {"t": "X-Token: ***", "u": "Authorization: Bearer ${RAY_TOKEN}"}

@@ -92,6 +92,11 @@ class RayConfig:
                 f"dashboard_url must be http(s)://host:port (port 1-65535), "
                 f"got {self.dashboard_url!r}"
             )
+        if url.username is not None or url.password is not None:
+            # never used to log in, and it would be printed in every message and stored
+            # with each job: credentials go in auth_header, read from the environment
+            raise ValueError("dashboard_url must not hold a user or password (write "
+                             "auth_header: 'Authorization: Basic ${RAY_BASIC_AUTH}' instead)")
         object.__setattr__(self, "dashboard_url", self.dashboard_url.rstrip("/"))
         for field in ("connect_timeout", "request_timeout"):
             value = getattr(self, field)
