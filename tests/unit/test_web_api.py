@@ -201,6 +201,20 @@ def test_unknown_job_is_404_everywhere(inv, tmp_path):
             assert r.status_code == 404 and "local-nope" in r.json()["error"]
 
 
+def test_bad_ids_and_unknown_api_paths_answer_json(inv, tmp_path):
+    long_id = "local-" + "a" * 300
+    with client_for(inv, tmp_path, allow_cancel=True) as c:
+        for r in (c.get(f"/api/jobs/{long_id}"), c.get(f"/api/jobs/{long_id}/logs"),
+                  c.post(f"/api/jobs/{long_id}/cancel",
+                         headers={"X-Warpforge-Action": "cancel"})):
+            assert r.status_code == 400 and "is not a job id" in r.json()["error"]
+        r = c.get("/api/nosuch")
+        assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+        r = c.get("/api/jobs/local-x/cancel")  # cancel is POST only
+        assert r.status_code == 405 and "error" in r.json()
+        assert c.get("/nosuch").status_code == 404
+
+
 def test_logs_follow_by_offset_and_first_read_is_a_tail(inv, model, tmp_path, monkeypatch):
     job_id = submit(inv, model, env={"WF_FAKE_STDERR": "x" * 300})
     wait_done(inv, job_id)

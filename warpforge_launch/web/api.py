@@ -28,6 +28,22 @@ def error(message: str, status: int):
     return _json({"error": message}, status)
 
 
+def _job_id(request) -> str:
+    """The job id of the path, checked as the CLI checks it (a bad one is 400, not 404)."""
+    from warpforge_launch.jobs import check_job_id
+
+    return check_job_id(request.path_params["job_id"])
+
+
+def not_found(request, exc):
+    """Starlette's 404/405 for a path no route serves: JSON under /api, as every API answer."""
+    from starlette.responses import PlainTextResponse
+
+    if request.url.path.startswith("/api/"):
+        return error(exc.detail, exc.status_code)
+    return PlainTextResponse(exc.detail, exc.status_code)
+
+
 def _launch_error(e: LaunchError):
     if isinstance(e, NotFoundError):
         return error(str(e), 404)
@@ -97,7 +113,7 @@ def job_detail(request):
     app = request.app.state
     launcher = app.launchers.get()
     try:
-        r = launcher.store.get(request.path_params["job_id"])
+        r = launcher.store.get(_job_id(request))
     except LaunchError as e:
         return _launch_error(e)
     plan = r.plan or {}
@@ -112,8 +128,8 @@ def job_detail(request):
 def job_logs(request):
     try:
         offset = _int(request, "offset", 0, 0)
-        return _json(views.logs_since(request.app.state.launchers.get(),
-                                      request.path_params["job_id"], offset))
+        return _json(views.logs_since(request.app.state.launchers.get(), _job_id(request),
+                                      offset))
     except LaunchError as e:
         return _launch_error(e)
 
@@ -127,8 +143,8 @@ def job_cancel(request):
         # a cross-site form cannot set this header: no cancel by a page the user visits
         return error("cancel needs the header X-Warpforge-Action: cancel", 403)
     launcher = app.launchers.get()
-    job_id = request.path_params["job_id"]
     try:
+        job_id = _job_id(request)
         launcher.store.get(job_id)  # only jobs of the store: the page never routes by guess
         cancelled, status = launcher.cancel(job_id)
     except LaunchError as e:

@@ -167,7 +167,8 @@ def create_app(settings: Settings, inventory=None):
         Route("/api/jobs/{job_id:str}/cancel", api.job_cancel, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: api.not_found, 405: api.not_found}, middleware=[
         Middleware(Guard, token=settings.token, allowed_hosts=allowed_hosts(settings))])
     app.state.settings = settings
     app.state.inventory = inv
