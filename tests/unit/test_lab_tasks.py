@@ -28,3 +28,17 @@ def test_invoke_list_imports_no_lab_stack():
     assert "distribute" in p.stdout and "smoke" in p.stdout  # the tasks were collected
     loaded = p.stdout.rsplit("LOADED", 1)[1].split()
     assert loaded == [], f"`invoke --list` imported {loaded}"
+
+
+def test_invoke_usage_errors_are_one_error_line_and_exit_2():
+    """invoke's parser words (an unknown flag, a flag without its value, a missing
+    positional) come out as the lab's usage errors: `error: ...`, a hint, exit 2."""
+    for argv, said in ((["distribute", "--bogus"], "No idea what '--bogus' is!"),
+                       (["wake", "--timeout"], "needed value and was not given one"),
+                       (["shutdown-mode", "--inventory", "x"],
+                        "did not receive required positional arguments: 'action'")):
+        p = subprocess.run([sys.executable, "-m", "invoke", *argv], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, (argv, p.stderr)
+        first, hint = p.stderr.splitlines()[:2]
+        assert first.startswith("error: ") and said in first and hint.startswith("hint: ")
