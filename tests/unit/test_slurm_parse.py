@@ -246,3 +246,19 @@ def test_a_job_squeue_shows_completed_exited_zero():
                           "16|FAILED|0:01|vm|NonZeroExitCode|2026-11-30T06:50:50|"
                           "2026-11-30T06:50:51\n")
     assert [recs[n].exit_code for n in ("14", "15", "16")] == [0, None, None]
+
+
+def test_sacct_job_id_raw_is_the_last_column():
+    recs = p.parse_sacct(fixture("sacct_array_done_x.txt"))
+    assert [(recs[n].raw_id, recs[n].exit_code) for n in ("29_0", "29_1")] == [("30", 0),
+                                                                               ("29", 4)]
+    assert recs["29_1"].reason == "None"  # the column before it, whole
+
+
+def test_scontrol_array_tasks_by_array_job_and_index():
+    recs = p.parse_scontrol_jobs(fixture("scontrol_array_noacct.txt"))
+    assert sorted(recs, key=p.id_key) == ["1_0", "1_1", "3_0", "3_1", "3_2", "3_3", "3_4",
+                                          "3_5"]
+    assert (recs["1_0"].raw_id, recs["1_0"].state) == ("2", "COMPLETED")
+    assert (recs["1_1"].raw_id, recs["1_1"].exit_code) == ("1", 4)
+    assert recs["3_4"].state == "CANCELLED" and recs["3_4"].raw_id == "3"
