@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,14 @@ def test_reconcile_without_accounting_finds_an_array_by_its_array_job(tmp_path):
     s.watcher.remember_accounting(False)
     assert s.reconcile([cid]) == {cid: "3"}
 
+
+def test_a_pending_job_changed_state_when_submitted_not_at_its_estimated_start(tmp_path):
+    """squeue's %S of a pending job is Slurm's estimate (here 09:02:42 and 09:17:00 for jobs
+    submitted at 08:52:44): its state_changed_at is its submit time."""
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_pending_estimate.txt")})
+    got = s.statuses(["hpc-38", "hpc-39_1", "hpc-37"])
+    submitted = datetime(2026, 11, 30, 8, 52, 44).astimezone()
+    assert got["hpc-38"].state is JobState.PENDING
+    assert got["hpc-38"].state_changed_at == submitted
+    assert got["hpc-39_1"].state_changed_at == submitted
+    assert got["hpc-37"].state_changed_at == datetime(2026, 11, 30, 8, 52, 42).astimezone()

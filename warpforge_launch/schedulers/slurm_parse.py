@@ -170,6 +170,13 @@ def parse_elapsed(raw: str) -> timedelta | None:
         return None
 
 
+def _started(state: str, raw: str) -> datetime | None:
+    """The start of a job that has started. A pending job's Start (squeue %S, sacct Start,
+    scontrol StartTime) is Slurm's estimate or its --begin time, often in the future, or an
+    earlier run's start (requeued): none of them is when it became pending."""
+    return None if state == "PENDING" else parse_time(raw)
+
+
 def parse_time(raw: str) -> datetime | None:
     """Slurm timestamps (``2026-11-28T12:36:25``, local time); ``Unknown``/``None`` -> None."""
     raw = raw.strip()
@@ -240,7 +247,7 @@ def parse_squeue(text: str) -> dict[str, SlurmRecord]:
             # (so a job accounting has not caught up with yet still has its code)
             exit_code=0 if state == "COMPLETED" else None,
             elapsed=parse_elapsed(cols[2]), node=_node(cols[3]), reason=cols[4].strip() or None,
-            submitted=parse_time(cols[5]), started=parse_time(cols[6]), source="squeue",
+            submitted=parse_time(cols[5]), started=_started(state, cols[6]), source="squeue",
             raw_id=cols[7].strip(),
         )
     return _expanded(out)
@@ -266,7 +273,7 @@ def parse_sacct(text: str) -> dict[str, SlurmRecord]:
         out[native] = SlurmRecord(
             native_id=native, slurm_state=word, state=state, detail=detail,
             exit_code=code, signal=sig, elapsed=parse_elapsed(cols[3]), node=_node(cols[4]),
-            submitted=parse_time(cols[5]), started=parse_time(cols[6]),
+            submitted=parse_time(cols[5]), started=_started(state, cols[6]),
             ended=parse_time(cols[7]), reason=cols[8].strip() or None, source="sacct",
             raw_id=cols[9].strip(),
         )
@@ -306,7 +313,7 @@ def parse_scontrol_jobs(text: str) -> dict[str, SlurmRecord]:
             exit_code=code, signal=sig, elapsed=parse_elapsed(kv.get("RunTime", "")),
             node=_node(kv.get("NodeList", "")), reason=kv.get("Reason") or None,
             submitted=parse_time(kv.get("SubmitTime", "")),
-            started=parse_time(kv.get("StartTime", "")) if word != "PENDING" else None,
+            started=_started(state, kv.get("StartTime", "")),
             ended=parse_time(kv.get("EndTime", "")) if state in TERMINAL else None,
             source="scontrol",
             extra={k: kv[k] for k in ("StdOut", "StdErr", "WorkDir") if k in kv},
