@@ -336,6 +336,34 @@ def test_bare_row_while_tasks_run_leaves_them_running(tmp_path):
     assert {st.state for st in got.values()} == {JobState.RUNNING} and s.calls == {"squeue": 1}
 
 
+
+def test_an_array_cancelled_while_pending_is_one_bare_record_of_every_task(tmp_path):
+    """Real lab output: `sweep cancel` (scancel 146_0 ... 146_5) of an array that had not
+    started leaves one record, 146, that never ran (no node): squeue and sacct list it under
+    the bare id for good. It holds every task, and no task ran on its own."""
+    for answers in ({"squeue": ok("squeue_array_cancelled.txt"),
+                     "sacct": ok("sacct_array_cancelled_x.txt")},
+                    {"squeue": err("squeue_invalid.stderr"),  # gone from squeue
+                     "sacct": ok("sacct_array_cancelled_x.txt")}):
+        s, _ = sched(tmp_path, answers)
+        ids = [f"hpc-146_{i}" for i in range(6)]
+        got = s.statuses(ids)
+        assert [got[j].state for j in ids] == [JobState.CANCELLED] * 6
+        assert {got[j].scheduler_metadata["source"] for j in ids} == {"sacct"}
+
+
+def test_a_cancel_that_split_tasks_off_keeps_each_tasks_own_row(tmp_path):
+    """Real lab output: array 140 (%2) cancelled with tasks 0 and 1 running (records 141,
+    142); sacct lists the pending rest (record 140, never ran) under the bare id. Tasks 2-5
+    are that record; tasks 0 and 1 are not, whatever it says."""
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_array_cancel_split.txt"),
+                            "sacct": ok("sacct_array_cancel_split_x.txt")})
+    got = s.statuses([f"hpc-140_{i}" for i in range(6)])
+    assert {st.state for st in got.values()} == {JobState.CANCELLED}
+    assert [got[f"hpc-140_{i}"].scheduler_metadata["source"] for i in range(6)] == [
+        "squeue", "squeue", "sacct", "sacct", "sacct", "sacct"]
+    assert got["hpc-140_0"].node_name == "vm" and got["hpc-140_2"].node_name is None
+
 def test_pending_remainder_covers_exactly_its_indices(tmp_path):
     s, _ = sched(tmp_path, {"squeue": err("squeue_invalid.stderr"),
                             "sacct": ok("sacct_pending_estimate_x.txt")})

@@ -216,17 +216,24 @@ def _asked(natives: Sequence[str]) -> str:
 
 def _tasks(records: dict[str, sp.SlurmRecord], natives: Sequence[str],
            queued: dict[str, sp.SlurmRecord] | None = None) -> dict[str, sp.SlurmRecord]:
-    """Records by the ids asked for, each from a row that names that task: its own id, or a
-    pending remainder (``123_[2-5%1]``, expanded by the parser) that lists its index.
+    """Records by the ids asked for, each from a row that names that task (``123_4``), or
+    from the array's own job record that holds it: a pending remainder (``123_[2-5%1]``,
+    expanded by the parser) lists its indices; a row under the bare id (``123``) names none.
 
-    sacct shows the array's own job record under the bare id (``123``) until accounting
-    learns which task it ran as: that row belongs to the one started task squeue shows
-    with the same job record id (squeue %A, sacct JobIDRaw), and to no other task."""
+    The array's own record (``123``, job record id 123) holds the tasks still pending and
+    finally runs as the last task to start; sacct shows it under the bare id until
+    accounting learns which task that was, and squeue and sacct show it so for good once it
+    was cancelled while pending. So a bare row is a task's only when squeue's row of the
+    task carries the same job record id (squeue %A, sacct JobIDRaw), or, for a task squeue
+    does not name, when that record never ran (no node): then it ran as no task, and every
+    task that did run has a record of its own. Never another task's row."""
     out = {n: records[n] for n in natives if n in records}
     for n in natives:
         job, sep, _ = n.partition("_")
-        bare, seen = records.get(job), (queued or {}).get(n)
-        if (sep and n not in out and bare is not None and seen is not None
-                and seen.state != "PENDING" and bare.raw_id == job == seen.raw_id):
+        bare = records.get(job)
+        if not sep or n in out or bare is None or bare.raw_id not in (job, ""):
+            continue
+        seen = (queued or {}).get(n)
+        if (seen.raw_id == job == bare.raw_id) if seen is not None else bare.node is None:
             out[n] = bare._replace(native_id=n)
     return out
