@@ -384,6 +384,15 @@ def test_without_accounting_array_tasks_are_named_by_their_array(tmp_path):
     assert {got[j].state for j in ("hpc-3_0", "hpc-3_5")} == {JobState.CANCELLED}
 
 
+
+def test_without_accounting_an_array_cancelled_before_it_ran_holds_every_task(tmp_path):
+    """Real lab output: scontrol shows such an array as JobId=11 ArrayTaskId=4294967294
+    (NO_VAL), NodeList=(null)."""
+    s, _ = sched(tmp_path, {"scontrol": ok("scontrol_array_cancelled_noacct.txt")})
+    s.watcher.remember_accounting(False)
+    got = s.statuses([f"hpc-11_{i}" for i in range(6)])
+    assert len(got) == 6 and {st.state for st in got.values()} == {JobState.CANCELLED}
+
 def test_reconcile_without_accounting_finds_an_array_by_its_array_job(tmp_path):
     cid = "eeeeeeee-0000-4000-8000-000000000005"
     lines = "".join(f"JobId={raw} ArrayJobId=3 ArrayTaskId={task} JobName=warpforge-eeeeeeee "

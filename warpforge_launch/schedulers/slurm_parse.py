@@ -322,11 +322,16 @@ def parse_scontrol_jobs(text: str) -> dict[str, SlurmRecord]:
     return _expanded(out)
 
 
+# ArrayTaskId of an array record that holds no index any more (Slurm's NO_VAL): an array
+# cancelled before any task started (squeue and sacct show it under the bare id too)
+NO_TASK = "4294967294"
+
+
 def scontrol_native(kv: dict[str, str]) -> str:
     """The id squeue and sacct use: ``JobId`` names a job record, which for an array task is
     not its array job (``JobId=8 ArrayJobId=7 ArrayTaskId=0`` is ``7_0``)."""
     job, task = kv.get("ArrayJobId", ""), kv.get("ArrayTaskId", "")
-    if not (job and task):
+    if not (job and task) or task == NO_TASK:
         return kv.get("JobId", "")
     return f"{job}_{task}" if task.isdigit() else f"{job}_[{task}]"
 
