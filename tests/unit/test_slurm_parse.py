@@ -246,3 +246,35 @@ def test_a_job_squeue_shows_completed_exited_zero():
                           "16|FAILED|0:01|vm|NonZeroExitCode|2026-11-30T06:50:50|"
                           "2026-11-30T06:50:51\n")
     assert [recs[n].exit_code for n in ("14", "15", "16")] == [0, None, None]
+
+
+def test_pending_jobs_have_no_start_time_but_their_estimate():
+    """Real output with backfill estimates: squeue's %S of a pending job is when Slurm
+    expects to start it; sacct says Unknown; scontrol's StartTime is the estimate too."""
+    queued = p.parse_squeue(fixture("squeue_pending_estimate.txt"))
+    assert [queued[n].started for n in ("38", "39_0")] == [None, None]
+    assert queued["37"].started == datetime(2026, 11, 30, 8, 52, 42)
+    assert queued["38"].raw_id == "38" and queued["39_2"].raw_id == "39"
+    acct = p.parse_sacct(fixture("sacct_pending_estimate_x.txt"))
+    assert acct["38"].started is None and acct["39_1"].started is None
+    fields = p.status_fields(queued["38"])
+    assert fields["state_changed_at"] == datetime(2026, 11, 30, 8, 52, 44).astimezone()
+    line = ("JobId=25 JobName=job.sh JobState=PENDING Reason=Resources "
+            "SubmitTime=2026-11-30T08:50:20 StartTime=2026-11-30T09:00:18")
+    assert p.parse_scontrol_jobs(line)["25"].started is None
+
+
+def test_sacct_job_id_raw_is_the_last_column():
+    recs = p.parse_sacct(fixture("sacct_array_done_x.txt"))
+    assert [(recs[n].raw_id, recs[n].exit_code) for n in ("29_0", "29_1")] == [("30", 0),
+                                                                               ("29", 4)]
+    assert recs["29_1"].reason == "None"  # the column before it, whole
+
+
+def test_scontrol_array_tasks_by_array_job_and_index():
+    recs = p.parse_scontrol_jobs(fixture("scontrol_array_noacct.txt"))
+    assert sorted(recs, key=p.id_key) == ["1_0", "1_1", "3_0", "3_1", "3_2", "3_3", "3_4",
+                                          "3_5"]
+    assert (recs["1_0"].raw_id, recs["1_0"].state) == ("2", "COMPLETED")
+    assert (recs["1_1"].raw_id, recs["1_1"].exit_code) == ("1", 4)
+    assert recs["3_4"].state == "CANCELLED" and recs["3_4"].raw_id == "3"

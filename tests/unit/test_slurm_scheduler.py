@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,125 @@ def test_results_ask_again_only_for_a_failed_status_squeue_gave_without_its_exit
     assert s.calls == {"squeue": 1, "sacct": 1, "warpforge-read": 1}
     assert got["hpc-2"].exit_code == 3 and not got["hpc-2"].success
     assert t.argvs[-3][6] == "2"  # squeue, sacct, read: only the unsure job is asked about
+
+
+# -- job arrays: a task's status comes only from a row that names that task ----------------------
+def test_array_task_never_takes_another_tasks_row(tmp_path):
+    """Real lab output (array 29, task 1 exits 4): squeue shows both tasks finished while
+    accounting still lists the array's own job record, which ran as task 1, under the bare
+    id 29 (``29|FAILED|4:0|...|29``). Task 0 is not that row: it stays COMPLETED (squeue, not
+    cached), task 1 is the row (JobIDRaw 29 = squeue's %A of 29_1) with its exit code."""
+    answers = {"squeue": ok("squeue_array_race.txt"), "sacct": ok("sacct_array_race_x.txt")}
+    s, t = sched(tmp_path, answers)
+    got = s.statuses(["hpc-29_0", "hpc-29_1"])
+    assert got["hpc-29_0"].state is JobState.COMPLETED, got["hpc-29_0"]
+    assert got["hpc-29_0"].scheduler_metadata == {"slurm_state": "COMPLETED",
+                                                  "source": "squeue", "exit_code": 0}
+    assert got["hpc-29_1"].state is JobState.FAILED
+    assert got["hpc-29_1"].scheduler_metadata["exit_code"] == 4
+    assert got["hpc-29_1"].scheduler_metadata["source"] == "sacct"
+    assert "JobIDRaw" in t.argvs[1][-1] and t.argvs[0][-1].endswith("|%A")
+    # accounting catches up: task 0's own row, then both are final and cached
+    answers["sacct"] = ok("sacct_array_done_x.txt")
+    s.watcher.forget("29_0", "29_1")
+    again = s.statuses(["hpc-29_0", "hpc-29_1"])
+    assert again["hpc-29_0"].scheduler_metadata["source"] == "sacct"
+    assert [again[j].state for j in ("hpc-29_0", "hpc-29_1")] == [JobState.COMPLETED,
+                                                                   JobState.FAILED]
+    s.calls.clear()
+    s.watcher.forget("29_0", "29_1")
+    assert s.statuses(["hpc-29_0", "hpc-29_1"]) == again and not s.calls
+
+
+def test_bare_array_row_without_a_task_that_squeue_names_is_nobodys(tmp_path):
+    """Once the tasks have left squeue, nothing says which task the bare row ran as: no
+    task gets it (the next refresh asks again), whatever its format."""
+    bare = (FIX / "sacct_array_race_x.txt").read_text()
+    for text in (bare, bare.rsplit("|", 1)[0] + "\n"):  # with and without JobIDRaw
+        s, _ = sched(tmp_path, {"squeue": err("squeue_invalid.stderr"),
+                                "sacct": Completed(0, text, "")})
+        assert s.statuses(["hpc-29_0", "hpc-29_1"]) == {}
+
+
+def test_bare_row_while_tasks_run_leaves_them_running(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_array_running.txt"),
+                            "sacct": ok("sacct_array_running_x.txt")})
+    got = s.statuses(["hpc-29_0", "hpc-29_1"])
+    assert {st.state for st in got.values()} == {JobState.RUNNING} and s.calls == {"squeue": 1}
+
+
+def test_an_array_cancelled_while_pending_is_one_bare_record_of_every_task(tmp_path):
+    """Real lab output: `sweep cancel` (scancel 146_0 ... 146_5) of an array that had not
+    started leaves one record, 146, that never ran (no node): squeue and sacct list it under
+    the bare id for good. It holds every task, and no task ran on its own."""
+    for answers in ({"squeue": ok("squeue_array_cancelled.txt"),
+                     "sacct": ok("sacct_array_cancelled_x.txt")},
+                    {"squeue": err("squeue_invalid.stderr"),  # gone from squeue
+                     "sacct": ok("sacct_array_cancelled_x.txt")}):
+        s, _ = sched(tmp_path, answers)
+        ids = [f"hpc-146_{i}" for i in range(6)]
+        got = s.statuses(ids)
+        assert [got[j].state for j in ids] == [JobState.CANCELLED] * 6
+        assert {got[j].scheduler_metadata["source"] for j in ids} == {"sacct"}
+
+
+def test_a_cancel_that_split_tasks_off_keeps_each_tasks_own_row(tmp_path):
+    """Real lab output: array 140 (%2) cancelled with tasks 0 and 1 running (records 141,
+    142); sacct lists the pending rest (record 140, never ran) under the bare id. Tasks 2-5
+    are that record; tasks 0 and 1 are not, whatever it says."""
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_array_cancel_split.txt"),
+                            "sacct": ok("sacct_array_cancel_split_x.txt")})
+    got = s.statuses([f"hpc-140_{i}" for i in range(6)])
+    assert {st.state for st in got.values()} == {JobState.CANCELLED}
+    assert [got[f"hpc-140_{i}"].scheduler_metadata["source"] for i in range(6)] == [
+        "squeue", "squeue", "sacct", "sacct", "sacct", "sacct"]
+    assert got["hpc-140_0"].node_name == "vm" and got["hpc-140_2"].node_name is None
+
+def test_pending_remainder_covers_exactly_its_indices(tmp_path):
+    s, _ = sched(tmp_path, {"squeue": err("squeue_invalid.stderr"),
+                            "sacct": ok("sacct_pending_estimate_x.txt")})
+    got = s.statuses(["hpc-39_0", "hpc-39_2", "hpc-39_3"])
+    assert sorted(got) == ["hpc-39_0", "hpc-39_2"]
+    assert {st.state for st in got.values()} == {JobState.PENDING}
+
+
+def test_without_accounting_array_tasks_are_named_by_their_array(tmp_path):
+    """scontrol lists a task under its own job record (``JobId=2 ArrayJobId=1
+    ArrayTaskId=0``): task 1_0 is JobId=2, never the array's record JobId=1 (task 1_1)."""
+    s, _ = sched(tmp_path, {"scontrol": ok("scontrol_array_noacct.txt")})
+    s.watcher.remember_accounting(False)
+    got = s.statuses(["hpc-1_0", "hpc-1_1", "hpc-3_0", "hpc-3_5"])
+    assert [got[j].state for j in ("hpc-1_0", "hpc-1_1")] == [JobState.COMPLETED,
+                                                               JobState.FAILED]
+    assert [got[j].scheduler_metadata["exit_code"] for j in ("hpc-1_0", "hpc-1_1")] == [0, 4]
+    assert {got[j].state for j in ("hpc-3_0", "hpc-3_5")} == {JobState.CANCELLED}
+
+
+def test_without_accounting_an_array_cancelled_before_it_ran_holds_every_task(tmp_path):
+    """Real lab output: scontrol shows such an array as JobId=11 ArrayTaskId=4294967294
+    (NO_VAL), NodeList=(null)."""
+    s, _ = sched(tmp_path, {"scontrol": ok("scontrol_array_cancelled_noacct.txt")})
+    s.watcher.remember_accounting(False)
+    got = s.statuses([f"hpc-11_{i}" for i in range(6)])
+    assert len(got) == 6 and {st.state for st in got.values()} == {JobState.CANCELLED}
+
+def test_reconcile_without_accounting_finds_an_array_by_its_array_job(tmp_path):
+    cid = "eeeeeeee-0000-4000-8000-000000000005"
+    lines = "".join(f"JobId={raw} ArrayJobId=3 ArrayTaskId={task} JobName=warpforge-eeeeeeee "
+                    f"Comment=warpforge:{cid} JobState=RUNNING\n"
+                    for raw, task in ((4, "0"), (5, "1"), (3, "2-5%1")))
+    s, _ = sched(tmp_path, {"scontrol": Completed(0, lines, "")})
+    s.watcher.remember_accounting(False)
+    assert s.reconcile([cid]) == {cid: "3"}
+
+
+def test_a_pending_job_changed_state_when_submitted_not_at_its_estimated_start(tmp_path):
+    """squeue's %S of a pending job is Slurm's estimate (here 09:02:42 and 09:17:00 for jobs
+    submitted at 08:52:44): its state_changed_at is its submit time."""
+    s, _ = sched(tmp_path, {"squeue": ok("squeue_pending_estimate.txt")})
+    got = s.statuses(["hpc-38", "hpc-39_1", "hpc-37"])
+    submitted = datetime(2026, 11, 30, 8, 52, 44).astimezone()
+    assert got["hpc-38"].state is JobState.PENDING
+    assert got["hpc-38"].state_changed_at == submitted
+    assert got["hpc-39_1"].state_changed_at == submitted
+    assert got["hpc-37"].state_changed_at == datetime(2026, 11, 30, 8, 52, 42).astimezone()

@@ -12,9 +12,12 @@ import re
 from collections import namedtuple
 from datetime import datetime, timedelta
 
-# The formats the scheduler asks for; the parsers below read exactly these columns.
-SQUEUE_FORMAT = "%i|%T|%M|%N|%r|%V|%S"
-SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,NodeList,Submit,Start,End,Reason"
+# The formats the scheduler asks for; the parsers below read exactly these columns. The
+# last one is Slurm's own id of the job record (squeue %A, sacct JobIDRaw): an array task
+# that accounting has not yet given its index is listed under the bare array job id, and
+# only this id says which task that row is (see slurm_watch._tasks).
+SQUEUE_FORMAT = "%i|%T|%M|%N|%r|%V|%S|%A"
+SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,NodeList,Submit,Start,End,Reason,JobIDRaw"
 SINFO_FORMAT = "%N|%T|%c|%m|%G|%P|%C|%e"
 
 # Slurm state (first word) -> project state name (JobState member names).
@@ -50,8 +53,8 @@ _JOBID = re.compile(r"^\d+(?:_\d+|_\[[^\]]*\]|\+\d+)?$")  # plain, array, hetjob
 
 class SlurmRecord(namedtuple("SlurmRecord", (
         "native_id", "slurm_state", "state", "exit_code", "signal", "elapsed", "node", "reason",
-        "submitted", "started", "ended", "detail", "source", "extra"),
-        defaults=(None, None, None, None, None, None, None, None, "", "", None))):
+        "submitted", "started", "ended", "detail", "source", "extra", "raw_id"),
+        defaults=(None, None, None, None, None, None, None, None, "", "", None, ""))):
     """One job's status as Slurm reports it, before mapping to the project's model.
 
     A named tuple, not a dataclass: `status` of a running job builds these without the job
@@ -59,7 +62,8 @@ class SlurmRecord(namedtuple("SlurmRecord", (
       native_id, slurm_state (first word, e.g. CANCELLED from "CANCELLED by 0"), state (the
       project state name), exit_code, signal, elapsed (timedelta), node, reason,
       submitted/started/ended (datetimes), detail (the rest of the state field), source
-      (squeue | sacct | scontrol), extra (other raw fields, or None)
+      (squeue | sacct | scontrol), extra (other raw fields, or None), raw_id (Slurm's own
+      id of the record: each started array task has one; ``""`` when not asked for)
     """
 
     __slots__ = ()
@@ -166,6 +170,13 @@ def parse_elapsed(raw: str) -> timedelta | None:
         return None
 
 
+def _started(state: str, raw: str) -> datetime | None:
+    """The start of a job that has started. A pending job's Start (squeue %S, sacct Start,
+    scontrol StartTime) is Slurm's estimate or its --begin time, often in the future, or an
+    earlier run's start (requeued): none of them is when it became pending."""
+    return None if state == "PENDING" else parse_time(raw)
+
+
 def parse_time(raw: str) -> datetime | None:
     """Slurm timestamps (``2026-11-28T12:36:25``, local time); ``Unknown``/``None`` -> None."""
     raw = raw.strip()
@@ -226,7 +237,7 @@ def parse_squeue(text: str) -> dict[str, SlurmRecord]:
         cols = line.strip().split("|")
         if len(cols) < 5 or not _is_job_line(cols[0].strip()):
             continue
-        cols += [""] * (7 - len(cols))
+        cols += [""] * (8 - len(cols))
         native = cols[0].strip()
         word, detail = split_state(cols[1])
         state = map_state(word)
@@ -236,7 +247,8 @@ def parse_squeue(text: str) -> dict[str, SlurmRecord]:
             # (so a job accounting has not caught up with yet still has its code)
             exit_code=0 if state == "COMPLETED" else None,
             elapsed=parse_elapsed(cols[2]), node=_node(cols[3]), reason=cols[4].strip() or None,
-            submitted=parse_time(cols[5]), started=parse_time(cols[6]), source="squeue",
+            submitted=parse_time(cols[5]), started=_started(state, cols[6]), source="squeue",
+            raw_id=cols[7].strip(),
         )
     return _expanded(out)
 
@@ -248,20 +260,22 @@ def parse_sacct(text: str) -> dict[str, SlurmRecord]:
     rows, the last one wins (sacct lists them oldest first)."""
     out: dict[str, SlurmRecord] = {}
     for line in text.splitlines():
-        cols = line.strip().split("|", 8)
+        cols = line.strip().split("|")
         if len(cols) < 4:
             continue
         native = cols[0].strip()
         if not _is_job_line(native):
             continue  # header, step (42.batch / 42.0 / 42.extern) or noise
-        cols += [""] * (9 - len(cols))
+        cols += [""] * (10 - len(cols))
         word, detail = split_state(cols[1])
+        state = map_state(word)
         code, sig = parse_exit_code(cols[2])
         out[native] = SlurmRecord(
-            native_id=native, slurm_state=word, state=map_state(word), detail=detail,
+            native_id=native, slurm_state=word, state=state, detail=detail,
             exit_code=code, signal=sig, elapsed=parse_elapsed(cols[3]), node=_node(cols[4]),
-            submitted=parse_time(cols[5]), started=parse_time(cols[6]),
+            submitted=parse_time(cols[5]), started=_started(state, cols[6]),
             ended=parse_time(cols[7]), reason=cols[8].strip() or None, source="sacct",
+            raw_id=cols[9].strip(),
         )
     return _expanded(out)
 
@@ -280,28 +294,46 @@ def parse_scontrol_kv(line: str) -> dict[str, str]:
 
 
 def parse_scontrol_jobs(text: str) -> dict[str, SlurmRecord]:
-    """``scontrol -o show job`` (one job per line) -> records by native id."""
+    """``scontrol -o show job`` (one job per line) -> records by native id; an array task
+    (``JobId=8 ArrayJobId=7 ArrayTaskId=0``) by its task id ``7_0``, a pending remainder
+    (``ArrayTaskId=1-5%1``) as one record per task."""
     out: dict[str, SlurmRecord] = {}
     for line in text.splitlines():
         if not line.startswith("JobId="):
             continue
         kv = parse_scontrol_kv(line)
-        native = kv.get("JobId", "")
+        native = scontrol_native(kv)
         if not _is_job_line(native):
             continue
         word, detail = split_state(kv.get("JobState", ""))
+        state = map_state(word)
         code, sig = parse_exit_code(kv.get("ExitCode", ""))
         out[native] = SlurmRecord(
-            native_id=native, slurm_state=word, state=map_state(word), detail=detail,
+            native_id=native, slurm_state=word, state=state, detail=detail,
             exit_code=code, signal=sig, elapsed=parse_elapsed(kv.get("RunTime", "")),
             node=_node(kv.get("NodeList", "")), reason=kv.get("Reason") or None,
             submitted=parse_time(kv.get("SubmitTime", "")),
-            started=parse_time(kv.get("StartTime", "")) if word != "PENDING" else None,
-            ended=parse_time(kv.get("EndTime", "")) if map_state(word) in TERMINAL else None,
+            started=_started(state, kv.get("StartTime", "")),
+            ended=parse_time(kv.get("EndTime", "")) if state in TERMINAL else None,
             source="scontrol",
             extra={k: kv[k] for k in ("StdOut", "StdErr", "WorkDir") if k in kv},
+            raw_id=kv.get("JobId", ""),
         )
-    return out
+    return _expanded(out)
+
+
+# ArrayTaskId of an array record that holds no index any more (Slurm's NO_VAL): an array
+# cancelled before any task started (squeue and sacct show it under the bare id too)
+NO_TASK = "4294967294"
+
+
+def scontrol_native(kv: dict[str, str]) -> str:
+    """The id squeue and sacct use: ``JobId`` names a job record, which for an array task is
+    not its array job (``JobId=8 ArrayJobId=7 ArrayTaskId=0`` is ``7_0``)."""
+    job, task = kv.get("ArrayJobId", ""), kv.get("ArrayTaskId", "")
+    if not (job and task) or task == NO_TASK:
+        return kv.get("JobId", "")
+    return f"{job}_{task}" if task.isdigit() else f"{job}_[{task}]"
 
 
 class SinfoNode(namedtuple("SinfoNode", ("name", "state", "cpus", "memory_mb", "gpus",

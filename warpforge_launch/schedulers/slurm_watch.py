@@ -110,7 +110,7 @@ class SlurmWatcher:
         if not rest:
             return active
         try:
-            done = self._sacct(rest)
+            done = self._sacct(rest, queued)
         except _AccountingDown as exc:  # slurmdbd down: squeue's answer, where it has one
             unknown = [n for n in rest if n not in queued]
             if unknown:
@@ -139,7 +139,8 @@ class SlurmWatcher:
             raise InfrastructureError(f"squeue failed: {sp.first_line(done.stderr)}")
         return _tasks(sp.parse_squeue(done.stdout), natives)
 
-    def _sacct(self, natives: list[str]) -> dict[str, sp.SlurmRecord] | None:
+    def _sacct(self, natives: list[str], queued: dict[str, sp.SlurmRecord]
+               ) -> dict[str, sp.SlurmRecord] | None:
         done = self._run(["sacct", "-X", "-P", "-n", "-j", _asked(natives),
                           f"--format={sp.SACCT_FIELDS}"], check=False)
         if done.returncode != 0:
@@ -152,7 +153,7 @@ class SlurmWatcher:
                                       hint="is slurmdbd up?")
         if self._accounting is not True:
             self.remember_accounting(True)
-        return _tasks(sp.parse_sacct(done.stdout), natives)
+        return _tasks(sp.parse_sacct(done.stdout), natives, queued)
 
     def _scontrol(self, natives: list[str] | None = None) -> dict[str, sp.SlurmRecord]:
         # one call for every job the controller still holds (ids given one by one would
@@ -179,7 +180,7 @@ class SlurmWatcher:
         found: dict[str, str] = {}
         if self.accounting_enabled() is False:
             rows = self._run(["scontrol", "-o", "show", "job"])
-            jobs = [(kv.get("JobId", ""), kv.get("JobName", ""), kv.get("Comment", ""))
+            jobs = [(sp.scontrol_native(kv), kv.get("JobName", ""), kv.get("Comment", ""))
                     for kv in map(sp.parse_scontrol_kv, rows.stdout.splitlines())]
             return sp.match_correlated(jobs, wanted)
         queued = self._run(["squeue", "-h", "-t", "all", "--me", "-n", names,
@@ -213,13 +214,26 @@ def _asked(natives: Sequence[str]) -> str:
     return ",".join(sorted({n.partition("_")[0] for n in natives}, key=int))
 
 
-def _tasks(records: dict[str, sp.SlurmRecord], natives: Sequence[str]
-           ) -> dict[str, sp.SlurmRecord]:
-    """Records by the ids asked for: an array task with no row of its own takes its array
-    job's row (Slurm reports a whole array that ended while pending under the bare job id)."""
+def _tasks(records: dict[str, sp.SlurmRecord], natives: Sequence[str],
+           queued: dict[str, sp.SlurmRecord] | None = None) -> dict[str, sp.SlurmRecord]:
+    """Records by the ids asked for, each from a row that names that task (``123_4``), or
+    from the array's own job record that holds it: a pending remainder (``123_[2-5%1]``,
+    expanded by the parser) lists its indices; a row under the bare id (``123``) names none.
+
+    The array's own record (``123``, job record id 123) holds the tasks still pending and
+    finally runs as the last task to start; sacct shows it under the bare id until
+    accounting learns which task that was, and squeue and sacct show it so for good once it
+    was cancelled while pending. So a bare row is a task's only when squeue's row of the
+    task carries the same job record id (squeue %A, sacct JobIDRaw), or, for a task squeue
+    does not name, when that record never ran (no node): then it ran as no task, and every
+    task that did run has a record of its own. Never another task's row."""
     out = {n: records[n] for n in natives if n in records}
     for n in natives:
         job, sep, _ = n.partition("_")
-        if sep and n not in out and job in records:
-            out[n] = records[job]._replace(native_id=n)
+        bare = records.get(job)
+        if not sep or n in out or bare is None or bare.raw_id not in (job, ""):
+            continue
+        seen = (queued or {}).get(n)
+        if (seen.raw_id == job == bare.raw_id) if seen is not None else bare.node is None:
+            out[n] = bare._replace(native_id=n)
     return out

@@ -186,7 +186,6 @@ def test_status_of_running_jobs_without_the_job_model(slurm_cluster, shared_dir,
         slurm_cluster.run("scancel", *(i.rsplit("-", 1)[1] for i in ids))
 
 
-
 def _states(base, ids, until, deadline_s=60):
     """Poll `status` until every job is in one of the states ``until`` (the store then
     knows them so), or the deadline; the last states seen."""
@@ -264,3 +263,30 @@ def test_cancel_of_many_jobs_is_one_scancel(slurm_cluster, shared_dir, tmp_path)
         assert set(_states(base, ids, until={"CANCELLED"})) == {"CANCELLED"}
     finally:
         slurm_cluster.run("scancel", *natives)
+
+
+def test_a_pending_job_never_changed_state_in_the_future(slurm_cluster, shared_dir, tmp_path):
+    """squeue's %S of a pending job is when Slurm expects to start it (here its --begin, an
+    hour ahead; a backfill estimate looks the same). `status` says it changed state when it
+    was submitted (squeue %V), on the lean path and the full one."""
+    from datetime import datetime, timedelta
+
+    inv = inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster,
+                    extra_sbatch='["--begin=now+3600"]')
+    base = ["--inventory", str(inv)]
+    job_id = run_cli(*base, "--json", "submit", "--source", str(model_file(tmp_path)),
+                     "--class", "SimpleMLP", "--inputs", "[(1, 8)]", check_json=True
+                     ).json["job_id"]
+    native = job_id.rsplit("-", 1)[1]
+    try:
+        expected, submitted = slurm_cluster.run(
+            "squeue", "-h", "-j", native, "-o", "%S|%V").stdout.strip().split("|")
+        assert datetime.fromisoformat(expected) > datetime.now() + timedelta(minutes=50)
+        lean, _, _, stored, full = lean_and_full_status(*base, "--json", "status", job_id)
+        now = datetime.now().astimezone()
+        for doc in (lean[0], full[0], stored[job_id]):
+            assert doc["state"] == "PENDING"
+            changed = datetime.fromisoformat(doc["state_changed_at"])
+            assert changed == datetime.fromisoformat(submitted).astimezone() and changed <= now
+    finally:
+        slurm_cluster.run("scancel", native)

@@ -207,6 +207,36 @@ def test_accounting_disabled_falls_back_to_scontrol_once(slurm_noacct):
     assert slurm_noacct.cluster_info().details["accounting"] is False
 
 
+
+def test_without_accounting_each_array_task_has_its_own_state(slurm_noacct,
+                                                              slurm_cluster_noacct, tmp_path):
+    """scontrol lists an array task under its own job record (JobId=8 ArrayJobId=7
+    ArrayTaskId=0): each task gets its own state, not the array record's (which ran as the
+    other task); an array cancelled before it ran is one record holding every task."""
+    script = tmp_path / "array.sh"
+    script.write_text('#!/bin/bash\nsleep 1\n[ "$SLURM_ARRAY_TASK_ID" = 1 ] && exit 4\nexit 0\n')
+
+    def sbatch(*opts):
+        return slurm_cluster_noacct.run(
+            "sbatch", "--parsable", "-p", "debug", "--mem=50M", "-t", "5", "-o", "/dev/null",
+            "-e", "/dev/null", "-D", "/tmp", *opts, str(script)).stdout.strip()
+
+    ran, held = sbatch("--array=0-1"), sbatch("--array=0-5%2", "--hold")
+    ids = [f"hpcna-{ran}_0", f"hpcna-{ran}_1"]
+    deadline = time.monotonic() + 60
+    while True:
+        got = slurm_noacct.statuses(ids)
+        if len(got) == 2 and all(s.state.terminal for s in got.values()):
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.5)
+    assert [got[j].state for j in ids] == [JobState.COMPLETED, JobState.FAILED]
+    assert [got[j].scheduler_metadata["exit_code"] for j in ids] == [0, 4]
+    cells = [f"hpcna-{held}_{i}" for i in range(6)]
+    assert all(slurm_noacct.cancel_many(cells).values())
+    got = slurm_noacct.statuses(cells)
+    assert len(got) == 6 and {s.state for s in got.values()} == {JobState.CANCELLED}
+
 def test_controller_down_is_a_bounded_infrastructure_error(slurm_cluster_noacct, shared_dir,
                                                            _private_home):
     from tests.testlab import slurm as lab

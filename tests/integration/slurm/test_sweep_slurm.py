@@ -231,3 +231,49 @@ def test_one_gpu_type_is_exactly_one_sbatch_array(slurm_cluster, shared_dir, tmp
     assert cli(tmp_path, inv, "sweep", "cancel", sweep_id).returncode == 0
     assert {c["status"]["state"] for c in wait_all(tmp_path, inv, sweep_id, 60)["cells"]} \
         == {"CANCELLED"}
+
+
+def sacct_tasks(cluster, job, count, deadline_s=30):
+    """{task id: (state, exit code)} once accounting names every task of the array."""
+    end = time.monotonic() + deadline_s
+    while True:
+        out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job,
+                              "--format=JobID,State,ExitCode"], capture_output=True, text=True,
+                             env={**os.environ, "SLURM_CONF": str(cluster.conf)},
+                             timeout=20, check=True).stdout
+        rows = dict((ln.split("|")[0], ln.split("|")[1:]) for ln in out.splitlines())
+        tasks = {k: (v[0].split()[0], int(v[1].split(":")[0])) for k, v in rows.items()
+                 if k.startswith(f"{job}_") and "[" not in k}
+        if len(tasks) == count or time.monotonic() > end:
+            return tasks
+        time.sleep(0.5)
+
+
+def test_each_cells_final_state_is_its_own_tasks(slurm_cluster, shared_dir, tmp_path):
+    """A 2-cell sweep, one cell exiting 4, waited for with --wait, again and again. Until
+    accounting learns which task the array's own job record ran as, sacct lists it under
+    the bare array id (``585|FAILED|4:0``); no other cell may take that row, and what is
+    stored as final (never asked again) must be what sacct says of each task."""
+    inv = inventory(tmp_path / "inventory.yaml", shared_dir, slurm_cluster)
+    doc = {"name": "race", "models": [{"source": str(model_file(tmp_path)), "class": "SimpleMLP"}],
+           "inputs": ["[(1, 8)]", "[(3, 8)]"], "schedulers": ["hpc"],
+           "options": {"timeout": 2, "memory": "100M",
+                       "env": {"WF_FAKE_EXIT_INPUTS": "[(3, 8, 'f32')]", "WF_FAKE_EXIT": "4",
+                               "WF_FAKE_SLEEP": "2"}}}
+    spec = tmp_path / "race.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    for _ in range(6):
+        done = cli(tmp_path, inv, "--json", "sweep", str(spec), "--wait", timeout=120)
+        assert done.returncode == 1, done.stderr  # the failing cell fails the sweep
+        sweep_id = json.loads(done.stdout)["sweep_id"]
+        shown = json.loads(cli(tmp_path, inv, "--json", "sweep", "status", sweep_id).stdout)
+        stored = {c["job_id"].removeprefix("hpc-"): (c["status"]["state"],
+                                                     c["status"]["scheduler_metadata"])
+                  for c in shown["cells"]}
+        job = next(iter(stored)).partition("_")[0]
+        truth = sacct_tasks(slurm_cluster, job, len(stored))
+        assert {n: s for n, (s, _) in stored.items()} == {n: s for n, (s, _) in truth.items()}
+        for native, (_, meta) in stored.items():  # squeue alone knows no FAILED's code
+            assert meta.get("exit_code") in (truth[native][1], None), (native, meta)
+        by_input = {c["shape"]: c["status"]["state"] for c in shown["cells"]}
+        assert by_input == {"[(1, 8)]": "COMPLETED", "[(3, 8)]": "FAILED"}
