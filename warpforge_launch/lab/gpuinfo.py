@@ -4,11 +4,15 @@ Each box gets one remote shell (argv rendered by the one SSH connector, warpforg
 that runs the vendor's tool and marks its output (lab.gpus.SCRIPT); a `local` box runs the
 same script here. A box whose SSH port refuses or cannot be routed to is asleep: shown as
 such, woken only with --wake (the lab's wake path: magic packet, then wait for SSH). Every box
-has a deadline: a box that accepts and never answers is reported, not waited for.
+has a deadline: a box that accepts and never answers is reported, not waited for; the script
+runs under coreutils `timeout` on the box too, so a hung tool never outlives the call.
+A host key OpenSSH refuses is explained by the lab's own connector (lab.remote), in the words
+and with the hint `invoke distribute` gives.
 
 Exit codes: 0 every box reached answered (asleep boxes are not failures without --wake);
 1 some box failed (unreachable, timed out, a GPU box without its tool, a tool error, or a box
---wake could not wake); 2 bad input; 3 no box could be reached at all.
+--wake could not wake); 2 bad input, including a box refused for its configuration (unknown or
+changed host key, authentication failed); 3 no box could be reached at all.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import dataclasses
 import re
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +31,7 @@ from warpforge_launch.errors import UsageError
 from warpforge_launch.lab import gpus as gpu_tools
 
 DEFAULT_TIMEOUT = 20.0
+KILL_AFTER = 2  # seconds a tool gets after SIGTERM on the box before SIGKILL
 _NO_TOOL = {"NVIDIA": "no nvidia-smi", "AMD": "no rocm-smi or amd-smi"}
 # OpenSSH's words when the TCP connection itself fails: the box is off (or not there)
 _ASLEEP = re.compile(r"connect to host \S+ port \d+: (Connection refused|No route to host|"
@@ -38,18 +44,19 @@ class BoxGpus:
 
     box: str
     vendor: str  # the inventory's gpu_type
-    state: str  # ok | no-gpu | no-tool | failed | asleep | unreachable | timed-out
+    state: str  # ok | no-gpu | no-tool | failed | asleep | unreachable | timed-out | refused
     reached: bool = False  # a shell ran on the box
     tool: str | None = None
     gpus: list[gpu_tools.Gpu] = dataclasses.field(default_factory=list)
     message: str = ""
+    hint: str = ""
     seconds: float = 0.0
     woken: bool = False
     wake_failed: bool = False
 
     @property
     def failed(self) -> bool:
-        return (self.state in ("no-tool", "failed", "unreachable", "timed-out")
+        return (self.state in ("no-tool", "failed", "unreachable", "timed-out", "refused")
                 or self.wake_failed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,8 +68,12 @@ class BoxGpus:
         return d
 
 
-def _command(box, vendor: str, tool_path: Sequence[str], connect_timeout: float) -> list[str]:
-    argv = gpu_tools.script_argv(vendor, tuple(tool_path))
+def _command(box, vendor: str, tool_path: Sequence[str], connect_timeout: float,
+             timeout: float) -> list[str]:
+    # bounded where it runs: when we stop waiting, the box's tool is stopped too (it ends a
+    # moment before our own deadline, so its partial output still names the hung tool)
+    argv = ["timeout", "-k", str(KILL_AFTER), f"{max(1.0, timeout - 1):g}",
+            *gpu_tools.script_argv(vendor, tuple(tool_path))]
     if box.transport == "local":
         return argv
     if box.transport != "ssh":
@@ -83,11 +94,7 @@ def query_box(box, command: list[str], timeout: float) -> BoxGpus:
         proc = subprocess.run(command, capture_output=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
-        r.state, r.message = "timed-out", f"no answer within {timeout:g}s"
-        started = gpu_tools.split_sections((e.stdout or b"").decode(errors="replace"))
-        if started:  # the box answered: its tool is what hung
-            r.reached = True
-            r.message = f"{', '.join(started)} did not finish within {timeout:g}s"
+        _timed_out(r, e.stdout, timeout)
         r.seconds = time.monotonic() - t0
         return r
     except OSError as e:
@@ -102,14 +109,19 @@ def query_box(box, command: list[str], timeout: float) -> BoxGpus:
         if m:
             r.state, r.message = "asleep", m.group(1).lower()
         elif "Host key verification failed" in err or "REMOTE HOST IDENTIFICATION" in err:
-            r.message = (f"host key not trusted: {err.splitlines()[-1]} (check it, then add it "
-                         f"to {ssh.Endpoint.of(box).known_hosts})")
+            r.state = "refused"
+            r.message, r.hint = _host_key_refusal(box, err, timeout)
         elif "Permission denied" in err:
+            r.state = "refused"
             r.message = f"authentication as {box.user or 'the default user'} failed: " \
                         f"{err.splitlines()[-1]}"
+            r.hint = "check the box's user and identity_file in the inventory"
         else:
             r.state = "unreachable"
             r.message = err.splitlines()[-1] if err else "ssh failed"
+        return r
+    if proc.returncode in (124, 137):  # the box's own `timeout` stopped the script
+        _timed_out(r, proc.stdout, timeout)
         return r
     r.reached = True
     if proc.returncode != 0:
@@ -132,6 +144,35 @@ def query_box(box, command: list[str], timeout: float) -> BoxGpus:
     return r
 
 
+def _timed_out(r: BoxGpus, stdout: bytes | None, timeout: float) -> None:
+    r.state, r.message = "timed-out", f"no answer within {timeout:g}s"
+    started = gpu_tools.split_sections((stdout or b"").decode(errors="replace"))
+    if started:  # the box answered: its tool is what hung
+        r.reached = True
+        r.message = f"{', '.join(started)} did not finish within {timeout:g}s"
+
+
+def _host_key_refusal(box, err: str, timeout: float) -> tuple[str, str]:
+    """(message, hint) for a host key OpenSSH refused: the lab connector looks at the key
+    itself, so the words (fingerprint; unknown vs changed, with `ssh-keygen -R` for a changed
+    one) are the ones every other lab command gives."""
+    from warpforge_launch.errors import LaunchError
+    from warpforge_launch.lab import remote
+
+    said = err.splitlines()[-1]
+    limit = max(1.0, timeout / 2)
+    try:
+        remote.open_session(box, timeouts=remote.Timeouts(connect=limit, banner=limit,
+                                                          auth=limit)).close()
+    except remote.HostKeyError as e:
+        return str(e), e.hint or ""
+    except LaunchError:
+        pass  # gone or refusing otherwise since: OpenSSH's words are all there is
+    known = ssh.Endpoint.of(box).known_hosts
+    return (f"box {box.name}: host key refused by ssh: {said}",
+            f"compare the box's host key with the one for it in {known}")
+
+
 def gather(boxes: Sequence, *, timeout: float = DEFAULT_TIMEOUT, connect_timeout: float = 5.0,
            tool_path: Sequence[str] = gpu_tools.DEFAULT_TOOL_PATH, wake: bool = False,
            wake_timeout: float = 60.0, wake_interval: float = 10.0,
@@ -140,7 +181,8 @@ def gather(boxes: Sequence, *, timeout: float = DEFAULT_TIMEOUT, connect_timeout
     # ssh's own connect/banner deadline ends first and says why; `timeout` bounds the rest
     connect = max(1.0, min(connect_timeout, timeout / 2))
     commands = {b.name: _command(b, getattr(b.gpu_type, "value", str(b.gpu_type)), tool_path,
-                                 connect) for b in boxes}  # bad input before any connection
+                                 connect, timeout)
+                for b in boxes}  # bad input before any connection
 
     def ask(b) -> BoxGpus:
         return query_box(b, commands[b.name], timeout)
@@ -172,6 +214,10 @@ def gather(boxes: Sequence, *, timeout: float = DEFAULT_TIMEOUT, connect_timeout
 
 
 def exit_code(results: Sequence[BoxGpus]) -> int:
+    """As `invoke distribute`: a box refused for its configuration (host key, credentials)
+    is bad input, whatever the other boxes did; then no box reached; then any failure."""
+    if any(r.state == "refused" for r in results):
+        return 2
     if results and not any(r.reached for r in results):
         return 3
     return 1 if any(r.failed for r in results) else 0
@@ -206,6 +252,9 @@ def table(results: Sequence[BoxGpus]) -> None:
     failed = sum(r.failed and r.state != "asleep" for r in results)
     print(f"gpu-info: {count} GPU(s) on {answered} of {len(results)} box(es)"
           + (f", {asleep} asleep" if asleep else "") + (f", {failed} failed" if failed else ""))
+    for r in results:
+        if r.hint:
+            print(f"hint: {r.box}: {r.hint}", file=sys.stderr)
 
 
 def as_json(results: Sequence[BoxGpus]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -166,21 +167,77 @@ def test_unknown_box_is_bad_input(inventory):
 
 
 
-def test_untrusted_host_key_is_refused_not_accepted(ssh_lab, bindir, install_dir, tmp_path,
-                                                      write_inventory):
-    install(ssh_lab, "nvidia", bindir, "nvidia-smi", gpudoubles.nvidia())
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
+@pytest.mark.parametrize("case", ["unknown", "changed"])
+def test_an_unknown_or_changed_host_key_is_refused_as_distribute_refuses_it(
+        ssh_lab, bindir, install_dir, tmp_path, write_inventory, case):
+    """The lab connector's words (fingerprint; ssh-keygen -R for a changed key, never "add
+    it"), exit 2 like `invoke distribute`, even with another box answering."""
+    install(ssh_lab, "amd", bindir, "rocm-smi", gpudoubles.rocm())
+    known = tmp_path / "known_hosts"
     b = ssh_lab.boxes["nvidia"]
+    amd_key = ssh_lab.host_key_line("amd").split(" ", 1)[1]
+    # changed: amd's key filed under nvidia's address, what a man in the middle looks like
+    recorded = "" if case == "unknown" else f"[{b.address}]:{b.port} {amd_key}\n"
+    known.write_text(recorded)
     stranger = {"transport": "ssh", "address": b.address, "port": b.port, "user": b.user,
-                "identity_file": str(ssh_lab.client_key), "known_hosts_file": str(empty),
+                "identity_file": str(ssh_lab.client_key), "known_hosts_file": str(known),
                 "gpu_type": "NVIDIA", "gpu_count": 1, "install_dir": install_dir}
-    inv = write_inventory(names=["amd"], extra_boxes={"stranger": stranger},
-                          lab={"gpu_tool_path": [bindir]})
-    proc = run_cli("gpu-info", "--inventory", str(inv), "--boxes", "stranger", "--json",
-                   check_json=True)
-    assert proc.returncode == 3  # the only box was not reached
+    inv = str(write_inventory(names=["amd"], extra_boxes={"stranger": stranger},
+                              lab={"gpu_tool_path": [bindir]}))
+    proc = run_cli("gpu-info", "--inventory", inv, "--json", check_json=True)
+    assert proc.returncode == 2, proc.stderr
+    boxes = by_box(proc.json)
+    assert boxes["amd"]["state"] == "ok"
+    box = boxes["stranger"]
+    assert (box["state"], box["reached"], box["failed"]) == ("refused", False, True)
+    key = f"[{b.address}]:{b.port}"
+    if case == "unknown":
+        assert box["message"].startswith(f"box stranger: host key for {key} (ssh-ed25519 "
+                                         "SHA256:")
+        assert box["message"].endswith(f"is not in {known}: refusing to connect")
+        assert f"ssh-keyscan -p {b.port} {b.address}" in box["hint"]
+        assert "accept-new" in box["hint"]
+    else:
+        assert box["message"].startswith(f"box stranger: host key for {key} does not match "
+                                         f"{known} (got SHA256:")
+        assert f"ssh-keygen -R '{key}' -f {known}" in box["hint"]
+    assert known.read_text() == recorded  # strict: nothing was recorded or replaced
+    table = run_cli("gpu-info", "--inventory", inv, "--boxes", "stranger")
+    assert table.returncode == 2
+    assert f"hint: stranger: {box['hint']}" in table.stderr
+    assert "Traceback" not in table.stderr
+
+
+def test_a_timed_out_call_leaves_nothing_running_on_the_box(ssh_lab, bindir, inventory):
+    """The box's own `timeout` stops the script and the hung tool: nothing of ours is
+    re-parented to init, one more pair per call. The double writes its PIDs (its shell and
+    its sleep); the wrapper shell carries the test's unique bindir in its command line."""
+    from tests.testlab.sshboxes import alive
+
+    pids = f"{bindir}/hung.pids"
+    install(ssh_lab, "nvidia", bindir, "nvidia-smi",
+            f"#!/bin/sh\necho $$ >> {pids}\nsleep 100 &\necho $! >> {pids}\nwait\n")
+    proc = run_cli("gpu-info", "--inventory", inventory(names=["nvidia"]), "--timeout", "3",
+                   "--json", check_json=True)
+    assert proc.returncode == 1, proc.stderr
     [box] = proc.json["boxes"]
-    assert box["state"] == "failed" and not box["reached"]
-    assert box["message"].startswith("host key not trusted") and str(empty) in box["message"]
-    assert empty.read_text() == ""  # strict: nothing was recorded
+    assert (box["state"], box["reached"]) == ("timed-out", True)
+    assert box["message"] == "nvidia-smi did not finish within 3s"
+    started = [int(p) for p in ssh_lab.ssh("nvidia", "cat", pids).stdout.split()]
+    assert len(started) == 2
+
+    def ours() -> list[int]:
+        found = [p for p in started if alive(p)]
+        for d in Path("/proc").iterdir():
+            try:
+                if d.name.isdigit() and bindir in (d / "cmdline").read_bytes().decode(
+                        errors="replace") and alive(int(d.name)):
+                    found.append(int(d.name))
+            except OSError:
+                pass
+        return found
+
+    deadline = time.monotonic() + 5
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not ours(), f"still running on the box: {ours()}"
