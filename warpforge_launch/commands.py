@@ -61,6 +61,10 @@ def cmd_submit(args) -> int:
     with _launcher(args) as launcher:
         if args.dry_run:
             submission, sched, plan = launcher.plan(definition, args.scheduler, **overrides)
+            unset = [k for k in definition.secret_env if k not in os.environ]
+            if unset:  # the dry run shows names only; the real submit reads the values
+                print(safe(f"warning: --secret-env {', '.join(unset)}: not set in this "
+                           "environment, so the real submit would refuse it"), file=sys.stderr)
             if args.json:
                 emit_json({"submission": submission.to_dict(), "plan": plan.to_dict()})
             else:

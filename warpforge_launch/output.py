@@ -131,4 +131,17 @@ def print_cluster(info: ClusterInfo) -> None:
           [[n.name, n.status, n.gpu_type.value, n.gpu_count, n.memory_mb, n.cpu_cores]
            for n in info.nodes])
     for key, value in sorted(info.details.items()):
-        _line(console, f"{key}: {value}")
+        _detail(console, key, value, "")
+
+
+def _detail(console, key: str, value, indent: str) -> None:
+    """One detail of cluster-info: a mapping as indented lines, a list comma-separated,
+    never Python's repr."""
+    if isinstance(value, dict):
+        _line(console, f"{indent}{key}:")
+        for k, v in sorted(value.items()):
+            _detail(console, str(k), v, indent + "  ")
+    elif isinstance(value, (list, tuple)):
+        _line(console, f"{indent}{key}: {', '.join(map(str, value)) or '-'}")
+    else:
+        _line(console, f"{indent}{key}: {'-' if value is None else value}")

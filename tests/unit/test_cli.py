@@ -235,3 +235,27 @@ def test_ray_credentials_are_never_printed(capsys, tmp_path):
     rows = {r["name"]: r["config"]["auth_header"] for r in json.loads(out)}
     assert rc == 0 and "abc123secret" not in out + err
     assert rows == {"t": "X-Token: ***", "u": "Authorization: Bearer ${RAY_TOKEN}"}
+
+
+def test_dry_run_warns_of_a_secret_that_is_not_set(capsys, inv, tmp_path, monkeypatch):
+    monkeypatch.delenv("WF_NOT_SET_HERE", raising=False)
+    src = tmp_path / "m.py"
+    src.write_text("class M: pass\n")
+    rc, out, err = call(capsys, "submit", "--inventory", inv, "--source", str(src), "--class",
+                        "M", "--inputs", "[(1,8)]", "--secret-env", "WF_NOT_SET_HERE",
+                        "--dry-run")
+    assert rc == 0 and "# dry run" in out
+    assert "warning: --secret-env WF_NOT_SET_HERE: not set in this environment" in err
+
+
+def test_cluster_info_prints_nested_details_as_lines(capsys):
+    from warpforge_launch.jobs import ClusterInfo
+    from warpforge_launch.output import print_cluster
+
+    print_cluster(ClusterInfo("k", "kubernetes v1", 1, 1, details={
+        "gpus_by_node": {"wf-node": {"nvidia": 1, "amd": 1}}, "zones": ["a", "b"],
+        "accounting": None}))
+    out = capsys.readouterr().out
+    assert "{" not in out and "[" not in out
+    assert "gpus_by_node:\n  wf-node:\n    amd: 1\n    nvidia: 1\n" in out
+    assert "zones: a, b" in out and "accounting: -" in out
