@@ -63,3 +63,24 @@ def test_invoke_passes_an_empty_boxes_through_and_leaves_an_absent_one_default(i
     assert p.returncode == 2 and p.stderr.startswith("error: --keep must be a whole number")
     p = run()  # the default selection: every box, then the missing dist is what fails
     assert p.returncode == 2 and "no box named" not in p.stderr and "nodist" in p.stderr
+
+
+def test_a_black_hole_box_fails_with_one_line_after_the_banner_wait(tmp_path):
+    """A box that accepts TCP and never answers: `unreachable: no SSH banner within 10s`
+    (max(connect_timeout, 10)), exit 3, and no paramiko traceback on stderr."""
+    from tests.integration.lab.fakedist import make_dist
+    from tests.testlab.blackhole import black_hole
+
+    dist = make_dist(tmp_path / "dist")
+    with black_hole() as port:
+        inv = tmp_path / "inventory.yaml"
+        inv.write_text(f"boxes: {{hole: {{address: 127.0.0.1, port: {port}, known_hosts_file: "
+                       f"{tmp_path / 'kh'}, install_dir: /opt/wf-hole}}}}\n"
+                       "lab: {connect_timeout: 2}\n")
+        p = subprocess.run([sys.executable, "-m", "invoke", "distribute", "--inventory",
+                            str(inv), "--dist", str(dist)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.splitlines() == [
+        f"error: box hole (127.0.0.1:{port}) unreachable: no SSH banner within 10s (the port "
+        "accepts connections but nothing answers SSH)"], p.stderr

@@ -215,8 +215,16 @@ class SshSession(BoxSession):
         return f"{self.box.host}:{self.box.port}"
 
     def _open(self) -> None:
+        import logging
+
         import paramiko
         from fabric import Config, Connection
+
+        # paramiko's transport thread logs a failed handshake with its traceback; without a
+        # handler of ours Python prints it to stderr beside our one-line error
+        log = logging.getLogger("paramiko")
+        if not log.handlers:
+            log.addHandler(logging.NullHandler())
 
         box, ep, t = self.box, self.endpoint, self.timeouts
         kwargs: dict[str, Any] = {
