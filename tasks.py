@@ -103,7 +103,7 @@ def _exit(code: int) -> None:
 @task(help={**{k: v for k, v in _LAB_HELP.items() if k != "accept_new"},
             "no_send": "only wait for SSH, send no magic packet",
             "timeout": "seconds to wait per box", "interval": "seconds between polls"})
-def wake(c, boxes="", inventory="", no_send=False, timeout="", interval="", json=False):
+def wake(c, boxes=None, inventory="", no_send=False, timeout="", interval="", json=False):
     """Wake boxes (wake-on-LAN) and wait until they answer SSH."""
     from warpforge_launch.lab import commands
 
@@ -114,7 +114,7 @@ def wake(c, boxes="", inventory="", no_send=False, timeout="", interval="", json
 @task(help={**_LAB_HELP, "dist": "dist directory (default: DIST_DIR_OVERRIDE or the build's)",
             "keep": "releases to keep per box", "verify": "re-check every file's checksum",
             "repair": "re-check every file and re-send the ones that differ"})
-def distribute(c, boxes="", inventory="", dist="", keep="", accept_new=False, verify=False,
+def distribute(c, boxes=None, inventory="", dist="", keep="", accept_new=False, verify=False,
                repair=False, json=False):
     """Push the dist to boxes: atomic release switch, only changed files sent, in parallel."""
     from warpforge_launch.lab import commands
@@ -125,7 +125,7 @@ def distribute(c, boxes="", inventory="", dist="", keep="", accept_new=False, ve
 
 
 @task(help={**_LAB_HELP, "to": "release (hash prefix) to switch to (default: the previous)"})
-def rollback(c, boxes="", inventory="", to="", accept_new=False, json=False):
+def rollback(c, boxes=None, inventory="", to="", accept_new=False, json=False):
     """Switch boxes back to their previous release."""
     from warpforge_launch.lab import commands
 
@@ -136,7 +136,7 @@ def rollback(c, boxes="", inventory="", to="", accept_new=False, json=False):
 @task(help={**_LAB_HELP, "dist": "dist directory (default: DIST_DIR_OVERRIDE or the build's)",
             "checks": "comma-separated: exists,help,version,trace-example,checksums",
             "junit": "JUnit XML report path ('' for none)"})
-def smoke(c, boxes="", inventory="", dist="", checks="", junit="reports/smoke-junit.xml",
+def smoke(c, boxes=None, inventory="", dist="", checks="", junit="reports/smoke-junit.xml",
           accept_new=False, json=False):
     """Smoke-test the dist on boxes: dist check, wake, wait, distribute, verify (testinfra)."""
     from warpforge_launch.lab import commands

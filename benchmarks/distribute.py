@@ -208,7 +208,7 @@ def main() -> int:
                         opts = {} if who == "ours" else {"receive": "python"}
                         t, res = ours_opts(lab, names, dist, d, opts)
                         if who == "ours" and key == "2":
-                            phases += [dict(r.phases, bytes=r.bytes_sent, seconds=r.seconds)
+                            phases += [dict(r.phases, bytes=r.stream_bytes, seconds=r.seconds)
                                        for r in res]
                     add(f"{who}_first{key}", t)
                     if key == "2" and who in ("ours", "rsync") and "2" in parts:

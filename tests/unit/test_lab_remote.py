@@ -74,3 +74,20 @@ def test_unreachable_box_is_an_infrastructure_error():
     b = Box(name="gone", address="127.0.0.1", port=port, known_hosts_file="/dev/null")
     with pytest.raises(InfrastructureError, match="unreachable: connection refused"):
         remote.open_session(b, timeouts=remote.Timeouts(connect=2))
+
+
+@pytest.mark.parametrize("connect, banner", [(1, 3), (4, 2)])
+def test_a_box_that_never_answers_ssh_is_named_so_after_the_banner_wait(connect, banner):
+    """A listener that accepts TCP and never says a word: the wait is the banner deadline
+    (not the TCP connect timeout) and the error says what happened, not paramiko's words."""
+    from tests.testlab.blackhole import black_hole
+
+    with black_hole() as port:
+        b = Box(name="hole", address="127.0.0.1", port=port, known_hosts_file="/dev/null")
+        t0 = time.monotonic()
+        with pytest.raises(InfrastructureError) as err:
+            remote.open_session(b, timeouts=remote.Timeouts(connect=connect, banner=banner))
+        took = time.monotonic() - t0
+    assert f"unreachable: no SSH banner within {banner}s" in str(err.value)
+    assert "No existing session" not in str(err.value)
+    assert banner - 0.5 <= took < banner + 2

@@ -18,8 +18,28 @@ def _inventory(inventory: str | None):
     return inv_mod.load(inventory or None)
 
 
-def _selectors(boxes: str) -> list[str]:
-    return [s.strip() for s in (boxes or "").split(",") if s.strip()]
+def _selectors(boxes: str | None) -> list[str]:
+    """The --boxes names; None (not given) selects the default. A given value that names no
+    box (`''`, `,`) is bad input, never "every box"."""
+    if boxes is None:
+        return []
+    names = [s.strip() for s in boxes.split(",") if s.strip()]
+    if not names:
+        raise UsageError(f"--boxes {boxes!r}: no box named",
+                         hint="name boxes, aliases or groups (comma-separated), or leave "
+                              "--boxes out for the default")
+    return names
+
+
+def check_count(name: str, value, minimum: int = 1) -> int:
+    """A whole number of at least `minimum` from a task option (a string from invoke)."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number, not {value!r}") from None
+    if n < minimum:
+        raise UsageError(f"{name} must be at least {minimum}, not {n}")
+    return n
 
 
 def _dist_options(inv, *, keep=None, accept_new=False, verify=False, repair=False,
@@ -30,8 +50,10 @@ def _dist_options(inv, *, keep=None, accept_new=False, verify=False, repair=Fals
     lab = inv.lab
     t = Timeouts(connect=lab.connect_timeout, banner=max(lab.connect_timeout, 10.0),
                  command=lab.command_timeout)
-    return Options(keep=int(keep) if keep else lab.keep_releases, lock_wait=lab.lock_wait,
-                   parallel=int(parallel) if parallel else lab.parallel, verify_all=verify,
+    return Options(keep=check_count("--keep", keep, 2) if keep else lab.keep_releases,
+                   lock_wait=lab.lock_wait,
+                   parallel=check_count("--parallel", parallel) if parallel else lab.parallel,
+                   verify_all=verify,
                    repair=repair, timeouts=t, host_key_policy="accept-new" if accept_new else None)
 
 
@@ -79,7 +101,7 @@ def _guard(fn):
 
 
 @_guard
-def wake(*, boxes="", inventory="", send=True, timeout=None, interval=None,
+def wake(*, boxes=None, inventory="", send=True, timeout=None, interval=None,
          as_json=False) -> int:
     """Wake the selected boxes and wait for SSH; 0 if all are up, else 3."""
     from warpforge_launch.lab import report, wake
@@ -103,13 +125,16 @@ def wake(*, boxes="", inventory="", send=True, timeout=None, interval=None,
 
 
 @_guard
-def distribute(*, boxes="", inventory="", dist="", keep=None, accept_new=False, verify=False,
+def distribute(*, boxes=None, inventory="", dist="", keep=None, accept_new=False, verify=False,
                repair=False, as_json=False) -> int:
     """Push the dist to the selected boxes (atomic, incremental, parallel). Boxes the last
     run's probes (quickpush) find on the dist's release are answered before the inventory
     is read; the rest go the full way."""
     from warpforge_launch.lab import quickpush
 
+    _selectors(boxes)  # bad input fails before any answer, quick or not
+    if keep:
+        check_count("--keep", keep, 2)
     request = {"boxes": boxes or "", "inventory": str(inventory or ""),
                "dist": str(dist or ""), "keep": str(keep or "")}
     plain = not (accept_new or verify or repair)
@@ -144,7 +169,7 @@ def _show_distribute(results, as_json: bool) -> int:
 
 
 @_guard
-def rollback(*, boxes="", inventory="", to="", accept_new=False, as_json=False) -> int:
+def rollback(*, boxes=None, inventory="", to="", accept_new=False, as_json=False) -> int:
     """Switch the selected boxes back to their previous release (or --to a named one)."""
     from warpforge_launch.lab import releases, report
 
@@ -157,13 +182,14 @@ def rollback(*, boxes="", inventory="", to="", accept_new=False, as_json=False) 
 
 
 @_guard
-def smoke(*, boxes="", inventory="", dist="", checks="", junit="reports/smoke-junit.xml",
+def smoke(*, boxes=None, inventory="", dist="", checks="", junit="reports/smoke-junit.xml",
           accept_new=False, as_json=False) -> int:
     """dist check -> wake (WAKE_BOXES) -> wait -> distribute -> verify; 1 if any box FAILED."""
     import dataclasses
 
     from warpforge_launch.lab import report, smoke
 
+    junit_path = _writable("--junit", junit) if junit else None
     inv = _inventory(inventory)
     sel = _selectors(boxes)
     if not sel and any("gpu-boxes" in b.groups for b in inv.boxes.values()):
@@ -173,7 +199,7 @@ def smoke(*, boxes="", inventory="", dist="", checks="", junit="reports/smoke-ju
     opts = smoke.Options(
         wake=inv.lab.wake_boxes, skip_if_unreachable=inv.lab.skip_if_unreachable,
         wake_timeout=inv.lab.wake_timeout, wake_interval=inv.lab.wake_interval,
-        checks=check_list, junit=Path(junit) if junit else None,
+        checks=check_list, junit=junit_path,
         distribute=_dist_options(inv, accept_new=accept_new))
     bars = None if as_json else report.progress_for_terminal()
     if bars:
@@ -198,6 +224,24 @@ def gpu_info(*, boxes="", inventory="", wake=False, timeout=None, as_json=False)
 
     return gpuinfo.command(boxes=boxes, inventory=inventory, wake=wake, timeout=timeout,
                            json_output=as_json)
+
+
+def _writable(name: str, path: str) -> Path:
+    """A report path whose directory exists (made here) and takes a new file: checked before
+    any box is touched, so a bad path costs no smoke run."""
+    import os
+
+    p = Path(path).expanduser()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.is_dir():
+            raise UsageError(f"{name} {path}: is a directory")
+        if not os.access(p.parent, os.W_OK | os.X_OK) or (p.exists()
+                                                         and not os.access(p, os.W_OK)):
+            raise UsageError(f"{name} {path}: not writable")
+    except OSError as e:
+        raise UsageError(f"{name} {path}: cannot write there: {e.strerror or e}") from None
+    return p
 
 
 def check_positive(name: str, value) -> float:

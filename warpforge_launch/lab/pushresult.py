@@ -24,7 +24,8 @@ class BoxResult:
     release: str | None = None
     previous: str | None = None
     files_sent: int = 0
-    bytes_sent: int = 0
+    bytes_sent: int = 0  # the content of the files sent (files_sent of them)
+    stream_bytes: int = 0  # all that went over: the files, tar headers, the release record
     files_linked: int = 0
     seconds: float = 0.0
     error: str | None = None

@@ -140,6 +140,53 @@ def _read_record(session: BoxSession, install_dir: str, release: str) -> Manifes
         return None
 
 
+#: A release's own files beside the dist's (the record, verification listings, push leftovers).
+_OWN_FILES = frozenset({RELEASE_FILE, LINKS_FILE, VERIFY_FILE, ".warpforge-verified",
+                        ".warpforge-verified.listing", ".warpforge-verified.new",
+                        ".warpforge-verified.lst", ".warpforge-received.sha256",
+                        ".warpforge-partial"})
+_LIST_SCRIPT = r"""
+cd -- "$1" || exit 0
+cat -- .warpforge-release.json 2>/dev/null; printf '\0'
+find . -mindepth 1 -printf '%P\0'
+"""
+
+
+def foreign_files(session: BoxSession, install_dir: str, release: str) -> list[str] | None:
+    """The entries of a release its record does not list (an operator's notes, a stray
+    build): such a release is never pruned. None: the record cannot be read (keep it too)."""
+    r = session.run(["sh", "-c", _LIST_SCRIPT, "wf-list", f"{install_dir}/releases/{release}"],
+                    check=False)
+    record, _, listing = r.out.partition("\0")
+    try:
+        m = Manifest.from_json(record) if r.ok else None
+    except (ValueError, TypeError, KeyError):
+        m = None
+    if m is None:
+        return None
+    known = {e.path for e in m.entries} | _OWN_FILES
+    return sorted(p for p in listing.split("\0") if p and p not in known)
+
+
+def spare_foreign(session: BoxSession, install_dir: str, d: pushplan.Decision,
+                  notes: list[str]) -> pushplan.Decision:
+    """d without the releases to prune that hold entries the tool did not put there; each
+    kept one is named in notes with those entries."""
+    kept = []
+    for rel in d.prune:
+        extra = foreign_files(session, install_dir, rel)
+        if extra == []:
+            continue
+        kept.append(rel)
+        what = ("its record cannot be read" if extra is None else
+                "holds files the tool did not put there: " + ", ".join(extra[:5])
+                + (f", ... ({len(extra)} in all)" if len(extra) > 5 else ""))
+        note = f"kept releases/{rel} (not pruned): {what}"
+        if note not in notes:
+            notes.append(note)
+    return dataclasses.replace(d, prune=tuple(p for p in d.prune if p not in kept))
+
+
 class _Push:
     """Facts -> decision -> commands for one box, with the fallbacks: a release that fails
     verification is never reused (a fresh push follows), damage found by a full check is
@@ -187,6 +234,7 @@ class _Push:
                 r.notes.append(f"repairing {len(failed)} damaged file(s): {shown}")
                 self.damaged = tuple(failed)
                 continue
+            d = spare_foreign(self.session, self.dir, d, r.notes)
             if d.action == pushplan.REACTIVATE:
                 result = self.session.run(
                     boxscripts.switch_argv(self.dir, d.release, self.state.verifier,
@@ -269,7 +317,8 @@ class _Push:
             result = self.session.run(boxscripts.push_argv(self.dir), input=producer,
                                       timeout=timeout, check=False)
         t_end = time.monotonic()
-        r.files_sent, r.bytes_sent, r.files_linked = len(send), sent[0], len(d.link)
+        r.files_sent, r.bytes_sent, r.files_linked = len(send), d.bytes, len(d.link)
+        r.stream_bytes = sent[0]
         box = boxscripts.stamps(result.out)
         r.phases = {"pack": t_stream - t_pack}
         if {"received", "verified", "switched"} <= set(box):

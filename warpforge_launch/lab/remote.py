@@ -215,8 +215,16 @@ class SshSession(BoxSession):
         return f"{self.box.host}:{self.box.port}"
 
     def _open(self) -> None:
+        import logging
+
         import paramiko
         from fabric import Config, Connection
+
+        # paramiko's transport thread logs a failed handshake with its traceback; without a
+        # handler of ours Python prints it to stderr beside our one-line error
+        log = logging.getLogger("paramiko")
+        if not log.handlers:
+            log.addHandler(logging.NullHandler())
 
         box, ep, t = self.box, self.endpoint, self.timeouts
         kwargs: dict[str, Any] = {
@@ -228,9 +236,14 @@ class SshSession(BoxSession):
         if ep.identity_file:
             kwargs.update(key_filename=ep.identity_file, look_for_keys=False,
                           allow_agent=False)
+        try:  # our own TCP connect: paramiko bounds the whole handshake by its `timeout`
+            kwargs["sock"] = socket.create_connection((ep.host, ep.port), timeout=t.connect)
+        except OSError as e:
+            raise InfrastructureError(f"box {box.name} ({self.where}) unreachable: "
+                                      f"{_describe(e)}") from None
         config = Config(overrides={"load_ssh_configs": False})
         conn = Connection(host=ep.host, port=ep.port, user=ep.user,
-                          connect_timeout=max(1, round(t.connect)), connect_kwargs=kwargs,
+                          connect_timeout=max(1, round(t.banner)), connect_kwargs=kwargs,
                           config=config)
         client = conn.client
         if self.known_hosts.exists():
@@ -250,9 +263,17 @@ class SshSession(BoxSession):
                              hint="check the box's user and identity_file in the inventory"
                              ) from None
         except (paramiko.SSHException, OSError, EOFError) as e:
+            transport = conn.client.get_transport()
+            banner = bool(transport and transport.remote_version)
             conn.close()
+            why = _describe(e)
+            if why in ("No existing session", "Negotiation failed.") \
+                    or why.startswith("Error reading SSH protocol banner"):
+                why = (f"the SSH handshake did not finish within {t.banner:.0f}s"
+                       if banner else f"no SSH banner within {t.banner:.0f}s (the port "
+                       "accepts connections but nothing answers SSH)")
             raise InfrastructureError(f"box {box.name} ({self.where}) unreachable: "
-                                      f"{_describe(e)}") from None
+                                      f"{why}") from None
         conn.transport.set_keepalive(15)
         self.conn = conn
 
@@ -366,7 +387,7 @@ def _send(ch, data: bytes, stall: float, name: str) -> None:
 def _describe(e: BaseException) -> str:
     import paramiko
 
-    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+    if isinstance(e, (paramiko.ssh_exception.NoValidConnectionsError, ConnectionRefusedError)):
         return "connection refused"
     if isinstance(e, (TimeoutError, socket.timeout)):
         return "timed out"

@@ -1,4 +1,7 @@
-"""How lab results look: progress bars on a TTY, summary tables, and --json for machines."""
+"""How lab results look: progress bars on a TTY, summary tables, and --json for machines.
+
+The tables are output.table's: one unwrapped line per row when stdout is not a terminal
+(`| grep <release>` finds the whole row)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import threading
 from collections.abc import Sequence
 
 from warpforge_launch.lab.pushresult import BoxResult, Progress
-from warpforge_launch.output import human_size
+from warpforge_launch.output import human_size, table
 
 
 def _console(stderr: bool = False):
@@ -85,17 +88,11 @@ def print_json(rows: Sequence) -> None:
 
 
 def distribute_table(results: Sequence[BoxResult], verb: str = "distribute") -> None:
-    from rich.table import Table
-
-    t = Table(box=None, pad_edge=False, header_style="bold", title=None)
-    for h in ("BOX", "RESULT", "RELEASE", "WAS", "SENT", "FILES SENT", "LINKED", "TIME"):
-        t.add_column(h, overflow="fold")
-    for r in results:
-        t.add_row(r.box, r.action if r.ok else "FAILED", r.release or "-", r.previous or "-",
-                  human_size(r.bytes_sent), str(r.files_sent), str(r.files_linked),
-                  f"{r.seconds:.2f}s")
+    table(["BOX", "RESULT", "RELEASE", "WAS", "SENT", "FILES SENT", "LINKED", "TIME"],
+          [[r.box, r.action if r.ok else "FAILED", r.release or "-", r.previous or "-",
+            human_size(r.bytes_sent), r.files_sent, r.files_linked, f"{r.seconds:.2f}s"]
+           for r in results])
     console = _console()
-    console.print(t)
     ok = sum(r.ok for r in results)
     console.print(f"{verb}: {ok} of {len(results)} box(es) ok", markup=False)
     err = _console(stderr=True)
@@ -106,27 +103,16 @@ def distribute_table(results: Sequence[BoxResult], verb: str = "distribute") -> 
 
 
 def wake_table(results) -> None:
-    from rich.table import Table
-
-    t = Table(box=None, pad_edge=False, header_style="bold")
-    for h in ("BOX", "PACKET", "SSH", "TIME", "NOTE"):
-        t.add_column(h, overflow="fold")
-    for r in results:
-        t.add_row(r.box, "sent" if r.sent else "-", "up" if r.reachable else "DOWN",
-                  f"{r.seconds:.1f}s", r.note)
-    _console().print(t)
+    table(["BOX", "PACKET", "SSH", "TIME", "NOTE"],
+          [[r.box, "sent" if r.sent else "-", "up" if r.reachable else "DOWN",
+            f"{r.seconds:.1f}s", r.note] for r in results])
 
 
 def smoke_table(report) -> None:
-    from rich.table import Table
-
-    t = Table(box=None, pad_edge=False, header_style="bold")
-    for h in ("BOX", "STATUS", "RELEASE", "TIME", "REASON"):
-        t.add_column(h, overflow="fold")
-    for o in report.outcomes:
-        t.add_row(o.box, o.status, o.release or "-", f"{o.seconds:.1f}s", o.reason or "-")
+    table(["BOX", "STATUS", "RELEASE", "TIME", "REASON"],
+          [[o.box, o.status, o.release or "-", f"{o.seconds:.1f}s", o.reason or "-"]
+           for o in report.outcomes])
     console = _console()
-    console.print(t)
     for o in report.outcomes:
         console.print(f"{o.box}: {o.status}" + (f" ({o.reason})" if o.reason else ""),
                       markup=False)

@@ -388,6 +388,37 @@ def test_foreign_entries_are_reported_and_never_pruned(ssh_lab, box, install_dir
     assert any("keepme" in n and "not made by warpforge" in n for n in results[-1].notes)
 
 
+def test_files_an_operator_added_to_a_release_are_never_pruned_with_it(
+        ssh_lab, write_inventory, install_dir, fake_dist, make_fake_dist, capsys):
+    """README, Ownership: foreign entries are reported, never pruned. A release holding a
+    file its record does not list stays (repair, --keep pruning, rollback), named in notes."""
+    inv = str(write_inventory(names=["amd"]))
+    assert commands.distribute(inventory=inv, dist=str(fake_dist)) == 0
+    first = current(ssh_lab, "amd", install_dir).split("/", 1)[1]
+    ssh_lab.ssh("amd", "sh", "-c", 'echo notes > "$1/current/bin/operator-notes2.txt"', "wf",
+                install_dir)
+    notes = ssh_lab.landed("amd", f"{install_dir}/releases/{first}/bin/operator-notes2.txt")
+    said = f"kept releases/{first} (not pruned): holds files the tool did not put there: " \
+           "bin/operator-notes2.txt"
+    capsys.readouterr()
+    assert commands.distribute(inventory=inv, dist=str(fake_dist), as_json=True) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["action"] == "repaired" and row["release"].startswith(first + ".")
+    assert said in row["notes"], row["notes"]
+    assert (row["files_sent"], row["bytes_sent"]) == (0, 0)  # the counts agree
+    assert notes.read_text() == "notes\n"
+    for seed in (1, 2):  # --keep 2 would prune it now: it is kept, and said so each time
+        assert commands.distribute(inventory=inv, dist=str(make_fake_dist(seed=seed)),
+                                   keep="2", as_json=True) == 0
+        [row] = json.loads(capsys.readouterr().out)
+        assert row["action"] == "pushed" and said in row["notes"], row
+    assert notes.read_text() == "notes\n"
+    assert commands.rollback(inventory=inv, to=first[:12], as_json=True) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["action"] == "rolled-back" and row["release"] == first
+    assert notes.read_text() == "notes\n" and runs(ssh_lab, "amd", install_dir).returncode == 0
+
+
 def test_a_foreign_bin_is_never_moved_aside(ssh_lab, box, install_dir, fake_dist):
     b = box("nvidia")
     ssh_lab.ssh("nvidia", "sh", "-c", 'mkdir -p "$1/bin" && echo mine > "$1/bin/tool"', "wf",
