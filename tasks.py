@@ -149,7 +149,7 @@ def smoke(c, boxes=None, inventory="", dist="", checks="", junit="reports/smoke-
                              "json": _LAB_HELP["json"],
                              "wake": "wake asleep boxes first (wake-on-LAN)",
                              "timeout": "seconds per box (default 20)"})
-def gpu_info(c, boxes="", inventory="", wake=False, timeout="", json=False):
+def gpu_info(c, boxes=None, inventory="", wake=False, timeout="", json=False):
     """The boxes' GPUs: nvidia-smi / rocm-smi / amd-smi over SSH, every box at once."""
     from warpforge_launch.lab import commands
 

@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from warpforge_launch.inventory import Box, GpuType
 from warpforge_launch.lab import gpuinfo
 
@@ -67,3 +69,14 @@ def test_a_refused_box_is_bad_input_whatever_the_others_did():
     assert gpuinfo.exit_code([_r("unreachable", False), _r("asleep", False)]) == 3
     assert gpuinfo.exit_code([_r("ok", True), _r("unreachable", False)]) == 1
     assert gpuinfo.exit_code([_r("ok", True), _r("asleep", False)]) == 0
+
+
+@pytest.mark.parametrize("boxes", [[""], [","], [" , "]])
+def test_a_boxes_value_that_names_no_box_is_bad_input(boxes, capsys, tmp_path):
+    from warpforge_launch.cli import main
+
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(f"boxes: {{here: {{transport: local, install_dir: {tmp_path / 'box'}}}}}\n")
+    rc = main(["gpu-info", "--inventory", str(inv),
+               *[a for b in boxes for a in ("--boxes", b)]])
+    assert rc == 2 and "no box named" in capsys.readouterr().err

@@ -18,7 +18,7 @@ def _inventory(inventory: str | None):
     return inv_mod.load(inventory or None)
 
 
-def _selectors(boxes: str | None) -> list[str]:
+def box_selectors(boxes: str | None) -> list[str]:
     """The --boxes names; None (not given) selects the default. A given value that names no
     box (`''`, `,`) is bad input, never "every box"."""
     if boxes is None:
@@ -107,7 +107,7 @@ def wake(*, boxes=None, inventory="", send=True, timeout=None, interval=None,
     from warpforge_launch.lab import report, wake
 
     inv = _inventory(inventory)
-    selected = inv.select_boxes(_selectors(boxes))
+    selected = inv.select_boxes(box_selectors(boxes))
     timeout = check_positive("--timeout", timeout or inv.lab.wake_timeout)
     poll = check_positive("--interval", interval or inv.lab.wake_interval)
     spinner = report.WakeProgress(timeout) if sys.stderr.isatty() and not as_json else None
@@ -132,7 +132,7 @@ def distribute(*, boxes=None, inventory="", dist="", keep=None, accept_new=False
     is read; the rest go the full way."""
     from warpforge_launch.lab import quickpush
 
-    _selectors(boxes)  # bad input fails before any answer, quick or not
+    box_selectors(boxes)  # bad input fails before any answer, quick or not
     if keep:
         check_count("--keep", keep, 2)
     request = {"boxes": boxes or "", "inventory": str(inventory or ""),
@@ -145,7 +145,7 @@ def distribute(*, boxes=None, inventory="", dist="", keep=None, accept_new=False
     from warpforge_launch.lab import releases, report
 
     inv = _inventory(inventory)
-    selected = inv.select_boxes(_selectors(boxes))
+    selected = inv.select_boxes(box_selectors(boxes))
     opts = _dist_options(inv, keep=keep, accept_new=accept_new, verify=verify, repair=repair)
     path = dist_dir(inv, dist)
     rest = [b for b in selected if b.name not in answered]
@@ -174,7 +174,7 @@ def rollback(*, boxes=None, inventory="", to="", accept_new=False, as_json=False
     from warpforge_launch.lab import releases, report
 
     inv = _inventory(inventory)
-    selected = inv.select_boxes(_selectors(boxes))
+    selected = inv.select_boxes(box_selectors(boxes))
     results = releases.rollback(selected, opts=_dist_options(inv, accept_new=accept_new),
                                 to=to or None)
     report.print_json(results) if as_json else report.distribute_table(results, "rollback")
@@ -191,7 +191,7 @@ def smoke(*, boxes=None, inventory="", dist="", checks="", junit="reports/smoke-
 
     junit_path = _writable("--junit", junit) if junit else None
     inv = _inventory(inventory)
-    sel = _selectors(boxes)
+    sel = box_selectors(boxes)
     if not sel and any("gpu-boxes" in b.groups for b in inv.boxes.values()):
         sel = ["gpu-boxes"]  # the seed's smoke test ran on the GPU boxes
     selected = inv.select_boxes(sel)
@@ -218,7 +218,7 @@ def smoke(*, boxes=None, inventory="", dist="", checks="", junit="reports/smoke-
 
 
 @_guard
-def gpu_info(*, boxes="", inventory="", wake=False, timeout=None, as_json=False) -> int:
+def gpu_info(*, boxes=None, inventory="", wake=False, timeout=None, as_json=False) -> int:
     """The selected boxes' GPUs; 0 all reached answered, 1 a box failed, 3 none reachable."""
     from warpforge_launch.lab import gpuinfo
 

@@ -262,16 +262,19 @@ def as_json(results: Sequence[BoxGpus]) -> dict[str, Any]:
             "gpus": [g.to_dict() for r in results for g in r.gpus]}
 
 
-def command(*, boxes: str | Sequence[str] = "", inventory: str | None = None, wake: bool = False,
-            timeout: float | str | None = None, json_output: bool = False) -> int:
-    """The body of `warpforge-launch gpu-info` and `invoke gpu-info`; returns the exit code."""
+def command(*, boxes: str | Sequence[str] | None = None, inventory: str | None = None,
+            wake: bool = False, timeout: float | str | None = None,
+            json_output: bool = False) -> int:
+    """The body of `warpforge-launch gpu-info` and `invoke gpu-info`; returns the exit code.
+    ``boxes``: None or [] (not given) is every box; a given value that names none (`''`,
+    `,`) is bad input, never "every box"."""
     from warpforge_launch import inventory as inv_mod
-    from warpforge_launch.lab.commands import check_positive
+    from warpforge_launch.lab.commands import box_selectors, check_positive
 
+    given = [boxes] if isinstance(boxes, str) else list(boxes or ())
+    selectors = [s for sel in given for s in box_selectors(sel)]
     inv = inv_mod.load(inventory or None)
-    selectors = ([s.strip() for s in boxes.split(",")] if isinstance(boxes, str)
-                 else [s for sel in boxes for s in sel.split(",")])
-    selected = inv.select_boxes([s for s in selectors if s])
+    selected = inv.select_boxes(selectors)
     limit = check_positive("--timeout", timeout if timeout not in (None, "") else DEFAULT_TIMEOUT)
     results = gather(selected, timeout=limit, connect_timeout=inv.lab.connect_timeout,
                      tool_path=inv.lab.gpu_tool_path, wake=wake,
