@@ -198,8 +198,10 @@ class KubernetesScheduler(Scheduler):
         secret["metadata"]["ownerReferences"] = [owner]
         try:
             api.call("POST", self._path("secrets"), f"creating Secret {name}", body=secret)
-        except BaseException:
-            self._forget_job(name)  # its pod would wait for the Secret forever
+        except BaseException as exc:
+            # its pod would wait for the Secret forever; a Job left behind is not "not sent"
+            if not self._forget_job(name) and getattr(exc, "not_sent", False):
+                exc.not_sent = False
             raise
         return Submitted(name)
 
@@ -214,12 +216,17 @@ class KubernetesScheduler(Scheduler):
         labels = (job.get("metadata") or {}).get("labels") or {}
         return job if labels.get(ks.LABEL_CORRELATION_ID) == correlation_id else None
 
-    def _forget_job(self, name: str) -> None:
+    def _forget_job(self, name: str) -> bool:
+        """Whether the Job made without its Secret is gone."""
         try:
             self._api().call("DELETE", self._path("jobs", name), "deleting a Job without its "
-                             "Secret", query={"propagationPolicy": "Background"})
+                             "Secret", query={"propagationPolicy": "Background"},
+                             missing="gone")
+        except NotFoundError:
+            return True
         except LaunchError:
-            pass
+            return False
+        return True
 
     def _check_gpus(self, job: dict) -> None:
         """A GPU count no node offers is refused now, not left Pending forever."""

@@ -219,6 +219,28 @@ def test_forbidden_token_is_one_clear_line(inventory, model):
     assert "refused creating Job" in first and "HTTP 403" in first
     assert "forbidden" in first and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[1].startswith("hint: ")
+    # refused before anything was made: no row left PENDING (nor a `list` warning about it)
+    listed = cli(inventory, "list", "--json")
+    assert listed.returncode == 0 and not listed.stderr, listed.stderr
+    assert json.loads(listed.stdout) == []
+
+
+def test_a_sweep_refused_for_rights_fails_its_cells_as_never_sent(inventory, model, tmp_path):
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "nobody", "models": [{"source": str(model), "class": "SimpleMLP"}],
+        "inputs": ["[(1, 8)]", "[(2, 8)]"], "gpus": ["NONE"], "schedulers": ["k8snobody"]}))
+    done = cli(inventory, "sweep", str(path))
+    assert done.returncode == 3, done.stderr  # nothing went out: the reason's own code
+    assert "2 of 2 cell(s)" in done.stderr and "HTTP 403" in done.stderr
+    sweep_id = done.stdout.strip().splitlines()[-1]
+    shown = cli(inventory, "sweep", "status", sweep_id, "--json")
+    assert shown.returncode == 0 and not shown.stderr, shown.stderr
+    cells = json.loads(shown.stdout)["cells"]
+    assert [c["status"]["state"] for c in cells] == ["FAILED", "FAILED"]
+    assert all(c["status"]["message"].startswith("never sent to k8snobody: ") for c in cells)
 
 
 def test_status_of_a_running_job_without_the_job_model(inventory, model, tmp_path):
