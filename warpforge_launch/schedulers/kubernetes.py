@@ -189,7 +189,9 @@ class KubernetesScheduler(Scheduler):
         try:
             created = api.call("POST", self._path("jobs"), f"creating Job {name}",
                                body=request.job)
-        except InfrastructureError:
+        except InfrastructureError as exc:
+            if exc.not_sent:  # no connection, or refused for rights: no Job to look for
+                raise
             created = self._job_if_ours(name, plan.correlation_id)
             if created is None:
                 raise

@@ -206,7 +206,9 @@ def test_unreachable_apiserver_is_exit_3_within_the_timeout(inventory, model, in
     assert done.returncode == 3, done.stderr
     assert done.stderr.startswith("error: Kubernetes API at https://127.0.0.1:")
     assert "Traceback" not in done.stderr
-    assert took < 2 + 10  # connect_timeout 2 s, plus the CLI's own start on a busy machine
+    # connect_timeout 2 s, plus the CLI's own start; not a second wait for a Job lookup
+    # after a connect that failed (nothing was sent)
+    assert took < 2 + 1.9
     info = cli(inventory, "cluster-info", "--scheduler", instance, timeout=60)
     assert info.returncode == 3
 
