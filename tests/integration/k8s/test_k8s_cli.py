@@ -132,6 +132,44 @@ def test_nvidia_job_gets_selector_and_resource(inventory, model, out_root):
     assert read_out(out_root, job_id, "env.json")["WARPFORGE_JOB_ID"] == job_id
 
 
+def test_result_of_jobs_the_cluster_no_longer_has(inventory, model, out_root):
+    """A cancelled job (the tool deleted its Job) and a finished one whose Job went (as its
+    TTL removes it): `result` answers from the final status the store kept and the files
+    under local_output_root, for each id of one command."""
+    done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--memory", "128M", "--wait")
+    assert done.returncode == 0, done.stderr
+    finished = done.stderr.split("submitted ", 1)[1].split()[0]
+    cancelled = submit(inventory, model, "--env", "WF_FAKE_SLEEP=300")
+    wait_for(inventory, cancelled, {"RUNNING"})
+    assert cli(inventory, "cancel", cancelled).returncode == 0
+    one = cli(inventory, "result", cancelled)
+    assert one.returncode == 1, one.stderr  # README: 1 for a CANCELLED job
+    assert "success:    no" in one.stdout and "error:      CANCELLED" in one.stdout
+    both = cli(inventory, "result", finished, cancelled)
+    assert both.returncode == 1, both.stderr
+    assert f"job:        {finished}" in both.stdout and "module @main {" in both.stdout
+    assert f"job:        {cancelled}" in both.stdout
+
+    # a model.mlir that is a symlink out of the job's directory: refused, named, exit 1
+    mlir = out_root / finished.removeprefix("k8s-") / "model.mlir"
+    mlir.rename(mlir.with_name("kept.mlir"))
+    mlir.symlink_to("/etc/hostname")
+    evil = cli(inventory, "result", finished)
+    assert evil.returncode == 1, evil.stdout
+    assert f"refused {mlir}: a symlink" in evil.stdout and "success:    no" in evil.stdout
+    mlir.unlink()
+    mlir.with_name("kept.mlir").rename(mlir)
+
+    k8slab.kc("-n", k8slab.NAMESPACE, "delete", "job", finished.removeprefix("k8s-"),
+              "--wait=true")  # what ttlSecondsAfterFinished does a day after the end
+    gone = cli(inventory, "result", finished, "--json")
+    assert gone.returncode == 0, gone.stderr
+    result = json.loads(gone.stdout)
+    assert result["success"] and "module @main {" in result["mlir_output"]
+    assert "no longer has Job" in result["log_tail"] and str(mlir) in result["outputs"]
+
+
 def read_out(out_root: Path, job_id: str, leaf: str):
     return json.loads((out_root / job_id.removeprefix("k8s-") / leaf).read_text())
 
