@@ -430,3 +430,94 @@ def test_a_job_create_whose_answer_is_lost_still_gets_its_secret(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- a trickling apiserver ------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def trickler(tmp_path):
+    """A TLS listener that answers ``HTTP/1.1 200 OK`` and then one header line every 0.2 s,
+    for ever: every read is short, so only a deadline for the whole exchange ends it
+    (http.client alone gives up after 100 headers, 20 s here)."""
+    _pki(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "server.pem", tmp_path / "server_key.pem")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    stop = threading.Event()
+
+    def trickle(conn):
+        try:
+            with tls.wrap_socket(conn, server_side=True) as s:
+                s.recv(65536)
+                s.sendall(b"HTTP/1.1 200 OK\r\n")
+                for i in range(1000):
+                    if stop.wait(0.2):
+                        return
+                    s.sendall(f"X-Trickle-{i}: x\r\n".encode())
+        except OSError:
+            pass
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1]
+    stop.set()
+    server.close()
+
+
+@pytest.mark.parametrize("one_shot", [False, True], ids=["kept-connection", "lean-status"])
+def test_a_trickling_apiserver_is_cut_at_the_request_timeout(trickler, one_shot):
+    creds = auth.Credentials(server=f"https://127.0.0.1:{trickler}", insecure=True)
+    api = client(creds, request_timeout=1, one_shot=one_shot)
+    t0 = time.monotonic()
+    with pytest.raises(InfrastructureError, match=r"timed out \(request, 1 s\)"):
+        api.call("GET", "/api/v1/nodes", "list nodes")
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_commands_against_a_trickling_apiserver_end_at_the_request_timeout(
+        trickler, tmp_path, monkeypatch, capsys):
+    """cluster-info, status (the full path, and the lean one without the job model) and
+    submit: exit 3 within request_timeout (submit: its create, then one lookup for a Job
+    the lost answer may have made)."""
+    from tests.testlab.builders import inventory
+    from warpforge_launch.cli import main
+    from warpforge_launch.schedulers import kubernetes_watch as kw
+
+    monkeypatch.setenv("WARPFORGE_HOME", str(tmp_path / "home"))
+    kc = write_kubeconfig(tmp_path / "config", {
+        "clusters": [{"name": "a", "cluster": {"server": f"https://127.0.0.1:{trickler}",
+                                               "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "a", "user": "u"}}],
+        "current-context": "c"})
+    config = {"type": "kubernetes", "kubeconfig": str(kc), "output_claim": "out",
+              "connect_timeout": 1, "request_timeout": 1}
+    inv = str(inventory(tmp_path / "inv.yaml", {"k8s": config}, default="k8s"))
+    model = tmp_path / "mlp.py"
+    model.write_text("class SimpleMLP: pass\n")
+    for argv, limit in ((["cluster-info"], 2.5), (["status", "k8s-warpforge-1a2b3c4d"], 2.5),
+                        (["submit", "--source", str(model), "--class", "SimpleMLP",
+                          "--inputs", "[(1, 8)]"], 3.5)):
+        t0 = time.monotonic()
+        rc = main([*argv, "--inventory", inv])
+        took = time.monotonic() - t0
+        err = capsys.readouterr().err
+        assert rc == 3 and took < limit, (argv, rc, took, err)
+        assert err.startswith("error: Kubernetes API at https://127.0.0.1:") and \
+            "timed out (request, 1 s)" in err, err
+    t0 = time.monotonic()
+    with pytest.raises(InfrastructureError, match=r"timed out \(request, 1 s\)"):
+        kw.live_statuses("k8s", {**config, "in_cluster": False, "context": None,
+                                 "namespace": "warpforge"}, str(tmp_path / "home"),
+                         ["warpforge-1a2b3c4d"])
+    assert time.monotonic() - t0 < 2.5

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from warpforge_launch.schedulers.ray_outputs import read_outputs
+from warpforge_launch.schedulers.ray_outputs import read_outputs, with_refusals
 
 
 @pytest.fixture()
@@ -42,7 +42,7 @@ def test_job_dir_that_is_a_symlink_out_of_the_root_is_refused(root, client_file)
     os.symlink(client_file.parent, root / "wf-2")
     (client_file.parent / "model.mlir").write_text("FORGED\n")
     found = read_outputs(str(root), "wf-2")
-    assert found.files == [] and found.mlir is None and found.refused == ["wf-2"]
+    assert found.files == [] and found.mlir is None and found.refused == ["."]
 
 
 def test_mlir_symlink_to_a_client_file_is_never_read(root, client_file):
@@ -64,7 +64,25 @@ def test_symlink_inside_the_job_dir_is_listed(root):
 def test_a_fifo_in_place_of_the_mlir_does_not_block(root):
     (root / "wf-1" / "model.mlir").unlink()
     os.mkfifo(root / "wf-1" / "model.mlir")
-    assert read_outputs(str(root), "wf-1").mlir is None
+    found = read_outputs(str(root), "wf-1")
+    assert found.mlir is None and found.refused == ["model.mlir"]
+
+
+def test_an_mlir_symlink_inside_the_job_dir_is_refused_too(root):
+    """Listed (its target is a file of the job), but model.mlir is read only as a regular
+    file: the result names it instead of reporting no MLIR as if none were written."""
+    (root / "wf-1" / "model.mlir").rename(root / "wf-1" / "real.mlir")
+    os.symlink("real.mlir", root / "wf-1" / "model.mlir")
+    found = read_outputs(str(root), "wf-1")
+    assert found.mlir is None and found.refused == ["model.mlir"]
+
+
+def test_refusals_fail_the_result_and_are_named():
+    assert with_refusals(True, None, [], "/o/wf-1") == (True, None)
+    assert with_refusals(True, None, ["model.mlir", "."], "/o/wf-1/") == (False, (
+        "refused /o/wf-1/model.mlir: a symlink or not a regular file (never followed); "
+        "refused /o/wf-1: a symlink or not a regular file (never followed)"))
+    assert with_refusals(False, "FAILED: x", ["e"], "/o/wf-1")[1].startswith("FAILED: x; ")
 
 
 @pytest.mark.parametrize("sid", ["..", ".", "a/b", ""])

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -189,7 +189,9 @@ class KubernetesScheduler(Scheduler):
         try:
             created = api.call("POST", self._path("jobs"), f"creating Job {name}",
                                body=request.job)
-        except InfrastructureError:
+        except InfrastructureError as exc:
+            if exc.not_sent:  # no connection, or refused for rights: no Job to look for
+                raise
             created = self._job_if_ours(name, plan.correlation_id)
             if created is None:
                 raise
@@ -198,8 +200,10 @@ class KubernetesScheduler(Scheduler):
         secret["metadata"]["ownerReferences"] = [owner]
         try:
             api.call("POST", self._path("secrets"), f"creating Secret {name}", body=secret)
-        except BaseException:
-            self._forget_job(name)  # its pod would wait for the Secret forever
+        except BaseException as exc:
+            # its pod would wait for the Secret forever; a Job left behind is not "not sent"
+            if not self._forget_job(name) and getattr(exc, "not_sent", False):
+                exc.not_sent = False
             raise
         return Submitted(name)
 
@@ -214,12 +218,17 @@ class KubernetesScheduler(Scheduler):
         labels = (job.get("metadata") or {}).get("labels") or {}
         return job if labels.get(ks.LABEL_CORRELATION_ID) == correlation_id else None
 
-    def _forget_job(self, name: str) -> None:
+    def _forget_job(self, name: str) -> bool:
+        """Whether the Job made without its Secret is gone."""
         try:
             self._api().call("DELETE", self._path("jobs", name), "deleting a Job without its "
-                             "Secret", query={"propagationPolicy": "Background"})
+                             "Secret", query={"propagationPolicy": "Background"},
+                             missing="gone")
+        except NotFoundError:
+            return True
         except LaunchError:
-            pass
+            return False
+        return True
 
     def _check_gpus(self, job: dict) -> None:
         """A GPU count no node offers is refused now, not left Pending forever."""
@@ -331,11 +340,25 @@ class KubernetesScheduler(Scheduler):
                                      follow=follow)
 
     def result(self, job_id: str) -> JobResult:
-        name = self.native_id(job_id)
+        self.native_id(job_id)
         found = self._observe([job_id])
         if job_id not in found:
             raise NotFoundError(f"no Job for {job_id} in namespace {self.config.namespace!r}")
-        seen, job = found[job_id]
+        return self._result(job_id, *found[job_id])
+
+    def results(self, known: Mapping[str, JobStatus]) -> dict[str, JobResult]:
+        """Like ``result``, in one refresh; a job the cluster no longer has (cancelled: the
+        tool deleted its Job; or removed ``ttlSecondsAfterFinished`` after it ended) gives
+        the final status the store kept and its files under local_output_root: no log,
+        and that said."""
+        for job_id in known:
+            self.native_id(job_id)
+        found = self._observe(list(known)) if known else {}
+        return {job_id: self._result(job_id, *found[job_id]) if job_id in found
+                else self._gone(job_id, status) for job_id, status in known.items()}
+
+    def _result(self, job_id: str, seen: ks.Observed, job: dict | None) -> JobResult:
+        name = self.native_id(job_id)
         status = self._status(job_id, seen, job)
         tail = ""
         if seen.pod:
@@ -345,34 +368,47 @@ class KubernetesScheduler(Scheduler):
                                                  query={"tailLines": LOG_TAIL_LINES}))
             except LaunchError:
                 tail = ""
-        outputs, mlir = self._outputs(name, seen.state.success)
         error = None
         if not seen.state.success:
             error = _failure_line(tail) or seen.message or seen.state.value
+        success, outputs, mlir, error = self._outputs(name, seen.state.success, error)
         return JobResult(job_id=job_id, correlation_id=status.correlation_id,
-                         success=seen.state.success, outputs=outputs, mlir_output=mlir,
+                         success=success, outputs=outputs, mlir_output=mlir,
                          execution_time=status.elapsed, error_message=error,
                          exit_code=seen.exit_code, log_tail=tail.rstrip("\n"))
 
-    def _outputs(self, name: str, success: bool) -> tuple[tuple[str, ...], str | None]:
-        """Files under <local_output_root>/<job name>; nothing that resolves outside the root."""
-        if not self.config.local_output_root:
+    def _gone(self, job_id: str, status: JobStatus) -> JobResult:
+        name = self.native_id(job_id)
+        state, message = status.state.value, status.message
+        error = None if status.state.success else \
+            message if message and message.startswith(state) else \
+            f"{state}: {message}" if message else state
+        success, outputs, mlir, error = self._outputs(name, status.state.success, error)
+        code = status.scheduler_metadata.get("exit_code")
+        return JobResult(
+            job_id=job_id, correlation_id=status.correlation_id, success=success,
+            outputs=outputs, mlir_output=mlir, execution_time=status.elapsed,
+            error_message=error,
+            exit_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            log_tail=f"(namespace {self.config.namespace!r} no longer has Job {name}: its pod "
+                     "log is gone; the outputs are read from local_output_root)")
+
+    def _outputs(self, name: str, success: bool, error: str | None
+                 ) -> tuple[bool, tuple[str, ...], str | None, str | None]:
+        """(success, files, MLIR text, error) from <local_output_root>/<job name>, read as
+        Ray's shared root is (``ray_outputs``): never through a symlink; one leading out of
+        the job's directory, or a model.mlir that is not a regular file, is refused and
+        makes the result a failure."""
+        from warpforge_launch.schedulers.ray_outputs import read_outputs, with_refusals
+
+        root = self.config.local_output_root
+        if not root:
             where = self.config.output_claim or self.config.output_host_path
-            return ((f"{where}:{name}/",) if success else ()), None
-        root = Path(self.config.local_output_root).resolve()
-        base = (root / name).resolve()
-        if not base.is_relative_to(root) or not base.is_dir():
-            return (), None
-        files = []
-        for path in sorted(base.rglob("*")):
-            real = path.resolve()
-            if real.is_relative_to(base) and real.is_file():
-                files.append(str(path))
-        mlir_path = (base / "model.mlir").resolve()
-        mlir = None
-        if mlir_path.is_relative_to(base) and mlir_path.is_file():
-            mlir = mlir_path.read_text(errors="replace")
-        return tuple(files), mlir
+            return success, ((f"{where}:{name}/",) if success else ()), None, error
+        found = read_outputs(root, name)
+        success, error = with_refusals(success, error, found.refused,
+                                       f"{root.rstrip('/')}/{name}")
+        return success, tuple(found.files), found.mlir, error
 
     def fetch_outputs(self, stagings) -> None:
         """``<local_output_root>/<job name>`` (as Ray's shared root) and the pod's log, when

@@ -242,10 +242,10 @@ class KubeClient:
         message = _status_message(data) or REASONS.get(code, "error")
         if code == 404 and missing is not None:
             raise NotFoundError(missing)
-        if code in (401, 403):
+        if code in (401, 403):  # authentication and authorization come first: nothing done
             raise InfrastructureError(
                 f"Kubernetes API at {self.server} refused {what} (HTTP {code}): {message}",
-                hint=self.rights_hint)
+                hint=self.rights_hint, not_sent=True)
         if code >= 500:
             raise InfrastructureError(f"Kubernetes API at {self.server} failed {what} "
                                       f"(HTTP {code}): {message}")

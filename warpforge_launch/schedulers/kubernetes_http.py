@@ -4,13 +4,17 @@ The socket is opened here, not by ``http.client``: the TCP connect and the TLS h
 their own timeout, ``TCP_NODELAY`` is set before the handshake (without it the request waits
 for the server's delayed ACK, 40 ms on Linux), and the TLS server name can differ from the
 address (a kubeconfig's ``tls-server-name``). ``http.client`` then speaks HTTP on it:
-headers, Content-Length and chunked bodies, keep-alive. Every read has a deadline: the
-socket timeout is set to what is left of it before each read.
+headers, Content-Length and chunked bodies, keep-alive. An exchange has one deadline, from
+the request to the answer's last byte, checked before every socket read ``http.client``
+makes (it reads through ``_DeadlineSocket``): a server that trickles a header line a second
+keeps each read short, and http.client alone would read 100 headers before giving up. No
+watchdog thread: ``threading`` is not imported on a `list` refresh.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -66,13 +70,13 @@ class Connection:
             raise
         self.sock = sock
         self._http = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        self._http.sock = sock  # http.client uses a socket it is given as it is
+        self._http.sock = _DeadlineSocket(self)  # http.client sends and reads through it
 
     def close(self) -> None:
         if self._http is not None:
             self._http.close()  # closes the socket too
             self._http = None
-        elif self.sock is not None:
+        if self.sock is not None:
             self.sock.close()
         self.sock = None
 
@@ -121,3 +125,33 @@ class Connection:
         if left <= 0:
             raise TimeoutError("deadline passed")
         self.sock.settimeout(left)
+
+
+class _DeadlineSocket:
+    """What ``http.client`` sees of the socket: each send and read first sets the timeout to
+    what is left of the exchange's deadline, and fails once it has passed."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def sendall(self, data) -> None:
+        self._conn._settimeout()
+        self._conn.sock.sendall(data)
+
+    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._conn))
+
+    def close(self) -> None:
+        self._conn.sock.close()
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        self._conn._settimeout()
+        return self._conn.sock.recv_into(buffer)

@@ -427,15 +427,16 @@ class RayScheduler(Scheduler):
         entrypoint = str(job.get("entrypoint") or "")
         log_text = rp.strip_ray_header(self._raw_logs(job_id), sid, entrypoint)
         tail = log_text.splitlines()[-LOG_TAIL_LINES:]
-        outputs, mlir = self._outputs(sid, status.node_name, status.state.success)
         error = None
         if not status.state.success:
             error = rp.failure_line(tail) or status.message or status.state.value
+        success, outputs, mlir, error = self._outputs(sid, status.node_name,
+                                                      status.state.success, error)
         code = job.get("driver_exit_code")
         return JobResult(
             job_id=job_id,
             correlation_id=status.correlation_id,
-            success=status.state.success,
+            success=success,
             outputs=outputs,
             mlir_output=mlir,
             execution_time=status.elapsed,
@@ -454,35 +455,40 @@ class RayScheduler(Scheduler):
             try:
                 out[job_id] = self.result(job_id)
             except NotFoundError:
-                outputs, mlir = self._outputs(self.native_id(job_id), status.node_name,
-                                              status.state.success)
+                success, outputs, mlir, error = self._outputs(
+                    self.native_id(job_id), status.node_name, status.state.success,
+                    None if status.state.success else (status.message or status.state.value))
                 code = status.scheduler_metadata.get("exit_code")
                 out[job_id] = JobResult(
                     job_id=job_id, correlation_id=status.correlation_id,
-                    success=status.state.success, outputs=outputs, mlir_output=mlir,
-                    execution_time=status.elapsed,
-                    error_message=None if status.state.success else
-                    (status.message or status.state.value), metrics={},
+                    success=success, outputs=outputs, mlir_output=mlir,
+                    execution_time=status.elapsed, error_message=error, metrics={},
                     exit_code=code if isinstance(code, int) else None,
                     log_tail=f"(Ray at {self.config.dashboard_url} no longer has this job: "
                              "its log is gone; the outputs are read from the output root)")
         return out
 
     def _outputs(
-        self, sid: str, node: str | None, success: bool
-    ) -> tuple[tuple[str, ...], str | None]:
-        """Files of the job's --out dir and the MLIR text, through the shared output root.
+        self, sid: str, node: str | None, success: bool, error: str | None
+    ) -> tuple[bool, tuple[str, ...], str | None, str | None]:
+        """(success, files of the job's --out dir, MLIR text, error), through the shared
+        output root. A symlink leading out of the job's directory (or a model.mlir that is
+        not a regular file) is refused and named, and the result is then a failure.
 
         When the root is not visible here, a successful job reports where its files are,
         ``<node>:<out dir>/`` (fetch them over SSH); a failed one reports none.
         """
-        from warpforge_launch.schedulers.ray_outputs import read_outputs
+        from warpforge_launch.schedulers.ray_outputs import read_outputs, with_refusals
 
         root = self.config.output_root.rstrip("/")
-        found = read_outputs(self.config.local_output_root or root, sid)
+        local = self.config.local_output_root or root
+        found = read_outputs(local, sid)
         if not found.mounted:
-            return ((f"{node or 'ray-worker'}:{root}/{sid}/",) if success else ()), None
-        return tuple(found.files), found.mlir
+            where = (f"{node or 'ray-worker'}:{root}/{sid}/",) if success else ()
+            return success, where, None, error
+        success, error = with_refusals(success, error, found.refused,
+                                       f"{local.rstrip('/')}/{sid}")
+        return success, tuple(found.files), found.mlir, error
 
     def fetch_outputs(self, stagings) -> None:
         """``<output root>/<submission id>`` through the shared output root (the directory

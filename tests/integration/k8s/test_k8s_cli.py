@@ -132,6 +132,44 @@ def test_nvidia_job_gets_selector_and_resource(inventory, model, out_root):
     assert read_out(out_root, job_id, "env.json")["WARPFORGE_JOB_ID"] == job_id
 
 
+def test_result_of_jobs_the_cluster_no_longer_has(inventory, model, out_root):
+    """A cancelled job (the tool deleted its Job) and a finished one whose Job went (as its
+    TTL removes it): `result` answers from the final status the store kept and the files
+    under local_output_root, for each id of one command."""
+    done = cli(inventory, "submit", "--source", str(model), "--class", "SimpleMLP",
+               "--inputs", "[(1, 8)]", "--memory", "128M", "--wait")
+    assert done.returncode == 0, done.stderr
+    finished = done.stderr.split("submitted ", 1)[1].split()[0]
+    cancelled = submit(inventory, model, "--env", "WF_FAKE_SLEEP=300")
+    wait_for(inventory, cancelled, {"RUNNING"})
+    assert cli(inventory, "cancel", cancelled).returncode == 0
+    one = cli(inventory, "result", cancelled)
+    assert one.returncode == 1, one.stderr  # README: 1 for a CANCELLED job
+    assert "success:    no" in one.stdout and "error:      CANCELLED" in one.stdout
+    both = cli(inventory, "result", finished, cancelled)
+    assert both.returncode == 1, both.stderr
+    assert f"job:        {finished}" in both.stdout and "module @main {" in both.stdout
+    assert f"job:        {cancelled}" in both.stdout
+
+    # a model.mlir that is a symlink out of the job's directory: refused, named, exit 1
+    mlir = out_root / finished.removeprefix("k8s-") / "model.mlir"
+    mlir.rename(mlir.with_name("kept.mlir"))
+    mlir.symlink_to("/etc/hostname")
+    evil = cli(inventory, "result", finished)
+    assert evil.returncode == 1, evil.stdout
+    assert f"refused {mlir}: a symlink" in evil.stdout and "success:    no" in evil.stdout
+    mlir.unlink()
+    mlir.with_name("kept.mlir").rename(mlir)
+
+    k8slab.kc("-n", k8slab.NAMESPACE, "delete", "job", finished.removeprefix("k8s-"),
+              "--wait=true")  # what ttlSecondsAfterFinished does a day after the end
+    gone = cli(inventory, "result", finished, "--json")
+    assert gone.returncode == 0, gone.stderr
+    result = json.loads(gone.stdout)
+    assert result["success"] and "module @main {" in result["mlir_output"]
+    assert "no longer has Job" in result["log_tail"] and str(mlir) in result["outputs"]
+
+
 def read_out(out_root: Path, job_id: str, leaf: str):
     return json.loads((out_root / job_id.removeprefix("k8s-") / leaf).read_text())
 
@@ -206,7 +244,9 @@ def test_unreachable_apiserver_is_exit_3_within_the_timeout(inventory, model, in
     assert done.returncode == 3, done.stderr
     assert done.stderr.startswith("error: Kubernetes API at https://127.0.0.1:")
     assert "Traceback" not in done.stderr
-    assert took < 2 + 10  # connect_timeout 2 s, plus the CLI's own start on a busy machine
+    # connect_timeout 2 s, plus the CLI's own start; not a second wait for a Job lookup
+    # after a connect that failed (nothing was sent)
+    assert took < 2 + 1.9
     info = cli(inventory, "cluster-info", "--scheduler", instance, timeout=60)
     assert info.returncode == 3
 
@@ -219,6 +259,28 @@ def test_forbidden_token_is_one_clear_line(inventory, model):
     assert "refused creating Job" in first and "HTTP 403" in first
     assert "forbidden" in first and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[1].startswith("hint: ")
+    # refused before anything was made: no row left PENDING (nor a `list` warning about it)
+    listed = cli(inventory, "list", "--json")
+    assert listed.returncode == 0 and not listed.stderr, listed.stderr
+    assert json.loads(listed.stdout) == []
+
+
+def test_a_sweep_refused_for_rights_fails_its_cells_as_never_sent(inventory, model, tmp_path):
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "nobody", "models": [{"source": str(model), "class": "SimpleMLP"}],
+        "inputs": ["[(1, 8)]", "[(2, 8)]"], "gpus": ["NONE"], "schedulers": ["k8snobody"]}))
+    done = cli(inventory, "sweep", str(path))
+    assert done.returncode == 3, done.stderr  # nothing went out: the reason's own code
+    assert "2 of 2 cell(s)" in done.stderr and "HTTP 403" in done.stderr
+    sweep_id = done.stdout.strip().splitlines()[-1]
+    shown = cli(inventory, "sweep", "status", sweep_id, "--json")
+    assert shown.returncode == 0 and not shown.stderr, shown.stderr
+    cells = json.loads(shown.stdout)["cells"]
+    assert [c["status"]["state"] for c in cells] == ["FAILED", "FAILED"]
+    assert all(c["status"]["message"].startswith("never sent to k8snobody: ") for c in cells)
 
 
 def test_status_of_a_running_job_without_the_job_model(inventory, model, tmp_path):

@@ -291,6 +291,15 @@ def test_result_of_a_finished_job_ray_no_longer_has(inventory, model, output_roo
     assert "no longer has this job" in result["log_tail"]
     missing = cli(inventory, "result", "raylab-wf-0e0e0e0e")  # never in the store either
     assert missing.returncode == 2
+    # a model.mlir that is a symlink out of the job's directory: refused, named, exit 1
+    # (for the job the head still has, and for the one it no longer has)
+    for sid, rid in ((old_sid, job_id), (new_sid, "raylab-" + new_sid)):
+        mlir = output_root / sid / "model.mlir"
+        mlir.unlink()
+        mlir.symlink_to("/etc/hostname")
+        evil = cli(inventory, "result", rid)
+        assert evil.returncode == 1, evil.stdout + evil.stderr
+        assert "success:    no" in evil.stdout and f"{sid}/model.mlir: a symlink" in evil.stdout
 
 
 def test_cancel_goes_on_past_a_job_ray_cannot_stop(tmp_path, ray_url, fake_snakegrinder,
