@@ -67,14 +67,18 @@ def wait_all(log_dir, inv, sweep_id, deadline_s=240):
         time.sleep(1.0)
 
 
+def sacct(cluster, job: str, fields: str) -> str:
+    """sacct's rows (-X -P -n) of ``job`` with these ``--format`` fields."""
+    return subprocess.run(["sacct", "-X", "-P", "-n", "-j", job, f"--format={fields}"],
+                          capture_output=True, text=True, timeout=20, check=True,
+                          env={**os.environ, "SLURM_CONF": str(cluster.conf)}).stdout
+
+
 def alloc_tres(cluster, native, deadline_s=20):
     """What sacct says the task was allocated; accounting may lag squeue by a moment."""
     end = time.monotonic() + deadline_s
     while True:
-        out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", native,
-                              "--format=JobID,AllocTRES"], capture_output=True, text=True,
-                             env={**os.environ, "SLURM_CONF": str(cluster.conf)},
-                             timeout=20, check=True).stdout
+        out = sacct(cluster, native, "JobID,AllocTRES")
         if out.strip() or time.monotonic() > end:
             return out
         time.sleep(0.5)
@@ -237,10 +241,7 @@ def sacct_tasks(cluster, job, count, deadline_s=30):
     """{task id: (state, exit code)} once accounting names every task of the array."""
     end = time.monotonic() + deadline_s
     while True:
-        out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job,
-                              "--format=JobID,State,ExitCode"], capture_output=True, text=True,
-                             env={**os.environ, "SLURM_CONF": str(cluster.conf)},
-                             timeout=20, check=True).stdout
+        out = sacct(cluster, job, "JobID,State,ExitCode")
         rows = dict((ln.split("|")[0], ln.split("|")[1:]) for ln in out.splitlines())
         tasks = {k: (v[0].split()[0], int(v[1].split(":")[0])) for k, v in rows.items()
                  if k.startswith(f"{job}_") and "[" not in k}
