@@ -402,6 +402,9 @@ def test_result_refuses_symlinks_that_leave_the_output_root(sched, output_root, 
     (job_dir / "key").symlink_to(outside / "id_ed25519")
     for job_id in (linked, second):
         result = sched.result(job_id)
-        assert result.success and result.mlir_output is None
+        # refused and named, and so no success (exit 1), as fetch and Slurm's result do
+        assert not result.success and result.mlir_output is None
+        assert "refused" in result.error_message and "never followed" in result.error_message
+        assert "CLIENT" not in (result.log_tail or "") + (result.error_message or "")
         assert not any(Path(p).resolve().is_relative_to(outside) for p in result.outputs)
     assert sched.result(second).outputs == (str(job_dir / "manifest.json"),)
