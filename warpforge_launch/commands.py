@@ -220,8 +220,9 @@ def cmd_list(args) -> int:
                 s.message] for r, s in rows])
     # a scheduler that could not be reached: its jobs are listed as last known, and the
     # exit code says that the list is not fresh
-    for name, exc in launcher.unreachable.items():
-        print(safe(f"warning: {name} not refreshed: {exc}"), file=sys.stderr)
+    from warpforge_launch.output import warn_unreachable
+
+    warn_unreachable(launcher.unreachable)
     return 3 if launcher.unreachable else 0
 
 

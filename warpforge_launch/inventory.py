@@ -272,26 +272,14 @@ def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = 
 
 
 def _read_yaml(path: Path) -> Any:
-    import yaml
-
     from warpforge_launch import yamlfile
 
     try:
-        text = path.read_text(encoding="utf-8")
+        return yamlfile.read(path, "inventory")  # a key given twice is an error too
     except FileNotFoundError:
         raise UsageError(f"inventory {path} does not exist") from None
     except OSError as exc:
         raise UsageError(f"inventory {path} cannot be read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"inventory {path} is not UTF-8 text (byte {exc.start}: "
-                         f"{exc.object[exc.start:exc.start + 1]!r})") from None
-    try:
-        return yamlfile.load(text)  # a key given twice is an error, not the last one wins
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"inventory {path} is not valid YAML{where}: {problem}") from None
 
 
 def _validate(tp: type, data: Any, where: str, errors: list[str]) -> Any:

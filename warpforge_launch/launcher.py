@@ -401,8 +401,6 @@ class Launcher:
         finished or still SUBMITTING are left alone (False); the rest go to one batched
         ``Scheduler.cancel_many`` per instance (Slurm: one scancel), and the statuses
         afterwards come from one batched refresh."""
-        from warpforge_launch.jobs import check_job_id
-
         records = self.store.find_many([check_job_id(j) for j in job_ids])
         unknown = [j for j in dict.fromkeys(job_ids) if j not in records]
         if unknown:

@@ -53,6 +53,13 @@ def emit_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def warn_unreachable(unreachable) -> None:
+    """One warning per scheduler instance a partial refresh could not reach (its jobs were
+    shown as last known): `Launcher.unreachable`."""
+    for name, exc in unreachable.items():
+        print(safe(f"warning: {name} not refreshed: {exc}"), file=sys.stderr)
+
+
 def print_error(exc: object, *, hint: str | None = None) -> None:
     """The one error format of every command and task: ``error: ...`` then ``hint: ...``."""
     print(f"error: {safe(exc)}", file=sys.stderr)

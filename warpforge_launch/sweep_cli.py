@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from warpforge_launch.errors import UsageError
+from warpforge_launch.errors import LaunchError, UsageError
 
 SUBCOMMANDS = ("submit", "status", "result", "cancel", "fetch", "list")
 
@@ -77,14 +77,13 @@ def main(args) -> int:
                 "cancel": _cancel, "fetch": _fetch, "list": _list}[command](launcher, args)
     # cells on an instance that could not be reached were shown as last known (see
     # sweep_launch._cells): say which, and let the exit code say it too
-    from warpforge_launch.output import safe
+    from warpforge_launch.output import warn_unreachable
 
-    for name, exc in launcher.unreachable.items():
-        print(safe(f"warning: {name} not refreshed: {exc}"), file=sys.stderr)
+    warn_unreachable(launcher.unreachable)
     return max(code, 3) if launcher.unreachable else code
 
 
-def _not_sent(sweep_id: str, failed: dict, cells: int) -> int:
+def _not_sent(sweep_id: str, failed: dict[str, LaunchError], cells: int) -> int:
     """Say why cells could not be sent (each distinct reason once, on stderr); the exit
     code: the reason's own (3 unreachable, 2 refused) when no cell went out, else 1."""
     from warpforge_launch.output import safe
@@ -97,7 +96,7 @@ def _not_sent(sweep_id: str, failed: dict, cells: int) -> int:
               file=sys.stderr)
     print(f"hint: `warpforge-launch sweep status {sweep_id}` shows every cell",
           file=sys.stderr)
-    codes = {getattr(exc, "exit_code", 1) for exc in failed.values()}
+    codes = {exc.exit_code for exc in failed.values()}
     return codes.pop() if len(failed) == cells and len(codes) == 1 else 1
 
 

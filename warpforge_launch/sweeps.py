@@ -93,25 +93,13 @@ class Cell:
 
 def load(path: str | Path) -> SweepSpec:
     """Read and parse a sweep file; relative model sources are relative to the file."""
-    import yaml
-
     from warpforge_launch import yamlfile
 
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = yamlfile.read(p, "sweep file")  # a key given twice is an error too
     except OSError as exc:
         raise UsageError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"sweep file {path} is not UTF-8 text (byte {exc.start}: "
-                         f"{exc.object[exc.start:exc.start + 1]!r})") from None
-    try:
-        data = yamlfile.load(text)  # a key given twice is an error, not the last one wins
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"sweep file {path} is not valid YAML{where}: "
-                         f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
     return parse(data, base_dir=p.resolve().parent, default_name=p.stem)
 
 

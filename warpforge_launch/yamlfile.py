@@ -48,6 +48,29 @@ def _refuse_duplicates(loader: Any, node: Any) -> None:
                 key_node.start_mark)
 
 
+def read(path: Any, what: str) -> Any:
+    """The document in the file ``path``, read as UTF-8. A file that is not UTF-8 text or
+    not valid YAML (a key given twice included) is a one-line UsageError naming ``what``
+    (`inventory`, `sweep file`) and where; OSError is the caller's to word."""
+    import yaml
+
+    from warpforge_launch.errors import UsageError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start}: "
+                         f"{exc.object[exc.start:exc.start + 1]!r})") from None
+    try:
+        return load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{what} {path} is not valid YAML{where}: {problem}") from None
+
+
 def load(text: str) -> Any:
     """The document in ``text``; ``yaml.YAMLError`` for bad YAML or a key given twice."""
     import yaml

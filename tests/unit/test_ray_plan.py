@@ -277,14 +277,14 @@ def test_outputs_through_the_shared_root_or_their_location(tmp_path):
     (shared / "wf-1" / "model.mlir").write_text("module @main {}\n")
     (shared / "wf-1" / "manifest.json").write_text("{}")
     sched = scheduler(local_output_root=str(shared))
-    ok, files, mlir, error = sched._outputs("wf-1", "10.0.0.5", True, None)
+    ok, files, mlir, error = sched._outputs("wf-1", "ray-worker-5", True, None)
     assert [Path(f).name for f in files] == ["manifest.json", "model.mlir"]
     assert ok and mlir == "module @main {}\n" and error is None
-    assert sched._outputs("wf-2", "10.0.0.5", False, "FAILED") == (False, (), None, "FAILED")
+    assert sched._outputs("wf-2", "ray-worker-5", False, "FAILED") == (False, (), None, "FAILED")
     remote = scheduler(local_output_root=str(tmp_path / "not-mounted"))
-    assert remote._outputs("wf-1", "10.0.0.5", True, None) == (
-        True, ("10.0.0.5:/srv/warpforge/jobs/wf-1/",), None, None)
-    assert remote._outputs("wf-1", "10.0.0.5", False, "x") == (False, (), None, "x")
+    assert remote._outputs("wf-1", "ray-worker-5", True, None) == (
+        True, ("ray-worker-5:/srv/warpforge/jobs/wf-1/",), None, None)
+    assert remote._outputs("wf-1", "ray-worker-5", False, "x") == (False, (), None, "x")
 
 
 def test_a_symlink_out_of_the_job_dir_fails_the_result(tmp_path):
@@ -294,7 +294,7 @@ def test_a_symlink_out_of_the_job_dir_fails_the_result(tmp_path):
     (shared / "wf-1").mkdir(parents=True)
     (shared / "wf-1" / "model.mlir").symlink_to("/etc/hostname")
     ok, files, mlir, error = scheduler(local_output_root=str(shared))._outputs(
-        "wf-1", "10.0.0.5", True, None)
+        "wf-1", "ray-worker-5", True, None)
     assert not ok and files == () and mlir is None
     assert error == (f"refused {shared}/wf-1/model.mlir: a symlink or not a regular file "
                      "(never followed)")

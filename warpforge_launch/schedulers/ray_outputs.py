@@ -111,6 +111,10 @@ def with_refusals(success: bool, error: str | None, refused: list[str], job_dir:
     if not refused:
         return success, error
     job_dir = job_dir.rstrip("/")
-    named = [f"refused {job_dir if p == '.' else f'{job_dir}/{p}'}: a symlink or not a "
-             "regular file (never followed)" for p in refused]
+    named = [refusal(job_dir if p == "." else f"{job_dir}/{p}") for p in refused]
     return False, "; ".join(([error] if error else []) + named)
+
+
+def refusal(path: str) -> str:
+    """How `result` and `logs` name a file they would not read (every backend)."""
+    return f"refused {path}: a symlink or not a regular file (never followed)"

@@ -48,6 +48,7 @@ from warpforge_launch.schedulers.base import (
     SubmissionPlan,
     Submitted,
 )
+from warpforge_launch.schedulers.ray_outputs import refusal
 from warpforge_launch.schedulers.slurm_transport import (
     Completed,
     Transport,
@@ -463,7 +464,7 @@ class SlurmScheduler(Scheduler):
             err_line = _last_line(files.get("err", "")) or _last_line(files.get("out", ""))
             parts = [] if status.state.success else [status.state.value.lower(),
                                                      status.message, err_line]
-            parts += [_refusal(p) for p in refused]
+            parts += [refusal(p) for p in refused]
             error = "; ".join(p for p in parts if p)
         return JobResult(
             job_id=job_id, correlation_id=None, success=status.state.success and not refused,
@@ -479,7 +480,7 @@ class SlurmScheduler(Scheduler):
         if not follow:
             files = self._read_jobs([native], "logs").get(native, {})
             yield files.get("out", "") + files.get("err", "")
-            yield from (f"[{_refusal(p)}]\n" for p in self._refused(files))
+            yield from (f"[{refusal(p)}]\n" for p in self._refused(files))
             return
         offsets = [0, 0]
         noted: set[str] = set()
@@ -493,7 +494,7 @@ class SlurmScheduler(Scheduler):
                     yield chunk
             for path in set(self._refused(files)) - noted:
                 noted.add(path)
-                yield f"[{_refusal(path)}]\n"
+                yield f"[{refusal(path)}]\n"
             if status.state.terminal:
                 return
             time.sleep(self.poll_interval(job_id))
@@ -586,10 +587,6 @@ def lacks_exit_code(status: JobStatus) -> bool:
     """A final status squeue gave, without the exit code only accounting knows."""
     meta = status.scheduler_metadata
     return status.state.terminal and meta.get("source") == "squeue" and "exit_code" not in meta
-
-
-def _refusal(path: str) -> str:
-    return f"refused {path}: a symlink or not a regular file (never followed)"
 
 
 def _tail(text: str, n: int) -> str:

@@ -30,6 +30,7 @@ _CONNECT_FAILED = ("ssh: connect to host", "ssh: Could not resolve hostname",
                    "Too many authentication failures", "Unable to negotiate with",
                    "Connection timed out during banner exchange", "banner exchange:")
 
+
 def _connect_failed(line: str) -> bool:
     """An ssh stderr line that says the connection itself failed (``user@host: `` may lead
     an authentication refusal)."""
